@@ -1,0 +1,203 @@
+//! The prof log: a versioned header followed by length-prefixed records.
+//!
+//! The byte-level specification is docs/FORMAT.md; this crate is its reference
+//! implementation. [`LogWriter`] streams records (the agent's writer thread uses it),
+//! [`read_profile`] decodes a whole file into a [`Profile`] and never panics: a file cut
+//! anywhere yields every whole record before the cut, and corrupt bytes yield an error.
+
+mod read;
+mod varint;
+mod write;
+
+pub use read::{read_profile, split_records, Process, Profile, RawRecord, ReadOutcome};
+pub use write::{LogWriter, PendingSample, StackInterner};
+
+/// The 8 bytes every prof log starts with.
+pub const MAGIC: &[u8; 8] = b"PROFLOG\0";
+/// The format version this crate writes. Readers accept versions up to this one.
+pub const VERSION: u16 = 1;
+/// Magic + version (u16 LE) + flags (u16 LE).
+pub const HEADER_LEN: usize = 12;
+
+/// Record kinds (the first byte of every record).
+pub mod kind {
+    pub const PROCESS: u8 = 1;
+    pub const MODULE: u8 = 2;
+    pub const MODULE_UNLOAD: u8 = 3;
+    pub const THREAD: u8 = 4;
+    pub const NODES: u8 = 5;
+    pub const SAMPLES: u8 = 6;
+    pub const LOST: u8 = 7;
+    pub const PROCESS_END: u8 = 8;
+    pub const NOTICE: u8 = 9;
+}
+
+/// Sample flags (bit set in [`Sample::flags`]).
+pub mod flags {
+    /// The unwinder stopped at the depth limit: outer frames are missing.
+    pub const TRUNCATED: u32 = 1;
+    /// The unwinder stopped at a frame it could not unwind past (bad frame pointer,
+    /// unknown code) before reaching the thread's entry.
+    pub const UNWIND_STOPPED: u32 = 2;
+    /// Wall mode: the thread was blocked/sleeping, not running, when sampled.
+    pub const OFF_CPU: u32 = 4;
+}
+
+/// Node kinds: what a stack frame is.
+pub mod node_kind {
+    /// A native instruction address (the leaf's pc, or a return address).
+    pub const NATIVE: u32 = 0;
+    /// A synthetic frame: `value` is a syscall number the thread was blocked in.
+    pub const SYSCALL: u32 = 1;
+}
+
+/// Sampling mode recorded in the process record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Cpu,
+    Wall,
+}
+
+impl Mode {
+    pub fn code(self) -> u64 {
+        match self {
+            Mode::Cpu => 0,
+            Mode::Wall => 1,
+        }
+    }
+    pub fn from_code(c: u64) -> Option<Mode> {
+        match c {
+            0 => Some(Mode::Cpu),
+            1 => Some(Mode::Wall),
+            _ => None,
+        }
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Cpu => "cpu",
+            Mode::Wall => "wall",
+        }
+    }
+}
+
+/// Which timer delivered the samples.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimerSource {
+    /// Per-thread perf_event_open software cpu-clock, signalled as SIGPROF.
+    PerfEvent,
+    /// Per-thread timer_create(CLOCK_THREAD_CPUTIME_ID, SIGEV_THREAD_ID).
+    PosixTimer,
+    /// No timer could be armed.
+    None,
+}
+
+impl TimerSource {
+    pub fn code(self) -> u64 {
+        match self {
+            TimerSource::PerfEvent => 0,
+            TimerSource::PosixTimer => 1,
+            TimerSource::None => 2,
+        }
+    }
+    pub fn from_code(c: u64) -> Option<TimerSource> {
+        match c {
+            0 => Some(TimerSource::PerfEvent),
+            1 => Some(TimerSource::PosixTimer),
+            2 => Some(TimerSource::None),
+            _ => None,
+        }
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            TimerSource::PerfEvent => "perf_event cpu-clock",
+            TimerSource::PosixTimer => "POSIX thread CPU timer",
+            TimerSource::None => "none",
+        }
+    }
+}
+
+/// PROCESS record: starts a process section; every following record belongs to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcessInfo {
+    pub pid: u32,
+    pub ppid: u32,
+    /// Wall-clock start (Unix epoch, ns).
+    pub start_unix_ns: u64,
+    /// Requested sampling period (ns).
+    pub period_ns: u64,
+    pub mode: Mode,
+    pub timer: TimerSource,
+    /// Unit of sample timestamps (ns per tick).
+    pub time_unit_ns: u64,
+    /// Depth limit of the unwinder.
+    pub max_depth: u32,
+    pub exe: String,
+    pub argv: Vec<String>,
+    pub agent_version: String,
+}
+
+/// MODULE record: a loaded ELF object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Module {
+    pub id: u32,
+    pub path: String,
+    /// GNU build id (empty when the object has none).
+    pub build_id: Vec<u8>,
+    /// Load bias: runtime address = file virtual address + bias.
+    pub bias: u64,
+    /// Executable address ranges [start, end) at runtime.
+    pub ranges: Vec<(u64, u64)>,
+}
+
+/// A deduplicated stack frame: stacks form a tree, a sample names its leaf node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Node {
+    /// Parent node id; 0 is the (virtual) root, so a node with parent 0 is an outermost frame.
+    pub parent: u32,
+    pub kind: u32,
+    pub value: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sample {
+    pub tid: u32,
+    /// Time since process start, in ns (a multiple of the process's time unit).
+    pub time_ns: u64,
+    /// Leaf node id (0 = empty stack).
+    pub leaf: u32,
+    /// How many sampling periods this sample stands for (>= 1).
+    pub weight: u32,
+    pub flags: u32,
+}
+
+/// PROCESS_END record: written when the process exits normally.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ProcessEnd {
+    /// Time since process start, ns.
+    pub duration_ns: u64,
+    pub cpu_user_ns: u64,
+    pub cpu_system_ns: u64,
+    /// Timer signals the handler received.
+    pub signals: u64,
+}
+
+/// A one-line message from the agent for the user (e.g. "perf_event_open refused").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notice {
+    pub text: String,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum Error {
+    #[error("not a prof profile (bad magic bytes)")]
+    BadMagic,
+    #[error("the file is too short to be a prof profile ({0} bytes)")]
+    TooShort(usize),
+    #[error("unsupported prof log version {0} (this build reads up to {VERSION})")]
+    UnsupportedVersion(u16),
+    #[error("corrupt record at byte {offset}: {what}")]
+    Corrupt { offset: usize, what: &'static str },
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,154 @@
+use super::*;
+use crate::write::PendingSample;
+use proptest::prelude::*;
+
+fn sample_log() -> (Vec<u8>, usize) {
+    let mut w = LogWriter::new(Vec::new());
+    w.process(&ProcessInfo {
+        pid: 42,
+        ppid: 1,
+        start_unix_ns: 1_700_000_000_000_000_000,
+        period_ns: 1_001_001,
+        mode: Mode::Cpu,
+        timer: TimerSource::PerfEvent,
+        time_unit_ns: 100_000,
+        max_depth: 256,
+        exe: "/usr/bin/demo".into(),
+        argv: vec!["demo".into(), "--x".into()],
+        agent_version: "0.1.0".into(),
+    });
+    w.module(&Module {
+        id: 0,
+        path: "/usr/bin/demo".into(),
+        build_id: vec![1, 2, 3, 4],
+        bias: 0x5555_0000_0000,
+        ranges: vec![(0x5555_0000_1000, 0x5555_0000_9000)],
+    });
+    w.thread(42, "demo");
+    let mut n = 0;
+    for batch in 0..5u64 {
+        let mut ss = Vec::new();
+        for i in 0..20u64 {
+            let depth = 1 + (i % 4);
+            let frames = (0..depth).map(|d| (0u32, 0x5555_0000_1000 + d * 0x40 + (i % 3)));
+            let leaf = w.stacks.intern(frames);
+            ss.push(PendingSample {
+                time_ns: (batch * 20 + i) * 1_000_000,
+                leaf,
+                weight: 1 + (i % 7 == 0) as u32,
+                flags: (i % 11 == 0) as u32,
+            });
+            n += 1;
+        }
+        w.samples(42, &ss);
+        w.lost(batch);
+    }
+    w.end(&ProcessEnd { duration_ns: 100_000_000, cpu_user_ns: 99, cpu_system_ns: 1, signals: 100 });
+    (w.into_inner().unwrap(), n)
+}
+
+#[test]
+fn roundtrip() {
+    let (bytes, n) = sample_log();
+    let p = read_profile(&bytes).unwrap();
+    assert!(!p.truncated);
+    assert_eq!(p.processes.len(), 1);
+    let pr = &p.processes[0];
+    assert_eq!(pr.info.pid, 42);
+    assert_eq!(pr.info.argv, vec!["demo", "--x"]);
+    assert_eq!(pr.modules[0].ranges, vec![(0x5555_0000_1000, 0x5555_0000_9000)]);
+    assert_eq!(pr.samples.len(), n);
+    assert_eq!(pr.lost, 0 + 1 + 2 + 3 + 4);
+    assert_eq!(pr.end.unwrap().signals, 100);
+    // Stacks decode back to the frames that were interned.
+    for (k, s) in pr.samples.iter().enumerate() {
+        let i = (k % 20) as u64;
+        let depth = 1 + (i % 4);
+        let frames: Vec<u64> = pr.stack(s.leaf).map(|n| n.value).collect();
+        let want: Vec<u64> = (0..depth).rev().map(|d| 0x5555_0000_1000 + d * 0x40 + (i % 3)).collect();
+        assert_eq!(frames, want);
+        assert_eq!(s.weight, 1 + (i % 7 == 0) as u32);
+        assert_eq!(s.time_ns, k as u64 * 1_000_000);
+    }
+}
+
+#[test]
+fn steady_state_is_a_few_bytes_per_sample() {
+    let mut w = LogWriter::new(Vec::new());
+    let (bytes0, _) = sample_log();
+    let _ = bytes0;
+    w.process(&read_profile(&sample_log().0).unwrap().processes[0].info);
+    let stacks: Vec<u32> = (0..8u64)
+        .map(|k| w.stacks.intern((0..20u64).map(|d| (0, 0x5555_0000_0000 + d * 0x100 + k))))
+        .collect();
+    let before = w.pending();
+    for batch in 0..100u64 {
+        let ss: Vec<_> = (0..10u64)
+            .map(|i| PendingSample {
+                time_ns: (batch * 10 + i) * 1_000_000,
+                leaf: stacks[((i * 7 + batch) % 8) as usize],
+                weight: 1,
+                flags: 0,
+            })
+            .collect();
+        w.samples(7, &ss);
+    }
+    let per = (w.pending() - before) as f64 / 1000.0;
+    assert!(per <= 4.0, "{per} bytes/sample");
+}
+
+#[test]
+fn every_truncation_reads_a_prefix() {
+    let (bytes, n) = sample_log();
+    let full = read_profile(&bytes).unwrap();
+    let boundaries: Vec<usize> = std::iter::once(HEADER_LEN)
+        .chain(split_records(&bytes).unwrap().records.iter().map(|r| r.offset + r.bytes.len()))
+        .collect();
+    let mut last = 0;
+    for cut in 0..bytes.len() {
+        match read_profile(&bytes[..cut]) {
+            Ok(p) => {
+                assert_eq!(p.truncated, !boundaries.contains(&cut), "cut {cut}");
+                let got: Vec<Sample> = p.processes.iter().flat_map(|p| p.samples.clone()).collect();
+                assert!(got.len() >= last, "samples went backwards at {cut}");
+                last = got.len();
+                assert_eq!(&got[..], &full.processes[0].samples[..got.len()]);
+            }
+            Err(Error::TooShort(_)) => assert!(cut < HEADER_LEN),
+            Err(e) => panic!("cut at {cut}: {e}"),
+        }
+    }
+    assert_eq!(last, n);
+}
+
+#[test]
+fn not_a_profile() {
+    assert_eq!(read_profile(b"hello world, this is text").unwrap_err(), Error::BadMagic);
+    assert_eq!(read_profile(b"").unwrap_err(), Error::TooShort(0));
+    let mut b = sample_log().0;
+    b[8] = 99;
+    assert_eq!(read_profile(&b).unwrap_err(), Error::UnsupportedVersion(99));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+    #[test]
+    fn random_bytes_never_panic(tail in proptest::collection::vec(any::<u8>(), 0..400)) {
+        let mut b = MAGIC.to_vec();
+        b.extend_from_slice(&1u16.to_le_bytes());
+        b.extend_from_slice(&0u16.to_le_bytes());
+        b.extend_from_slice(&tail);
+        let _ = read_profile(&b);
+        let _ = read_profile(&tail);
+    }
+
+    #[test]
+    fn mutated_logs_never_panic(flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..8)) {
+        let (mut b, _) = sample_log();
+        for (i, v) in flips {
+            let i = HEADER_LEN + i % (b.len() - HEADER_LEN);
+            b[i] = v;
+        }
+        let _ = read_profile(&b);
+    }
+}
