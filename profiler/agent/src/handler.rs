@@ -1,0 +1,200 @@
+//! The SIGPROF handler. Everything here is async-signal-safe: atomics, reads of the
+//! interrupted thread's own stack within its bounds, writes into a pre-claimed ring slot,
+//! and the syscalls gettid, clock_gettime and ioctl. No allocation, no locks, no panics
+//! (no indexing that can fail; the crate is built without overflow checks).
+
+use core::ffi::c_void;
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use crate::ring::{SampleData, MAX_FRAMES, NO_SYSCALL};
+use crate::sys::*;
+use crate::threads::{self, ThreadEntry};
+use crate::{state, timer};
+
+/// Every SIGPROF the handler saw (ours or not).
+pub static SIGNALS: AtomicU64 = AtomicU64::new(0);
+/// Samples dropped because the ring was full.
+pub static LOST: AtomicU64 = AtomicU64::new(0);
+/// The SIGPROF disposition before ours (sa_sigaction value and sa_flags), for SIGPROFs
+/// that are not from our timers.
+pub static PREV_HANDLER: AtomicUsize = AtomicUsize::new(libc::SIG_DFL);
+pub static PREV_FLAGS: AtomicUsize = AtomicUsize::new(0);
+
+/// Installs the handler. SA_RESTART so that a syscall the signal interrupts is restarted;
+/// SA_ONSTACK so a thread near its stack limit with an alternate stack is not pushed over.
+pub fn install() -> bool {
+    // SAFETY: zeroed sigaction is valid; we fill handler, flags and an empty mask.
+    unsafe {
+        let mut sa: libc::sigaction = core::mem::zeroed();
+        sa.sa_sigaction = on_sigprof as *const () as usize;
+        sa.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART | libc::SA_ONSTACK;
+        libc::sigemptyset(&mut sa.sa_mask);
+        let mut old: libc::sigaction = core::mem::zeroed();
+        if libc::sigaction(libc::SIGPROF, &sa, &mut old) != 0 {
+            return false;
+        }
+        if old.sa_sigaction != on_sigprof as *const () as usize {
+            PREV_HANDLER.store(old.sa_sigaction, Ordering::Relaxed);
+            PREV_FLAGS.store(old.sa_flags as usize, Ordering::Relaxed);
+        }
+    }
+    true
+}
+
+extern "C" fn on_sigprof(sig: libc::c_int, info: *mut libc::siginfo_t, uc: *mut c_void) {
+    let errno = errno_location();
+    // SAFETY: errno_location points at this thread's errno.
+    let saved = unsafe { *errno };
+    handle(sig, info, uc);
+    // SAFETY: as above; restoring it keeps the interrupted code's errno intact.
+    unsafe { *errno = saved };
+}
+
+fn handle(sig: libc::c_int, info: *mut libc::siginfo_t, uc: *mut c_void) {
+    SIGNALS.fetch_add(1, Ordering::Relaxed);
+    if info.is_null() || uc.is_null() {
+        return;
+    }
+    // SAFETY: the kernel passes a valid siginfo_t to SA_SIGINFO handlers.
+    let code = unsafe { (*info).si_code };
+    let thread = threads::lookup(gettid());
+    let mut weight = 1u32;
+    let ours = match thread {
+        Some(_) if code == SI_TIMER => {
+            // SAFETY: a timer siginfo carries si_overrun and si_value at these offsets.
+            let magic = unsafe { siginfo_ptr(info, SI_SIGVAL_OFFSET) } as usize;
+            if magic == timer::TIMER_MAGIC {
+                // SAFETY: as above.
+                let over = unsafe { siginfo_int(info, SI_OVERRUN_OFFSET) };
+                weight = 1u32.saturating_add(over.max(0) as u32);
+                true
+            } else {
+                false
+            }
+        }
+        Some(t) if code > 0 => {
+            // SAFETY: an F_SETSIG siginfo (POLL_*) carries si_fd at this offset.
+            let fd = unsafe { siginfo_int(info, SI_FD_OFFSET) };
+            let mine = fd >= 0 && fd == t.perf_fd.load(Ordering::Relaxed);
+            if mine {
+                timer::rearm_perf(t, fd, state::period_ns());
+            }
+            mine
+        }
+        _ => false,
+    };
+    match thread {
+        Some(t) if ours => {
+            if state::sampling() {
+                sample(t, uc, weight);
+            }
+        }
+        _ => forward(sig, info, uc),
+    }
+}
+
+/// A SIGPROF that is not from our timers (e.g. `kill -PROF`): do what would have happened
+/// without prof.
+fn forward(sig: libc::c_int, info: *mut libc::siginfo_t, uc: *mut c_void) {
+    let prev = PREV_HANDLER.load(Ordering::Relaxed);
+    if prev == libc::SIG_IGN {
+        return;
+    }
+    if prev == libc::SIG_DFL {
+        // The default action of SIGPROF is to terminate: restore it and let the signal,
+        // pending until this handler returns, do that.
+        // SAFETY: sigaction, getpid and tgkill are async-signal-safe.
+        unsafe {
+            let mut sa: libc::sigaction = core::mem::zeroed();
+            sa.sa_sigaction = libc::SIG_DFL;
+            libc::sigaction(libc::SIGPROF, &sa, core::ptr::null_mut());
+            libc::syscall(libc::SYS_tgkill, libc::getpid(), gettid(), libc::SIGPROF);
+        }
+        return;
+    }
+    if PREV_FLAGS.load(Ordering::Relaxed) & libc::SA_SIGINFO as usize != 0 {
+        // SAFETY: the program installed this function as an SA_SIGINFO handler.
+        let f: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut c_void) = unsafe { core::mem::transmute(prev) };
+        f(sig, info, uc);
+    } else {
+        // SAFETY: the program installed this function as a plain handler.
+        let f: extern "C" fn(libc::c_int) = unsafe { core::mem::transmute(prev) };
+        f(sig);
+    }
+}
+
+/// Registers of the interrupted context: (pc, frame pointer, stack pointer).
+#[inline]
+fn registers(uc: *mut c_void) -> (u64, u64, u64) {
+    let uc = uc as *const libc::ucontext_t;
+    #[cfg(target_arch = "x86_64")]
+    {
+        // SAFETY: the kernel passes the interrupted ucontext_t to SA_SIGINFO handlers.
+        let g = unsafe { &(*uc).uc_mcontext.gregs };
+        (g[libc::REG_RIP as usize] as u64, g[libc::REG_RBP as usize] as u64, g[libc::REG_RSP as usize] as u64)
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        // SAFETY: as above.
+        let m = unsafe { &(*uc).uc_mcontext };
+        (m.pc, m.regs[29], m.sp)
+    }
+}
+
+fn sample(t: &ThreadEntry, uc: *mut c_void, weight: u32) {
+    let Some(ring) = state::ring() else { return };
+    let Some(claim) = ring.claim() else {
+        LOST.fetch_add(1, Ordering::Relaxed);
+        return;
+    };
+    let d = claim.data();
+    let (pc, fp, sp) = registers(uc);
+    d.tid = t.tid.load(Ordering::Relaxed) as u32;
+    d.weight = weight;
+    d.time_ns = monotonic_ns().saturating_sub(state::start_ns());
+    d.syscall = NO_SYSCALL;
+    d.frames[0] = pc;
+    let lo = t.stack_lo.load(Ordering::Relaxed) as u64;
+    let hi = t.stack_hi.load(Ordering::Relaxed) as u64;
+    let (depth, flags) = walk_frame_pointers(d, fp, sp, lo, hi, state::max_depth());
+    d.depth = depth as u32;
+    d.flags = flags;
+    claim.publish();
+}
+
+/// Follows the frame-pointer chain from `fp`, after the leaf in `d.frames[0]`. Every read
+/// is of 16 bytes at an 8-aligned address inside [sp, hi): the live part of the interrupted
+/// thread's own stack, which is mapped. Frames must move strictly outward, so the walk ends.
+pub fn walk_frame_pointers(d: &mut SampleData, mut fp: u64, sp: u64, lo: u64, hi: u64, max_depth: usize) -> (usize, u32) {
+    let max = max_depth.clamp(1, MAX_FRAMES);
+    let mut depth = 1usize;
+    if sp < lo || sp >= hi {
+        // Running on a stack we do not know (a coroutine, an alternate signal stack):
+        // reading around it could fault, so keep the leaf only.
+        return (depth, prof_format::flags::UNWIND_STOPPED);
+    }
+    let mut floor = sp;
+    loop {
+        if fp == 0 {
+            return (depth, 0); // the outermost frame (thread entry zeroes the fp)
+        }
+        if fp < floor || fp > hi.saturating_sub(16) || fp % 8 != 0 {
+            return (depth, prof_format::flags::UNWIND_STOPPED);
+        }
+        // SAFETY: fp and fp+8 lie in [sp, hi - 8], the mapped live stack of this thread
+        // (checked just above), and are 8-aligned.
+        let (next, ret) = unsafe { (core::ptr::read_volatile(fp as *const u64), core::ptr::read_volatile((fp + 8) as *const u64)) };
+        if ret == 0 {
+            return (depth, 0);
+        }
+        if depth >= max {
+            return (depth, prof_format::flags::TRUNCATED);
+        }
+        if let Some(slot) = d.frames.get_mut(depth) {
+            *slot = ret;
+        }
+        depth += 1;
+        floor = fp + 16;
+        fp = next;
+    }
+}

@@ -1,0 +1,202 @@
+//! Interposed libc entry points and per-thread registration.
+//!
+//! `pthread_create` is wrapped so every new thread registers itself (stack bounds, timer)
+//! before running the program's start routine; a pthread key destructor unregisters it on
+//! exit. `pthread_atfork` gives a forked child its own log and timers.
+
+use core::ffi::c_void;
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use prof_format::TimerSource;
+
+use crate::sys::gettid;
+use crate::{state, threads, timer, warn};
+
+type StartFn = extern "C" fn(*mut c_void) -> *mut c_void;
+type CreateFn = unsafe extern "C" fn(*mut libc::pthread_t, *const libc::pthread_attr_t, StartFn, *mut c_void) -> libc::c_int;
+
+static REAL_CREATE: AtomicUsize = AtomicUsize::new(0);
+static KEY: AtomicUsize = AtomicUsize::new(usize::MAX);
+static WARNED_FALLBACK: AtomicBool = AtomicBool::new(false);
+static WARNED_FULL: AtomicBool = AtomicBool::new(false);
+
+pub fn resolve() {
+    if REAL_CREATE.load(Ordering::Acquire) == 0 {
+        // SAFETY: dlsym with a NUL-terminated name; RTLD_NEXT finds libc's definition.
+        let f = unsafe { libc::dlsym(libc::RTLD_NEXT, c"pthread_create".as_ptr()) };
+        REAL_CREATE.store(f as usize, Ordering::Release);
+    }
+}
+
+fn real_create() -> Option<CreateFn> {
+    resolve();
+    let f = REAL_CREATE.load(Ordering::Acquire);
+    // SAFETY: f is libc's pthread_create, which has this signature.
+    (f != 0).then(|| unsafe { core::mem::transmute::<usize, CreateFn>(f) })
+}
+
+struct Start {
+    f: StartFn,
+    arg: *mut c_void,
+}
+
+/// The interposed `pthread_create`.
+///
+/// # Safety
+/// Same contract as libc's pthread_create.
+#[no_mangle]
+pub unsafe extern "C" fn pthread_create(
+    thread: *mut libc::pthread_t,
+    attr: *const libc::pthread_attr_t,
+    f: StartFn,
+    arg: *mut c_void,
+) -> libc::c_int {
+    let Some(real) = real_create() else { return libc::EAGAIN };
+    if !state::ACTIVE.load(Ordering::Acquire) {
+        // SAFETY: forwarding the caller's arguments unchanged.
+        return unsafe { real(thread, attr, f, arg) };
+    }
+    let start = Box::into_raw(Box::new(Start { f, arg }));
+    // SAFETY: forwarding the caller's thread/attr; `start` is freed by the trampoline, or
+    // here if the thread could not be created.
+    let rc = unsafe { real(thread, attr, trampoline, start.cast()) };
+    if rc != 0 {
+        drop(unsafe { Box::from_raw(start) });
+    }
+    rc
+}
+
+extern "C" fn trampoline(p: *mut c_void) -> *mut c_void {
+    // SAFETY: p is the Box<Start> made by pthread_create above, handed over exactly once.
+    let start = unsafe { Box::from_raw(p as *mut Start) };
+    if state::SAMPLING.load(Ordering::Acquire) {
+        register_current_thread();
+    }
+    (start.f)(start.arg)
+}
+
+/// Creates a pthread key whose destructor unregisters an exiting thread (it runs for
+/// threads that return from their start routine and for those calling pthread_exit).
+pub fn install_thread_key() {
+    let mut key: libc::pthread_key_t = 0;
+    // SAFETY: key is valid; the destructor is an extern "C" fn.
+    if unsafe { libc::pthread_key_create(&mut key, Some(thread_exit)) } == 0 {
+        KEY.store(key as usize, Ordering::Release);
+    }
+}
+
+extern "C" fn thread_exit(_: *mut c_void) {
+    unregister_current_thread();
+}
+
+/// Registers the calling thread: stack bounds and a CPU-time timer.
+pub fn register_current_thread() -> TimerSource {
+    let tid = gettid();
+    let Some(e) = threads::insert(tid) else {
+        if !WARNED_FULL.swap(true, Ordering::Relaxed) {
+            warn("too many live threads; new threads are not sampled");
+        }
+        return TimerSource::None;
+    };
+    let (lo, hi) = stack_bounds();
+    e.stack_lo.store(lo, Ordering::Relaxed);
+    e.stack_hi.store(hi, Ordering::Release);
+    let key = KEY.load(Ordering::Acquire);
+    if key != usize::MAX {
+        // SAFETY: a key we created; any non-null value makes the destructor run.
+        unsafe { libc::pthread_setspecific(key as libc::pthread_key_t, 1 as *const c_void) };
+    }
+    match timer::arm(e, tid, state::period_ns(), state::timer_pref()) {
+        Ok(timer::Source::Perf) => TimerSource::PerfEvent,
+        Ok(timer::Source::Posix) => {
+            if state::timer_pref().is_none() && !WARNED_FALLBACK.swap(true, Ordering::Relaxed) {
+                crate::writer::notice("perf_event_open is not permitted here: sampling with POSIX CPU timers, which fire at most once per kernel tick (often 250 Hz)");
+            }
+            TimerSource::PosixTimer
+        }
+        Err(errno) => {
+            threads::remove(e);
+            if !WARNED_FALLBACK.swap(true, Ordering::Relaxed) {
+                warn(&format!("cannot arm a CPU timer for thread {tid} (errno {errno}); it is not sampled"));
+            }
+            TimerSource::None
+        }
+    }
+}
+
+pub fn unregister_current_thread() {
+    if let Some(e) = threads::lookup(gettid()) {
+        // Unpublish first: a signal arriving in between finds no entry and does nothing.
+        threads::remove(e);
+        timer::disarm(e);
+    }
+}
+
+/// [lo, hi) of the calling thread's stack.
+fn stack_bounds() -> (usize, usize) {
+    // SAFETY: attr is initialised by pthread_getattr_np before use and destroyed after.
+    unsafe {
+        let mut attr: libc::pthread_attr_t = core::mem::zeroed();
+        if libc::pthread_getattr_np(libc::pthread_self(), &mut attr) != 0 {
+            return (0, 0);
+        }
+        let mut addr: *mut c_void = core::ptr::null_mut();
+        let mut size: libc::size_t = 0;
+        let rc = libc::pthread_attr_getstack(&attr, &mut addr, &mut size);
+        libc::pthread_attr_destroy(&mut attr);
+        if rc != 0 {
+            return (0, 0);
+        }
+        (addr as usize, addr as usize + size)
+    }
+}
+
+/// Starts one of the agent's own threads: SIGPROF and every other signal blocked (the
+/// program's signals must go to its own threads), not registered for sampling.
+pub fn spawn_internal(name: &'static core::ffi::CStr, f: extern "C" fn(*mut c_void) -> *mut c_void) -> bool {
+    let Some(real) = real_create() else { return false };
+    // SAFETY: signal masks are manipulated for the calling thread only and restored;
+    // the new thread inherits the all-blocked mask.
+    unsafe {
+        let mut all: libc::sigset_t = core::mem::zeroed();
+        let mut old: libc::sigset_t = core::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+        let mut t: libc::pthread_t = 0;
+        let rc = real(&mut t, core::ptr::null(), f, core::ptr::null_mut());
+        libc::pthread_sigmask(libc::SIG_SETMASK, &old, core::ptr::null_mut());
+        if rc != 0 {
+            return false;
+        }
+        libc::pthread_setname_np(t, name.as_ptr());
+        libc::pthread_detach(t);
+    }
+    true
+}
+
+/// pthread_atfork child handler: only the forking thread exists now. Drop the parent's
+/// timers and buffered samples and profile the child as a process of its own.
+pub extern "C" fn after_fork_child() {
+    if !state::ACTIVE.load(Ordering::Acquire) {
+        return;
+    }
+    state::SAMPLING.store(false, Ordering::Release);
+    for e in threads::live() {
+        // The parent's perf descriptors were inherited; its POSIX timers were not.
+        let fd = e.perf_fd.swap(-1, Ordering::AcqRel);
+        if fd >= 0 {
+            // SAFETY: an inherited descriptor of ours, closed once.
+            unsafe { libc::close(fd) };
+        }
+        e.timer.store(0, Ordering::Relaxed);
+    }
+    threads::clear();
+    if let Some(r) = state::ring() {
+        r.reset();
+    }
+    crate::handler::LOST.store(0, Ordering::Relaxed);
+    crate::handler::SIGNALS.store(0, Ordering::Relaxed);
+    crate::writer::forget();
+    crate::wall::forget();
+    crate::start_process();
+}

@@ -1,0 +1,137 @@
+//! Loaded ELF objects, from dl_iterate_phdr: path, GNU build id, load bias and executable
+//! ranges. Rescanned by the writer when the loader's add/remove counters change.
+
+use core::ffi::{c_int, c_void, CStr};
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use prof_format::Module;
+
+pub struct Loaded {
+    pub path: String,
+    pub bias: u64,
+    pub ranges: Vec<(u64, u64)>,
+    pub build_id: Vec<u8>,
+}
+
+struct Scan {
+    counters: Option<(u64, u64)>,
+    out: Vec<Loaded>,
+    skip_if: Option<(u64, u64)>,
+}
+
+/// Executable ranges of every loaded module, for the wall sampler's return-address check.
+pub static EXEC_RANGES: Mutex<Vec<(u64, u64)>> = Mutex::new(Vec::new());
+
+const NT_GNU_BUILD_ID: u32 = 3;
+
+unsafe extern "C" fn visit(info: *mut libc::dl_phdr_info, size: libc::size_t, data: *mut c_void) -> c_int {
+    // SAFETY: dl_iterate_phdr passes a valid info of `size` bytes and our Scan.
+    let (info, scan) = unsafe { (&*info, &mut *(data as *mut Scan)) };
+    if scan.counters.is_none() && size >= core::mem::size_of::<libc::dl_phdr_info>() {
+        let c = (info.dlpi_adds, info.dlpi_subs);
+        scan.counters = Some(c);
+        if scan.skip_if == Some(c) {
+            return 1; // nothing was loaded or unloaded since the last scan
+        }
+    }
+    let name = if info.dlpi_name.is_null() {
+        String::new()
+    } else {
+        // SAFETY: dlpi_name is a NUL-terminated string owned by the loader.
+        unsafe { CStr::from_ptr(info.dlpi_name) }.to_string_lossy().into_owned()
+    };
+    let path = if name.is_empty() {
+        std::fs::read_link("/proc/self/exe").map(|p| p.to_string_lossy().into_owned()).unwrap_or_default()
+    } else if name.starts_with("linux-vdso") || name.starts_with("linux-gate") {
+        "[vdso]".to_string()
+    } else {
+        std::fs::canonicalize(&name).map(|p| p.to_string_lossy().into_owned()).unwrap_or(name)
+    };
+    let bias = info.dlpi_addr as u64;
+    let mut ranges = Vec::new();
+    let mut build_id = Vec::new();
+    for i in 0..info.dlpi_phnum as usize {
+        // SAFETY: dlpi_phdr points at dlpi_phnum program headers.
+        let ph = unsafe { &*info.dlpi_phdr.add(i) };
+        let start = bias.wrapping_add(ph.p_vaddr as u64);
+        if ph.p_type == libc::PT_LOAD && ph.p_flags & libc::PF_X != 0 {
+            ranges.push((start, start + ph.p_memsz as u64));
+        } else if ph.p_type == libc::PT_NOTE && build_id.is_empty() {
+            // SAFETY: a PT_NOTE segment of a loaded object is mapped (it lies inside a
+            // PT_LOAD segment) for p_memsz bytes.
+            let notes = unsafe { core::slice::from_raw_parts(start as *const u8, ph.p_memsz as usize) };
+            build_id = find_build_id(notes).unwrap_or_default();
+        }
+    }
+    if !ranges.is_empty() {
+        scan.out.push(Loaded { path, bias, ranges, build_id });
+    }
+    0
+}
+
+fn find_build_id(mut notes: &[u8]) -> Option<Vec<u8>> {
+    let word = |b: &[u8], at: usize| -> Option<u32> { Some(u32::from_ne_bytes(b.get(at..at + 4)?.try_into().ok()?)) };
+    let align4 = |n: usize| (n + 3) & !3;
+    while notes.len() >= 12 {
+        let namesz = word(notes, 0)? as usize;
+        let descsz = word(notes, 4)? as usize;
+        let ntype = word(notes, 8)?;
+        let name_end = 12usize.checked_add(align4(namesz))?;
+        let desc_end = name_end.checked_add(align4(descsz))?;
+        if ntype == NT_GNU_BUILD_ID && notes.get(12..12 + namesz)? == b"GNU\0" {
+            return Some(notes.get(name_end..name_end + descsz)?.to_vec());
+        }
+        notes = notes.get(desc_end..)?;
+    }
+    None
+}
+
+/// Tracks which modules the log already describes.
+#[derive(Default)]
+pub struct Tracker {
+    known: HashMap<(String, u64), u32>,
+    next_id: u32,
+    counters: Option<(u64, u64)>,
+}
+
+impl Tracker {
+    /// Returns modules that appeared and ids of modules that disappeared since last call.
+    pub fn refresh(&mut self) -> (Vec<Module>, Vec<u32>) {
+        let mut scan = Scan { counters: None, out: Vec::new(), skip_if: self.counters };
+        // SAFETY: visit matches dl_iterate_phdr's callback type; scan outlives the call.
+        unsafe { libc::dl_iterate_phdr(Some(visit), &mut scan as *mut Scan as *mut c_void) };
+        if scan.counters.is_some() && scan.counters == self.counters {
+            return (Vec::new(), Vec::new());
+        }
+        self.counters = scan.counters;
+        let mut added = Vec::new();
+        let mut present = Vec::new();
+        let mut ranges = Vec::new();
+        for l in scan.out {
+            ranges.extend_from_slice(&l.ranges);
+            let key = (l.path.clone(), l.bias);
+            let id = match self.known.get(&key) {
+                Some(&id) => id,
+                None => {
+                    let id = self.next_id;
+                    self.next_id += 1;
+                    self.known.insert(key.clone(), id);
+                    added.push(Module { id, path: l.path, build_id: l.build_id, bias: l.bias, ranges: l.ranges });
+                    id
+                }
+            };
+            present.push(id);
+        }
+        let mut removed = Vec::new();
+        self.known.retain(|_, id| {
+            let keep = present.contains(id);
+            if !keep {
+                removed.push(*id);
+            }
+            keep
+        });
+        *EXEC_RANGES.lock().unwrap_or_else(|e| e.into_inner()) = ranges;
+        (added, removed)
+    }
+}

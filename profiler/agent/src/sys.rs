@@ -1,0 +1,134 @@
+//! Raw kernel interfaces the agent needs that the libc crate does not describe, and thin
+//! wrappers over the async-signal-safe calls the handler makes.
+
+use core::ffi::c_void;
+
+/// `struct perf_event_attr`, first version (PERF_ATTR_SIZE_VER0 = 64 bytes): every field
+/// the agent sets is in it, and every kernel since 2.6.31 accepts it.
+#[repr(C)]
+#[derive(Default)]
+pub struct PerfEventAttr {
+    pub type_: u32,
+    pub size: u32,
+    pub config: u64,
+    pub sample_period: u64,
+    pub sample_type: u64,
+    pub read_format: u64,
+    pub flags: u64,
+    pub wakeup_events: u32,
+    pub bp_type: u32,
+    pub config1: u64,
+}
+
+pub const PERF_TYPE_SOFTWARE: u32 = 1;
+pub const PERF_COUNT_SW_CPU_CLOCK: u64 = 0;
+pub const PERF_ATTR_FLAG_DISABLED: u64 = 1 << 0;
+pub const PERF_ATTR_FLAG_EXCLUDE_KERNEL: u64 = 1 << 5;
+pub const PERF_ATTR_FLAG_EXCLUDE_HV: u64 = 1 << 6;
+pub const PERF_FLAG_FD_CLOEXEC: libc::c_ulong = 8;
+pub const PERF_EVENT_IOC_DISABLE: libc::c_ulong = 0x2401;
+pub const PERF_EVENT_IOC_REFRESH: libc::c_ulong = 0x2402;
+pub const PERF_EVENT_IOC_RESET: libc::c_ulong = 0x2403;
+pub const PERF_EVENT_IOC_PERIOD: libc::c_ulong = 0x4008_2404;
+
+pub const F_SETSIG: libc::c_int = 10;
+pub const F_SETOWN_EX: libc::c_int = 15;
+pub const F_OWNER_TID: libc::c_int = 0;
+
+#[repr(C)]
+pub struct FOwnerEx {
+    pub type_: libc::c_int,
+    pub pid: libc::pid_t,
+}
+
+/// siginfo_t field offsets on x86_64/aarch64 Linux (the union starts at byte 16).
+/// Timer signals: `_timer { int si_tid; int si_overrun; sigval si_sigval; }`.
+/// SIGPOLL: `_sigpoll { long si_band; int si_fd; }`.
+pub const SI_OVERRUN_OFFSET: usize = 20;
+pub const SI_SIGVAL_OFFSET: usize = 24;
+pub const SI_FD_OFFSET: usize = 24;
+/// si_code of a POSIX timer expiry.
+pub const SI_TIMER: libc::c_int = -2;
+
+/// Reads an `int` field of a siginfo at a byte offset.
+///
+/// # Safety
+/// `info` must point to a siginfo_t delivered by the kernel (128 bytes).
+pub unsafe fn siginfo_int(info: *const libc::siginfo_t, offset: usize) -> libc::c_int {
+    // SAFETY: the kernel's siginfo_t is 128 bytes; every offset used is < 32 and aligned.
+    unsafe { core::ptr::read((info as *const u8).add(offset) as *const libc::c_int) }
+}
+
+/// Reads a pointer-sized field of a siginfo at a byte offset.
+///
+/// # Safety
+/// As [`siginfo_int`].
+pub unsafe fn siginfo_ptr(info: *const libc::siginfo_t, offset: usize) -> *mut c_void {
+    // SAFETY: as above; offset 24 is 8-byte aligned within the 128-byte siginfo_t.
+    unsafe { core::ptr::read((info as *const u8).add(offset) as *const *mut c_void) }
+}
+
+#[inline]
+pub fn gettid() -> libc::pid_t {
+    // SAFETY: gettid has no arguments, cannot fail and is async-signal-safe (a raw syscall).
+    unsafe { libc::syscall(libc::SYS_gettid) as libc::pid_t }
+}
+
+/// CLOCK_MONOTONIC in ns. clock_gettime is async-signal-safe (POSIX.1-2008).
+#[inline]
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: ts is a valid, writable timespec; CLOCK_MONOTONIC always exists.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+pub fn realtime_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: as above.
+    unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// The calling thread's errno location, saved and restored around the handler.
+#[inline]
+pub fn errno_location() -> *mut libc::c_int {
+    // SAFETY: __errno_location returns the calling thread's errno; async-signal-safe.
+    unsafe { libc::__errno_location() }
+}
+
+/// The calling thread's errno value.
+pub fn errno() -> i32 {
+    // SAFETY: errno_location is valid for the calling thread.
+    unsafe { *errno_location() }
+}
+
+/// Moves `fd` to a high descriptor number (close-on-exec) so that the program's own
+/// descriptors keep the numbers they would have without prof.
+pub fn move_fd_high(fd: libc::c_int) -> libc::c_int {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: lim is a valid, writable rlimit.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 || lim.rlim_cur < 256 {
+        return fd;
+    }
+    let floor = (lim.rlim_cur.min(1 << 20) * 3 / 4) as libc::c_int;
+    // SAFETY: fcntl on a descriptor we own; on failure we keep the original.
+    let high = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, floor) };
+    if high < 0 {
+        return fd;
+    }
+    // SAFETY: closing the original descriptor we own, now duplicated.
+    unsafe { libc::close(fd) };
+    high
+}
+
+/// A small xorshift generator for random first expiries (never used in the handler).
+pub fn random_u64(seed: u64) -> u64 {
+    let mut x = seed ^ monotonic_ns() ^ 0x9E37_79B9_7F4A_7C15;
+    for _ in 0..4 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+    }
+    x
+}

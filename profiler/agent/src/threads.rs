@@ -1,0 +1,90 @@
+//! The registry of sampled threads: a fixed open-addressing table keyed by tid, readable
+//! from the signal handler without locks or allocation.
+
+use core::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
+
+const CAPACITY: usize = 8192;
+const EMPTY: i32 = 0;
+const TOMBSTONE: i32 = -1;
+
+pub struct ThreadEntry {
+    pub tid: AtomicI32,
+    /// Bounds of the thread's stack: every unwinder read lies in [sp, stack_hi).
+    pub stack_lo: AtomicUsize,
+    pub stack_hi: AtomicUsize,
+    /// perf_event descriptor, or -1.
+    pub perf_fd: AtomicI32,
+    /// POSIX timer id + 1, or 0.
+    pub timer: AtomicUsize,
+    /// The first expiry was random and short: the next signal sets the real period.
+    pub first_pending: AtomicBool,
+}
+
+#[allow(clippy::declare_interior_mutable_const)]
+const INIT: ThreadEntry = ThreadEntry {
+    tid: AtomicI32::new(EMPTY),
+    stack_lo: AtomicUsize::new(0),
+    stack_hi: AtomicUsize::new(0),
+    perf_fd: AtomicI32::new(-1),
+    timer: AtomicUsize::new(0),
+    first_pending: AtomicBool::new(false),
+};
+
+static TABLE: [ThreadEntry; CAPACITY] = [INIT; CAPACITY];
+
+fn home(tid: i32) -> usize {
+    (tid as u32).wrapping_mul(2_654_435_761) as usize % CAPACITY
+}
+
+/// Finds the entry of `tid`. Async-signal-safe: atomic loads only, bounded probe.
+#[inline]
+pub fn lookup(tid: i32) -> Option<&'static ThreadEntry> {
+    let h = home(tid);
+    for i in 0..CAPACITY {
+        let e = &TABLE[(h + i) % CAPACITY];
+        let t = e.tid.load(Ordering::Acquire);
+        if t == tid {
+            return Some(e);
+        }
+        if t == EMPTY {
+            return None;
+        }
+    }
+    None
+}
+
+/// Adds `tid` (called by the thread itself before its timer is armed).
+pub fn insert(tid: i32) -> Option<&'static ThreadEntry> {
+    if let Some(e) = lookup(tid) {
+        return Some(e);
+    }
+    let h = home(tid);
+    for i in 0..CAPACITY {
+        let e = &TABLE[(h + i) % CAPACITY];
+        let t = e.tid.load(Ordering::Acquire);
+        if (t == EMPTY || t == TOMBSTONE) && e.tid.compare_exchange(t, tid, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+            e.perf_fd.store(-1, Ordering::Relaxed);
+            e.timer.store(0, Ordering::Relaxed);
+            e.first_pending.store(false, Ordering::Relaxed);
+            return Some(e);
+        }
+    }
+    None
+}
+
+/// Marks the entry free; the caller then releases its timer.
+pub fn remove(e: &ThreadEntry) {
+    e.tid.store(TOMBSTONE, Ordering::Release);
+}
+
+/// Every live entry (for the wall-mode sampler and for fork).
+pub fn live() -> impl Iterator<Item = &'static ThreadEntry> {
+    TABLE.iter().filter(|e| e.tid.load(Ordering::Acquire) > 0)
+}
+
+/// Empties the table (fork child: only the forking thread survives).
+pub fn clear() {
+    for e in TABLE.iter() {
+        e.tid.store(EMPTY, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,138 @@
+//! Per-thread CPU-time timers that deliver SIGPROF to the thread that used the CPU.
+//!
+//! First choice: a perf_event_open software cpu-clock event counting this thread's user
+//! time, whose overflow is routed to the thread as SIGPROF (F_SETOWN_EX + F_SETSIG) and
+//! re-armed by the handler with PERF_EVENT_IOC_REFRESH. It fires at the requested rate;
+//! POSIX CPU timers only fire on the scheduler tick (250 Hz with CONFIG_HZ=250).
+//! Fallback (perf events forbidden, e.g. in containers): timer_create(
+//! CLOCK_THREAD_CPUTIME_ID, SIGEV_THREAD_ID), with si_overrun added to the sample weight.
+
+use core::sync::atomic::Ordering;
+
+use crate::sys::*;
+use crate::threads::ThreadEntry;
+
+/// sigev_value of our POSIX timers, so the handler tells them from the program's.
+pub const TIMER_MAGIC: usize = 0x7072_6f66; // "prof"
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Source {
+    Perf,
+    Posix,
+}
+
+/// Arms a timer for the calling thread. `prefer` = None tries perf first.
+pub fn arm(e: &ThreadEntry, tid: libc::pid_t, period_ns: u64, prefer: Option<Source>) -> Result<Source, i32> {
+    // First expiry random in (0, period]: threads started together do not fire together,
+    // and sampling does not alias with the program's own periodic work.
+    let first = 1 + random_u64(tid as u64) % period_ns.max(1);
+    if prefer != Some(Source::Posix) {
+        match arm_perf(e, tid, period_ns, first) {
+            Ok(()) => return Ok(Source::Perf),
+            Err(err) if prefer == Some(Source::Perf) => return Err(err),
+            Err(_) => {}
+        }
+    }
+    arm_posix(e, tid, period_ns, first).map(|_| Source::Posix)
+}
+
+fn arm_perf(e: &ThreadEntry, tid: libc::pid_t, period_ns: u64, first_ns: u64) -> Result<(), i32> {
+    let attr = PerfEventAttr {
+        type_: PERF_TYPE_SOFTWARE,
+        size: core::mem::size_of::<PerfEventAttr>() as u32,
+        config: PERF_COUNT_SW_CPU_CLOCK,
+        sample_period: first_ns,
+        flags: PERF_ATTR_FLAG_DISABLED | PERF_ATTR_FLAG_EXCLUDE_KERNEL | PERF_ATTR_FLAG_EXCLUDE_HV,
+        wakeup_events: 1,
+        ..Default::default()
+    };
+    // SAFETY: attr is a valid perf_event_attr of the size it declares; pid 0 / cpu -1 means
+    // "the calling thread, any CPU", which perf_event_paranoid <= 2 allows for own threads.
+    let fd = unsafe { libc::syscall(libc::SYS_perf_event_open, &attr as *const PerfEventAttr, 0, -1, -1, PERF_FLAG_FD_CLOEXEC) } as libc::c_int;
+    if fd < 0 {
+        return Err(errno());
+    }
+    let fd = move_fd_high(fd);
+    let owner = FOwnerEx { type_: F_OWNER_TID, pid: tid };
+    // SAFETY: fcntl/ioctl on the descriptor just opened; results checked.
+    let ok = unsafe {
+        libc::fcntl(fd, libc::F_SETFL, libc::O_ASYNC) == 0
+            && libc::fcntl(fd, F_SETSIG, libc::SIGPROF) == 0
+            && libc::fcntl(fd, F_SETOWN_EX, &owner as *const FOwnerEx) == 0
+            && libc::ioctl(fd, PERF_EVENT_IOC_RESET, 0) == 0
+    };
+    if !ok {
+        let err = errno();
+        // SAFETY: closing our own descriptor.
+        unsafe { libc::close(fd) };
+        return Err(err);
+    }
+    e.first_pending.store(first_ns != period_ns, Ordering::Release);
+    e.perf_fd.store(fd, Ordering::Release);
+    // SAFETY: enables the event for one overflow; the handler re-arms it.
+    if unsafe { libc::ioctl(fd, PERF_EVENT_IOC_REFRESH, 1) } != 0 {
+        let err = errno();
+        e.perf_fd.store(-1, Ordering::Release);
+        // SAFETY: closing our own descriptor, unpublished above.
+        unsafe { libc::close(fd) };
+        return Err(err);
+    }
+    Ok(())
+}
+
+fn arm_posix(e: &ThreadEntry, tid: libc::pid_t, period_ns: u64, first_ns: u64) -> Result<(), i32> {
+    // SAFETY: sigevent is plain data; all-zero is a valid starting point.
+    let mut sev: libc::sigevent = unsafe { core::mem::zeroed() };
+    sev.sigev_notify = libc::SIGEV_THREAD_ID;
+    sev.sigev_signo = libc::SIGPROF;
+    sev.sigev_value = libc::sigval { sival_ptr: TIMER_MAGIC as *mut libc::c_void };
+    sev.sigev_notify_thread_id = tid;
+    let mut id: libc::timer_t = core::ptr::null_mut();
+    // SAFETY: sev and id are valid; the timer signals only this thread.
+    if unsafe { libc::timer_create(libc::CLOCK_THREAD_CPUTIME_ID, &mut sev, &mut id) } != 0 {
+        return Err(errno());
+    }
+    let ts = |ns: u64| libc::timespec { tv_sec: (ns / 1_000_000_000) as _, tv_nsec: (ns % 1_000_000_000) as _ };
+    let its = libc::itimerspec { it_interval: ts(period_ns), it_value: ts(first_ns) };
+    e.timer.store(id as usize + 1, Ordering::Release);
+    // SAFETY: id was just created by timer_create.
+    if unsafe { libc::timer_settime(id, 0, &its, core::ptr::null_mut()) } != 0 {
+        let err = errno();
+        e.timer.store(0, Ordering::Release);
+        // SAFETY: deleting the timer we created, unpublished above.
+        unsafe { libc::timer_delete(id) };
+        return Err(err);
+    }
+    Ok(())
+}
+
+/// Stops and releases the thread's timer (thread exit, or profiling stops).
+pub fn disarm(e: &ThreadEntry) {
+    let fd = e.perf_fd.swap(-1, Ordering::AcqRel);
+    if fd >= 0 {
+        // SAFETY: the descriptor is ours and no longer published in the table.
+        unsafe {
+            libc::ioctl(fd, PERF_EVENT_IOC_DISABLE, 0);
+            libc::close(fd);
+        }
+    }
+    let t = e.timer.swap(0, Ordering::AcqRel);
+    if t != 0 {
+        // SAFETY: t-1 is a timer id we created and have not deleted.
+        unsafe { libc::timer_delete((t - 1) as libc::timer_t) };
+    }
+}
+
+/// Called from the handler after a perf overflow: set the real period after the random
+/// first one, and re-enable the event for one more overflow.
+#[inline]
+pub fn rearm_perf(e: &ThreadEntry, fd: libc::c_int, period_ns: u64) {
+    if e.first_pending.load(Ordering::Relaxed) {
+        e.first_pending.store(false, Ordering::Relaxed);
+        let p = period_ns;
+        // SAFETY: ioctl is a plain syscall (async-signal-safe); p outlives the call.
+        unsafe { libc::ioctl(fd, PERF_EVENT_IOC_PERIOD, &p as *const u64) };
+    }
+    // SAFETY: as above.
+    unsafe { libc::ioctl(fd, PERF_EVENT_IOC_REFRESH, 1) };
+}

@@ -1,0 +1,252 @@
+//! The writer thread: drains the ring every few milliseconds, deduplicates stacks, and
+//! appends records to this process's log. Ordinary (allocating, locking) Rust: it never
+//! runs inside the signal handler.
+
+use core::ffi::c_void;
+use core::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::{FromRawFd, IntoRawFd};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use prof_format::{node_kind, LogWriter, PendingSample, ProcessEnd, ProcessInfo};
+
+use crate::handler::{LOST, SIGNALS};
+use crate::ring::NO_SYSCALL;
+use crate::{hooks, modules, state, sys, warn};
+
+/// How often the ring is drained, and how often the log reaches the file.
+const DRAIN_EVERY: Duration = Duration::from_millis(10);
+const WRITE_EVERY: Duration = Duration::from_millis(50);
+/// Time unit of sample timestamps in the log.
+const TIME_UNIT_NS: u64 = 100_000;
+
+struct Writer {
+    log: LogWriter<File>,
+    modules: modules::Tracker,
+    per_thread: HashMap<u32, Vec<PendingSample>>,
+    names: HashMap<u32, (String, Instant)>,
+    lost_written: u64,
+    last_write: Instant,
+    failed: bool,
+    finished: bool,
+    /// Notices raised before the log existed.
+    notices: Vec<String>,
+}
+
+static WRITER: AtomicPtr<Mutex<Writer>> = AtomicPtr::new(core::ptr::null_mut());
+static EARLY_NOTICES: Mutex<Vec<String>> = Mutex::new(Vec::new());
+static STOP: AtomicBool = AtomicBool::new(false);
+
+fn writer() -> Option<&'static Mutex<Writer>> {
+    // SAFETY: WRITER is null or a leaked Box that is never freed.
+    unsafe { WRITER.load(Ordering::Acquire).as_ref() }
+}
+
+/// A message for the user: on stderr now and in the log.
+pub fn notice(text: &str) {
+    warn(text);
+    match writer() {
+        Some(w) => {
+            let mut w = w.lock().unwrap_or_else(|e| e.into_inner());
+            w.notices.push(text.to_string());
+        }
+        None => EARLY_NOTICES.lock().unwrap_or_else(|e| e.into_inner()).push(text.to_string()),
+    }
+}
+
+/// Opens `DIR/PID-NANOS.plog`, writes the process header and modules, starts the thread.
+pub fn start(dir: &str, start_unix_ns: u64) -> std::io::Result<()> {
+    // SAFETY: getpid/getppid cannot fail.
+    let (pid, ppid) = unsafe { (libc::getpid(), libc::getppid()) };
+    let path = format!("{dir}/{pid}-{start_unix_ns}.plog");
+    let file = std::fs::OpenOptions::new().write(true).create_new(true).open(&path)?;
+    // Keep the program's low descriptor numbers as they would be without prof.
+    let fd = sys::move_fd_high(file.into_raw_fd());
+    // SAFETY: fd is the descriptor we just opened (possibly renumbered), owned here only.
+    let file = unsafe { File::from_raw_fd(fd) };
+    let mut log = LogWriter::new(file);
+    log.process(&ProcessInfo {
+        pid: pid as u32,
+        ppid: ppid as u32,
+        start_unix_ns,
+        period_ns: state::period_ns(),
+        mode: state::mode(),
+        timer: state::source(),
+        time_unit_ns: TIME_UNIT_NS,
+        max_depth: state::max_depth() as u32,
+        exe: std::fs::read_link("/proc/self/exe").map(|p| p.to_string_lossy().into_owned()).unwrap_or_default(),
+        argv: crate::argv(),
+        agent_version: env!("CARGO_PKG_VERSION").to_string(),
+    });
+    let notices = std::mem::take(&mut *EARLY_NOTICES.lock().unwrap_or_else(|e| e.into_inner()));
+    let mut w = Writer {
+        log,
+        modules: modules::Tracker::default(),
+        per_thread: HashMap::new(),
+        names: HashMap::new(),
+        lost_written: 0,
+        last_write: Instant::now(),
+        failed: false,
+        finished: false,
+        notices,
+    };
+    w.step(true);
+    if w.failed {
+        return Err(std::io::Error::other("write failed"));
+    }
+    WRITER.store(Box::into_raw(Box::new(Mutex::new(w))), Ordering::Release);
+    STOP.store(false, Ordering::Release);
+    if !hooks::spawn_internal(c"prof-writer", writer_main) {
+        warn("cannot start the writer thread; samples are written at exit only");
+    }
+    Ok(())
+}
+
+extern "C" fn writer_main(_: *mut c_void) -> *mut c_void {
+    while !STOP.load(Ordering::Acquire) {
+        std::thread::sleep(DRAIN_EVERY);
+        let Some(w) = writer() else { break };
+        let mut w = w.lock().unwrap_or_else(|e| e.into_inner());
+        if w.finished {
+            break;
+        }
+        w.step(false);
+    }
+    core::ptr::null_mut()
+}
+
+/// Final drain at exit, from the exiting thread. The writer thread may be mid-step: wait
+/// for it briefly, never forever (exit must not hang because of prof).
+pub fn finish() {
+    STOP.store(true, Ordering::Release);
+    let Some(m) = writer() else { return };
+    let deadline = Instant::now() + Duration::from_millis(500);
+    let mut guard = loop {
+        match m.try_lock() {
+            Ok(g) => break g,
+            Err(std::sync::TryLockError::Poisoned(p)) => break p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(1))
+            }
+            Err(_) => return,
+        }
+    };
+    if guard.finished {
+        return;
+    }
+    guard.step(true);
+    let mut ru: libc::rusage = unsafe { core::mem::zeroed() };
+    // SAFETY: ru is a valid, writable rusage.
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
+    let tv = |t: libc::timeval| t.tv_sec as u64 * 1_000_000_000 + t.tv_usec as u64 * 1000;
+    guard.log.end(&ProcessEnd {
+        duration_ns: sys::monotonic_ns().saturating_sub(state::start_ns()),
+        cpu_user_ns: tv(ru.ru_utime),
+        cpu_system_ns: tv(ru.ru_stime),
+        signals: SIGNALS.load(Ordering::Relaxed),
+    });
+    guard.write();
+    guard.finished = true;
+}
+
+/// After fork: the parent's writer (and its lock, maybe held by a thread that no longer
+/// exists) is abandoned; the child starts a fresh one.
+pub fn forget() {
+    WRITER.store(core::ptr::null_mut(), Ordering::Release);
+}
+
+impl Writer {
+    fn step(&mut self, force_write: bool) {
+        if self.failed {
+            // Keep the ring empty so the handler stays cheap; the samples are gone.
+            if let Some(ring) = state::ring() {
+                while ring.pop(|_| ()).is_some() {}
+            }
+            return;
+        }
+        self.drain();
+        if force_write || self.last_write.elapsed() >= WRITE_EVERY || self.log.pending() > 256 * 1024 {
+            self.write();
+        }
+    }
+
+    fn drain(&mut self) {
+        let (added, removed) = self.modules.refresh();
+        for m in &added {
+            self.log.module(m);
+        }
+        for id in removed {
+            self.log.module_unload(id);
+        }
+        for n in std::mem::take(&mut self.notices) {
+            self.log.notice(&n);
+        }
+        if let Some(ring) = state::ring() {
+            let log = &mut self.log;
+            let per_thread = &mut self.per_thread;
+            while ring
+                .pop(|d| {
+                    let depth = (d.depth as usize).min(d.frames.len());
+                    let frames = d.frames[..depth].iter().rev().map(|&a| (node_kind::NATIVE, a));
+                    let leaf = if d.syscall != NO_SYSCALL {
+                        log.stacks.intern(frames.chain(std::iter::once((node_kind::SYSCALL, d.syscall))))
+                    } else {
+                        log.stacks.intern(frames)
+                    };
+                    per_thread.entry(d.tid).or_default().push(PendingSample {
+                        time_ns: d.time_ns,
+                        leaf,
+                        weight: d.weight.max(1),
+                        flags: d.flags,
+                    });
+                })
+                .is_some()
+            {}
+        }
+        let now = Instant::now();
+        for (&tid, samples) in self.per_thread.iter_mut() {
+            if samples.is_empty() {
+                continue;
+            }
+            let stale = self.names.get(&tid).is_none_or(|(_, t)| now.duration_since(*t) > Duration::from_millis(500));
+            if stale {
+                let name = std::fs::read_to_string(format!("/proc/self/task/{tid}/comm"))
+                    .map(|s| s.trim_end().to_string())
+                    .unwrap_or_default();
+                let changed = self.names.get(&tid).is_none_or(|(n, _)| *n != name && !name.is_empty());
+                if changed {
+                    self.log.thread(tid, &name);
+                }
+                let keep = if name.is_empty() { self.names.get(&tid).map(|(n, _)| n.clone()).unwrap_or_default() } else { name };
+                self.names.insert(tid, (keep, now));
+            }
+            samples.sort_by_key(|s| s.time_ns);
+            self.log.samples(tid, samples);
+            samples.clear();
+        }
+        let lost = LOST.load(Ordering::Relaxed);
+        if lost > self.lost_written {
+            self.log.lost(lost - self.lost_written);
+            self.lost_written = lost;
+        }
+    }
+
+    fn write(&mut self) {
+        self.last_write = Instant::now();
+        if let Err(e) = self.log.flush() {
+            self.failed = true;
+            warn(&format!("writing the profile failed: {e}; profiling stops, the program continues"));
+        }
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        let _ = self.log.flush();
+        let _ = self.log.get_ref().sync_data();
+        let _ = std::io::stderr().flush();
+    }
+}
