@@ -156,6 +156,22 @@ fn sample(t: &ThreadEntry, uc: *mut c_void, weight: u32) {
     d.frames[0] = pc;
     let lo = t.stack_lo.load(Ordering::Relaxed) as u64;
     let hi = t.stack_hi.load(Ordering::Relaxed) as u64;
+    #[cfg(target_arch = "x86_64")]
+    let (depth, flags) = {
+        let _ = fp;
+        if sp < lo || sp >= hi {
+            // Running on a stack we do not know (a coroutine, an alternate signal stack):
+            // reading around it could fault, so keep the leaf only.
+            (1, prof_format::flags::UNWIND_STOPPED)
+        } else {
+            let regs = crate::unwind::Regs::from_ucontext(uc as *const libc::ucontext_t);
+            // SAFETY: the context belongs to this thread's entry and only this thread's
+            // handler uses it; SIGPROF is masked while the handler runs, so no reentry.
+            let ctx = unsafe { t.unwind_ctx.load(Ordering::Acquire).as_mut() };
+            crate::unwind::unwind(d, regs, &crate::unwind::Stack { lo: sp, hi }, ctx, state::max_depth())
+        }
+    };
+    #[cfg(not(target_arch = "x86_64"))]
     let (depth, flags) = walk_frame_pointers(d, fp, sp, lo, hi, state::max_depth());
     d.depth = depth as u32;
     d.flags = flags;
@@ -165,6 +181,7 @@ fn sample(t: &ThreadEntry, uc: *mut c_void, weight: u32) {
 /// Follows the frame-pointer chain from `fp`, after the leaf in `d.frames[0]`. Every read
 /// is of 16 bytes at an 8-aligned address inside [sp, hi): the live part of the interrupted
 /// thread's own stack, which is mapped. Frames must move strictly outward, so the walk ends.
+#[cfg_attr(target_arch = "x86_64", allow(dead_code))]
 pub fn walk_frame_pointers(d: &mut SampleData, mut fp: u64, sp: u64, lo: u64, hi: u64, max_depth: usize) -> (usize, u32) {
     let max = max_depth.clamp(1, MAX_FRAMES);
     let mut depth = 1usize;

@@ -99,6 +99,12 @@ pub fn register_current_thread() -> TimerSource {
         return TimerSource::None;
     };
     let (lo, hi) = stack_bounds();
+    let old = e.unwind_ctx.swap(Box::into_raw(crate::unwind::new_context()), Ordering::AcqRel);
+    if !old.is_null() {
+        // SAFETY: a context left by an earlier registration of this tid (never reached
+        // by a handler any more: only this thread's handler uses it, and it is here).
+        drop(unsafe { Box::from_raw(old) });
+    }
     e.stack_lo.store(lo, Ordering::Relaxed);
     e.stack_hi.store(hi, Ordering::Release);
     let key = KEY.load(Ordering::Acquire);
@@ -129,6 +135,12 @@ pub fn unregister_current_thread() {
         // Unpublish first: a signal arriving in between finds no entry and does nothing.
         threads::remove(e);
         timer::disarm(e);
+        let ctx = e.unwind_ctx.swap(core::ptr::null_mut(), Ordering::AcqRel);
+        if !ctx.is_null() {
+            // SAFETY: only this thread's handler uses the context and the entry is no
+            // longer findable, so nothing can be using it now.
+            drop(unsafe { Box::from_raw(ctx) });
+        }
     }
 }
 

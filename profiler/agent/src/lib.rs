@@ -16,6 +16,7 @@ mod ring;
 mod sys;
 mod threads;
 mod timer;
+mod unwind;
 mod wall;
 mod writer;
 

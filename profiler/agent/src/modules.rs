@@ -7,17 +7,25 @@ use std::sync::Mutex;
 
 use prof_format::Module;
 
+use crate::unwind::{self, UnwindModule};
+
 pub struct Loaded {
     pub path: String,
     pub bias: u64,
     pub ranges: Vec<(u64, u64)>,
     pub build_id: Vec<u8>,
+    pub unwind: Option<&'static UnwindModule>,
 }
 
-struct Scan {
+/// Copied unwind tables by (path, bias, .eh_frame_hdr address): a module is copied once,
+/// however often the module list is rescanned.
+type UnwindCache = HashMap<(String, u64, u64), Option<&'static UnwindModule>>;
+
+struct Scan<'a> {
     counters: Option<(u64, u64)>,
     out: Vec<Loaded>,
     skip_if: Option<(u64, u64)>,
+    cache: &'a mut UnwindCache,
 }
 
 /// Executable ranges of every loaded module, for the wall sampler's return-address check.
@@ -50,13 +58,20 @@ unsafe extern "C" fn visit(info: *mut libc::dl_phdr_info, size: libc::size_t, da
     };
     let bias = info.dlpi_addr as u64;
     let mut ranges = Vec::new();
+    let mut loads = Vec::new();
+    let mut eh_frame_hdr = None;
     let mut build_id = Vec::new();
     for i in 0..info.dlpi_phnum as usize {
         // SAFETY: dlpi_phdr points at dlpi_phnum program headers.
         let ph = unsafe { &*info.dlpi_phdr.add(i) };
         let start = bias.wrapping_add(ph.p_vaddr as u64);
-        if ph.p_type == libc::PT_LOAD && ph.p_flags & libc::PF_X != 0 {
-            ranges.push((start, start + ph.p_memsz as u64));
+        if ph.p_type == libc::PT_LOAD {
+            loads.push((start, start + ph.p_memsz as u64));
+            if ph.p_flags & libc::PF_X != 0 {
+                ranges.push((start, start + ph.p_memsz as u64));
+            }
+        } else if ph.p_type == libc::PT_GNU_EH_FRAME {
+            eh_frame_hdr = Some((start, ph.p_memsz as u64));
         } else if ph.p_type == libc::PT_NOTE && build_id.is_empty() {
             // SAFETY: a PT_NOTE segment of a loaded object is mapped (it lies inside a
             // PT_LOAD segment) for p_memsz bytes.
@@ -64,9 +79,17 @@ unsafe extern "C" fn visit(info: *mut libc::dl_phdr_info, size: libc::size_t, da
             build_id = find_build_id(notes).unwrap_or_default();
         }
     }
-    if !ranges.is_empty() {
-        scan.out.push(Loaded { path, bias, ranges, build_id });
+    if ranges.is_empty() {
+        return 0;
     }
+    let unwind = match eh_frame_hdr {
+        Some((addr, len)) => *scan
+            .cache
+            .entry((path.clone(), bias, addr))
+            .or_insert_with(|| unwind::build(addr, len, &loads)),
+        None => None,
+    };
+    scan.out.push(Loaded { path, bias, ranges, build_id, unwind });
     0
 }
 
@@ -93,12 +116,13 @@ pub struct Tracker {
     known: HashMap<(String, u64), u32>,
     next_id: u32,
     counters: Option<(u64, u64)>,
+    cache: UnwindCache,
 }
 
 impl Tracker {
     /// Returns modules that appeared and ids of modules that disappeared since last call.
     pub fn refresh(&mut self) -> (Vec<Module>, Vec<u32>) {
-        let mut scan = Scan { counters: None, out: Vec::new(), skip_if: self.counters };
+        let mut scan = Scan { counters: None, out: Vec::new(), skip_if: self.counters, cache: &mut self.cache };
         // SAFETY: visit matches dl_iterate_phdr's callback type; scan outlives the call.
         unsafe { libc::dl_iterate_phdr(Some(visit), &mut scan as *mut Scan as *mut c_void) };
         if scan.counters.is_some() && scan.counters == self.counters {
@@ -108,8 +132,12 @@ impl Tracker {
         let mut added = Vec::new();
         let mut present = Vec::new();
         let mut ranges = Vec::new();
+        let mut unwind_entries = Vec::new();
         for l in scan.out {
             ranges.extend_from_slice(&l.ranges);
+            if let Some(u) = l.unwind {
+                unwind_entries.extend(l.ranges.iter().map(|&(s, e)| (s, e, u)));
+            }
             let key = (l.path.clone(), l.bias);
             let id = match self.known.get(&key) {
                 Some(&id) => id,
@@ -131,6 +159,7 @@ impl Tracker {
             }
             keep
         });
+        unwind::publish(unwind_entries);
         *EXEC_RANGES.lock().unwrap_or_else(|e| e.into_inner()) = ranges;
         (added, removed)
     }

@@ -1,7 +1,9 @@
 //! The registry of sampled threads: a fixed open-addressing table keyed by tid, readable
 //! from the signal handler without locks or allocation.
 
-use core::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicUsize, Ordering};
+
+use crate::unwind::Ctx;
 
 const CAPACITY: usize = 8192;
 const EMPTY: i32 = 0;
@@ -18,6 +20,9 @@ pub struct ThreadEntry {
     pub timer: AtomicUsize,
     /// The first expiry was random and short: the next signal sets the real period.
     pub first_pending: AtomicBool,
+    /// The thread's CFI evaluation context (allocated at registration, used only by the
+    /// handler running on this thread).
+    pub unwind_ctx: AtomicPtr<Ctx>,
 }
 
 #[allow(clippy::declare_interior_mutable_const)]
@@ -28,6 +33,7 @@ const INIT: ThreadEntry = ThreadEntry {
     perf_fd: AtomicI32::new(-1),
     timer: AtomicUsize::new(0),
     first_pending: AtomicBool::new(false),
+    unwind_ctx: AtomicPtr::new(core::ptr::null_mut()),
 };
 
 static TABLE: [ThreadEntry; CAPACITY] = [INIT; CAPACITY];

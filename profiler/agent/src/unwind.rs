@@ -1,0 +1,366 @@
+//! Unwinding inside the SIGPROF handler: DWARF CFI where a module has it, frame pointers
+//! where it does not (JIT code, hand-written assembly).
+//!
+//! Outside the handler (inside dl_iterate_phdr, so no dlclose can race), every module's
+//! `.eh_frame_hdr` and `.eh_frame` are copied into memory the agent owns and never frees;
+//! gimli parses from those copies. The handler therefore never reads a module's memory
+//! and a library dlclose'd mid-sample cannot fault it. A lookup table from address ranges
+//! to modules is published as an immutable snapshot through one atomic pointer.
+//!
+//! In the handler: gimli's unwind context lives in a per-thread buffer allocated when the
+//! thread registered, with fixed-size in-line storage, so evaluating CFI allocates nothing.
+//! Every stack read is bounds-checked against [interrupted sp, thread stack top).
+
+use core::sync::atomic::{AtomicPtr, Ordering};
+
+use gimli::{
+    BaseAddresses, CfaRule, EhFrame, EhFrameHdr, EndianSlice, NativeEndian, ParsedEhFrameHdr,
+    Pointer, ReaderOffset, Register, RegisterRule, UnwindContext, UnwindContextStorage,
+    UnwindSection, UnwindTableRow,
+};
+
+use crate::ring::SampleData;
+use prof_format::flags::{TRUNCATED, UNWIND_STOPPED};
+
+type R = EndianSlice<'static, NativeEndian>;
+
+/// In-line storage for gimli's unwind context: x86_64 CFI names at most 17 registers
+/// (plus a few rarely used ones), and DW_CFA_remember_state rarely nests.
+pub struct Storage;
+impl<T: ReaderOffset> UnwindContextStorage<T> for Storage {
+    type Rules = [(Register, RegisterRule<T>); 24];
+    type Stack = [UnwindTableRow<T, Self>; 4];
+}
+pub type Ctx = UnwindContext<usize, Storage>;
+
+pub fn new_context() -> Box<Ctx> {
+    Box::new(UnwindContext::new_in())
+}
+
+pub struct UnwindModule {
+    hdr: ParsedEhFrameHdr<R>,
+    eh: EhFrame<R>,
+    bases: BaseAddresses,
+}
+
+struct Snapshot {
+    /// Executable ranges (start, end, module), sorted by start.
+    entries: Vec<(u64, u64, &'static UnwindModule)>,
+}
+
+static SNAPSHOT: AtomicPtr<Snapshot> = AtomicPtr::new(core::ptr::null_mut());
+
+/// Publishes the current module set. Old snapshots are leaked on purpose: a handler on
+/// another thread may still be reading one (module sets change rarely).
+pub fn publish(mut entries: Vec<(u64, u64, &'static UnwindModule)>) {
+    entries.sort_by_key(|e| e.0);
+    let p = Box::into_raw(Box::new(Snapshot { entries }));
+    SNAPSHOT.store(p, Ordering::Release);
+}
+
+#[inline]
+fn find(pc: u64) -> Option<&'static UnwindModule> {
+    // SAFETY: SNAPSHOT is null or a leaked, immutable Snapshot.
+    let snap = unsafe { SNAPSHOT.load(Ordering::Acquire).as_ref() }?;
+    let e = &snap.entries;
+    let i = e.partition_point(|x| x.0 <= pc);
+    let (start, end, m) = *e.get(i.checked_sub(1)?)?;
+    (pc >= start && pc < end).then_some(m)
+}
+
+/// Copies a module's unwind sections. Must run inside a dl_iterate_phdr callback (the
+/// module cannot be unmapped meanwhile). `hdr` is its PT_GNU_EH_FRAME segment, `loads`
+/// its PT_LOAD segments (runtime start, end), bounding the .eh_frame walk.
+pub fn build(hdr_addr: u64, hdr_len: u64, loads: &[(u64, u64)]) -> Option<&'static UnwindModule> {
+    let readable = |a: u64, n: u64| loads.iter().any(|&(s, e)| a >= s && a.checked_add(n).is_some_and(|end| end <= e));
+    if hdr_len < 4 || !readable(hdr_addr, hdr_len) {
+        return None;
+    }
+    // SAFETY: [hdr_addr, +hdr_len) lies in a PT_LOAD segment of a module that is loaded
+    // (we are called inside dl_iterate_phdr, which holds the loader lock).
+    let hdr_mem = unsafe { core::slice::from_raw_parts(hdr_addr as *const u8, hdr_len as usize) };
+    let hdr_copy: &'static [u8] = Box::leak(hdr_mem.to_vec().into_boxed_slice());
+    let bases = BaseAddresses::default().set_eh_frame_hdr(hdr_addr);
+    let parsed = EhFrameHdr::new(hdr_copy, NativeEndian).parse(&bases, 8).ok()?;
+    let Pointer::Direct(eh_addr) = parsed.eh_frame_ptr() else { return None };
+    let seg_end = loads.iter().find(|&&(s, e)| eh_addr >= s && eh_addr < e)?.1;
+    // .eh_frame's size is not in the header: walk its length fields to the terminator.
+    let mut p = eh_addr;
+    while p + 4 <= seg_end {
+        // SAFETY: p + 4 <= seg_end, inside the loaded segment.
+        let len = unsafe { core::ptr::read_unaligned(p as *const u32) } as u64;
+        if len == 0 {
+            p += 4;
+            break;
+        }
+        let step = if len == 0xffff_ffff {
+            if p + 12 > seg_end {
+                break;
+            }
+            // SAFETY: p + 12 <= seg_end.
+            12 + unsafe { core::ptr::read_unaligned((p + 4) as *const u64) }
+        } else {
+            4 + len
+        };
+        if p.checked_add(step).is_none_or(|n| n > seg_end) {
+            break;
+        }
+        p += step;
+    }
+    let eh_len = p - eh_addr;
+    // SAFETY: [eh_addr, p) was just checked to lie inside the loaded segment.
+    let eh_mem = unsafe { core::slice::from_raw_parts(eh_addr as *const u8, eh_len as usize) };
+    let eh_copy: &'static [u8] = Box::leak(eh_mem.to_vec().into_boxed_slice());
+    let bases = bases.set_eh_frame(eh_addr);
+    let hdr = EhFrameHdr::new(hdr_copy, NativeEndian).parse(&bases, 8).ok()?;
+    hdr.table()?;
+    let m = UnwindModule { hdr, eh: EhFrame::new(eh_copy, NativeEndian), bases };
+    Some(Box::leak(Box::new(m)))
+}
+
+/// DWARF register numbers (x86_64 psABI).
+const RBP: usize = 6;
+const RSP: usize = 7;
+const RA: usize = 16;
+const NREGS: usize = 17;
+
+#[derive(Clone, Copy)]
+pub struct Regs {
+    pub r: [u64; NREGS],
+}
+
+impl Regs {
+    #[cfg(target_arch = "x86_64")]
+    pub fn from_ucontext(uc: *const libc::ucontext_t) -> Regs {
+        // SAFETY: the kernel passes the interrupted ucontext_t to SA_SIGINFO handlers.
+        let g = unsafe { &(*uc).uc_mcontext.gregs };
+        let order = [
+            libc::REG_RAX, libc::REG_RDX, libc::REG_RCX, libc::REG_RBX, libc::REG_RSI, libc::REG_RDI,
+            libc::REG_RBP, libc::REG_RSP, libc::REG_R8, libc::REG_R9, libc::REG_R10, libc::REG_R11,
+            libc::REG_R12, libc::REG_R13, libc::REG_R14, libc::REG_R15, libc::REG_RIP,
+        ];
+        let mut r = [0u64; NREGS];
+        for (slot, &g_idx) in r.iter_mut().zip(order.iter()) {
+            *slot = g.get(g_idx as usize).copied().unwrap_or(0) as u64;
+        }
+        Regs { r }
+    }
+}
+
+/// Bounded reader of the interrupted thread's stack.
+pub struct Stack {
+    pub lo: u64,
+    pub hi: u64,
+}
+
+impl Stack {
+    #[inline]
+    fn read(&self, addr: u64) -> Option<u64> {
+        if addr < self.lo || addr > self.hi.checked_sub(8)? || addr % 8 != 0 {
+            return None;
+        }
+        // SAFETY: addr is 8-aligned inside [sp, hi - 8]: the live, mapped part of the
+        // interrupted thread's own stack.
+        Some(unsafe { core::ptr::read_volatile(addr as *const u64) })
+    }
+}
+
+enum Step {
+    /// Unwound one frame: regs now describe the caller.
+    Caller,
+    /// The return address is undefined: this was the outermost frame.
+    End,
+    /// Could not unwind.
+    Stop,
+}
+
+/// Unwinds from `regs` (the interrupted context), writing return addresses after the leaf
+/// (`d.frames[0]`, already set). Returns (depth, flags).
+pub fn unwind(d: &mut SampleData, mut regs: Regs, stack: &Stack, ctx: Option<&mut Ctx>, max_depth: usize) -> (usize, u32) {
+    let max = max_depth.clamp(1, d.frames.len());
+    let mut depth = 1usize;
+    let mut ctx = ctx;
+    loop {
+        let pc = regs.r[RA];
+        // Return addresses point after the call: look up the call instruction itself.
+        let lookup = if depth == 1 { pc } else { pc.wrapping_sub(1) };
+        let step = match (find(lookup), ctx.as_deref_mut()) {
+            (Some(m), Some(c)) => match cfi_step(m, c, lookup, &mut regs, stack) {
+                Some(s) => s,
+                None => fp_step(&mut regs, stack),
+            },
+            _ => fp_step(&mut regs, stack),
+        };
+        match step {
+            Step::End => return (depth, 0),
+            Step::Stop => return (depth, UNWIND_STOPPED),
+            Step::Caller => {}
+        }
+        if regs.r[RA] == 0 {
+            return (depth, 0);
+        }
+        if depth >= max {
+            return (depth, TRUNCATED);
+        }
+        if let Some(slot) = d.frames.get_mut(depth) {
+            *slot = regs.r[RA];
+        }
+        depth += 1;
+    }
+}
+
+/// Frame-pointer step: [rbp] = caller's rbp, [rbp+8] = return address.
+fn fp_step(regs: &mut Regs, stack: &Stack) -> Step {
+    let fp = regs.r[RBP];
+    if fp == 0 {
+        return Step::End;
+    }
+    if fp < regs.r[RSP] {
+        return Step::Stop;
+    }
+    let (Some(next), Some(ret)) = (stack.read(fp), stack.read(fp + 8)) else { return Step::Stop };
+    if ret == 0 {
+        return Step::End;
+    }
+    regs.r[RBP] = next;
+    regs.r[RSP] = fp + 16;
+    regs.r[RA] = ret;
+    Step::Caller
+}
+
+fn cfi_step(m: &UnwindModule, ctx: &mut Ctx, pc: u64, regs: &mut Regs, stack: &Stack) -> Option<Step> {
+    let table = m.hdr.table()?;
+    let row = table.unwind_info_for_address(&m.eh, &m.bases, ctx, pc, EhFrame::cie_from_offset).ok()?;
+    let cfa = match row.cfa() {
+        CfaRule::RegisterAndOffset { register, offset } => regs.r.get(register.0 as usize)?.wrapping_add(*offset as u64),
+        CfaRule::Expression(e) => eval(m, e, regs, stack, false)?,
+    };
+    let old = *regs;
+    let mut new = old;
+    for (reg, slot) in new.r.iter_mut().enumerate() {
+        let rule = row.register(Register(reg as u16));
+        *slot = match rule {
+            // No rule: callee-saved registers keep their value; for the return address
+            // it means this is the outermost frame.
+            RegisterRule::Undefined if reg == RA => return Some(Step::End),
+            RegisterRule::Undefined | RegisterRule::SameValue => old.r[reg],
+            RegisterRule::Offset(n) => stack.read(cfa.wrapping_add(n as u64))?,
+            RegisterRule::ValOffset(n) => cfa.wrapping_add(n as u64),
+            RegisterRule::Register(r) => *old.r.get(r.0 as usize)?,
+            RegisterRule::Expression(e) => stack.read(eval(m, &e, &old, stack, false)?)?,
+            RegisterRule::ValExpression(e) => eval(m, &e, &old, stack, false)?,
+            _ => old.r[reg],
+        };
+    }
+    new.r[RSP] = cfa;
+    // The stack must grow back toward its top, or the walk could loop.
+    if cfa <= old.r[RSP] {
+        return Some(Step::Stop);
+    }
+    *regs = new;
+    Some(Step::Caller)
+}
+
+/// A small, allocation-free DWARF expression evaluator covering what CFI uses in practice:
+/// register-relative addresses, dereferences (signal frames, stack realignment) and the
+/// arithmetic of PLT entries.
+fn eval(m: &UnwindModule, e: &gimli::UnwindExpression<usize>, regs: &Regs, stack: &Stack, _: bool) -> Option<u64> {
+    let expr = e.get(&m.eh).ok()?;
+    let mut code: &[u8] = expr.0.slice();
+    let mut st = [0u64; 8];
+    let mut sp = 0usize;
+    fn uleb(code: &mut &[u8]) -> Option<u64> {
+        let mut v = 0u64;
+        for shift in (0..64).step_by(7) {
+            let (&b, rest) = code.split_first()?;
+            *code = rest;
+            v |= ((b & 0x7f) as u64) << shift;
+            if b & 0x80 == 0 {
+                return Some(v);
+            }
+        }
+        None
+    }
+    fn sleb(code: &mut &[u8]) -> Option<i64> {
+        let mut v = 0i64;
+        let mut shift = 0;
+        loop {
+            let (&b, rest) = code.split_first()?;
+            *code = rest;
+            if shift < 64 {
+                v |= ((b & 0x7f) as i64) << shift;
+            }
+            shift += 7;
+            if b & 0x80 == 0 {
+                if shift < 64 && b & 0x40 != 0 {
+                    v |= -1i64 << shift;
+                }
+                return Some(v);
+            }
+            if shift > 70 {
+                return None;
+            }
+        }
+    }
+    macro_rules! push {
+        ($v:expr) => {{
+            let v = $v;
+            *st.get_mut(sp)? = v;
+            sp += 1;
+        }};
+    }
+    macro_rules! pop {
+        () => {{
+            sp = sp.checked_sub(1)?;
+            st[sp]
+        }};
+    }
+    let mut steps = 0;
+    while let Some((&op, rest)) = code.split_first() {
+        code = rest;
+        steps += 1;
+        if steps > 64 {
+            return None;
+        }
+        match op {
+            0x30..=0x4f => push!((op - 0x30) as u64),                             // DW_OP_lit0..31
+            0x70..=0x8f => {
+                // DW_OP_breg0..31
+                let off = sleb(&mut code)?;
+                push!(regs.r.get((op - 0x70) as usize)?.wrapping_add(off as u64))
+            }
+            0x06 => {
+                let a = pop!();
+                push!(stack.read(a)?)
+            } // DW_OP_deref
+            0x08 => {
+                let (&b, rest) = code.split_first()?;
+                code = rest;
+                push!(b as u64)
+            } // DW_OP_const1u
+            0x10 => push!(uleb(&mut code)?), // DW_OP_constu
+            0x11 => push!(sleb(&mut code)? as u64), // DW_OP_consts
+            0x23 => {
+                let v = uleb(&mut code)?;
+                let a = pop!();
+                push!(a.wrapping_add(v))
+            } // DW_OP_plus_uconst
+            0x1a | 0x1c | 0x22 | 0x24 | 0x2a => {
+                let b = pop!();
+                let a = pop!();
+                push!(match op {
+                    0x1a => a & b,
+                    0x1c => a.wrapping_sub(b),
+                    0x22 => a.wrapping_add(b),
+                    0x24 => a.checked_shl(b as u32).unwrap_or(0),
+                    _ => ((a as i64) >= (b as i64)) as u64,
+                })
+            }
+            _ => return None,
+        }
+    }
+    if sp == 0 {
+        return None;
+    }
+    Some(st[sp - 1])
+}
