@@ -1,0 +1,576 @@
+//! A symbolized profile: every stack node's frames, computed once, and the samples
+//! aggregated by leaf node so reports cost O(distinct stacks), not O(samples).
+
+use std::collections::{BinaryHeap, HashMap};
+use std::fmt::Write as _;
+
+use prof_format::{flags, node_kind, Mode, Module, Node, Process, Profile};
+
+use crate::symbolize::{Frame, Symbolizer};
+use crate::syscalls::syscall_name;
+
+/// Index into [`Analysis::frames`].
+pub type FrameId = u32;
+
+/// A range of [`Analysis`]'s frame-id arena: one node's frames, outermost first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Span {
+    start: u32,
+    len: u32,
+}
+
+impl Span {
+    const NONE: Span = Span {
+        start: u32::MAX,
+        len: 0,
+    };
+}
+
+/// Weight of one (thread, leaf node) pair.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeafWeight {
+    pub tid: u32,
+    /// Leaf node id (0: the sample had no stack or named a node that does not exist).
+    pub leaf: u32,
+    /// Sum of the samples' weights.
+    pub weight: u64,
+    /// Number of samples.
+    pub samples: u64,
+}
+
+/// Per-process facts and aggregates.
+#[derive(Debug, Clone)]
+pub(crate) struct ProcData {
+    pub pid: u32,
+    pub ppid: u32,
+    pub command: String,
+    pub exe: String,
+    pub mode: Mode,
+    pub timer: &'static str,
+    pub period_ns: u64,
+    pub start_unix_ns: u64,
+    /// Duration: PROCESS_END's, else the last sample's time.
+    pub duration_ns: u64,
+    pub ended: bool,
+    pub cpu_ns: Option<u64>,
+    pub lost: u64,
+    pub samples: u64,
+    pub weight: u64,
+    pub truncated: u64,
+    pub unwind_stopped: u64,
+    pub off_cpu: u64,
+    /// Samples whose leaf named no node.
+    pub bad_leaf: u64,
+    pub notices: Vec<String>,
+    /// tid -> latest name.
+    pub thread_names: HashMap<u32, String>,
+    /// Sanitized parents: always < the node's id, so walks terminate.
+    parent: Vec<u32>,
+    /// Frames of each node as a caller (return address), where needed.
+    caller: Vec<Span>,
+    /// Frames of each node as a sample's leaf (exact pc), for leaves.
+    leaf: HashMap<u32, Span>,
+    /// Sorted by (tid, leaf).
+    pub leaves: Vec<LeafWeight>,
+}
+
+/// A symbolized profile. Built by [`analyze`]; reports are methods and [`crate::summary`].
+#[derive(Debug, Clone)]
+pub struct Analysis {
+    frames: Vec<Frame>,
+    ids: Vec<FrameId>,
+    pub(crate) procs: Vec<ProcData>,
+    pub(crate) profile_truncated: bool,
+    pub(crate) warnings: Vec<String>,
+}
+
+/// Options for [`Analysis::collapsed_with`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CollapseOptions {
+    /// Start every stack with a `command (pid N)` frame.
+    pub process: bool,
+    /// Then a `thread name (tid N)` frame.
+    pub thread: bool,
+}
+
+/// Module ranges flattened into disjoint segments; where ranges overlap, the module loaded
+/// last wins.
+struct ModuleMap {
+    /// (start, end, module index), sorted, disjoint.
+    segs: Vec<(u64, u64, usize)>,
+}
+
+impl ModuleMap {
+    fn new(modules: &[Module]) -> ModuleMap {
+        let mut ivs: Vec<(u64, u64, usize)> = Vec::new();
+        for (i, m) in modules.iter().enumerate() {
+            for &(s, e) in &m.ranges {
+                if s < e {
+                    ivs.push((s, e, i));
+                }
+            }
+        }
+        ivs.sort_unstable();
+        let mut points: Vec<u64> = ivs.iter().flat_map(|&(s, e, _)| [s, e]).collect();
+        points.sort_unstable();
+        points.dedup();
+        let mut segs: Vec<(u64, u64, usize)> = Vec::new();
+        // Max-heap of (load order, end) over intervals started so far; expired ones are
+        // dropped lazily when they reach the top.
+        let mut heap: BinaryHeap<(usize, u64)> = BinaryHeap::new();
+        let mut next = 0;
+        for w in points.windows(2) {
+            let (a, b) = (w[0], w[1]);
+            while next < ivs.len() && ivs[next].0 <= a {
+                heap.push((ivs[next].2, ivs[next].1));
+                next += 1;
+            }
+            while heap.peek().is_some_and(|&(_, end)| end <= a) {
+                heap.pop();
+            }
+            if let Some(&(m, _)) = heap.peek() {
+                match segs.last_mut() {
+                    Some(last) if last.1 == a && last.2 == m => last.1 = b,
+                    _ => segs.push((a, b, m)),
+                }
+            }
+        }
+        ModuleMap { segs }
+    }
+
+    fn lookup(&self, addr: u64) -> Option<usize> {
+        let i = self.segs.partition_point(|s| s.0 <= addr);
+        let &(_, end, m) = self.segs.get(i.checked_sub(1)?)?;
+        (addr < end).then_some(m)
+    }
+}
+
+struct Builder<'s> {
+    sym: &'s mut Symbolizer,
+    frames: Vec<Frame>,
+    frame_index: HashMap<Frame, FrameId>,
+    ids: Vec<FrameId>,
+    warnings: Vec<String>,
+}
+
+impl Builder<'_> {
+    fn intern(&mut self, f: &Frame) -> FrameId {
+        if let Some(&id) = self.frame_index.get(f) {
+            return id;
+        }
+        let id = self.frames.len() as FrameId;
+        self.frames.push(f.clone());
+        self.frame_index.insert(f.clone(), id);
+        id
+    }
+
+    fn push_frames(&mut self, frames: &[Frame]) -> Span {
+        let start = self.ids.len() as u32;
+        for f in frames {
+            let id = self.intern(f);
+            self.ids.push(id);
+        }
+        Span {
+            start,
+            len: self.ids.len() as u32 - start,
+        }
+    }
+
+    fn node_span(
+        &mut self,
+        node: Node,
+        ret: bool,
+        p: &Process,
+        map: &ModuleMap,
+        used: &mut [bool],
+        cache: &mut HashMap<(u32, u64, bool), Span>,
+    ) -> Span {
+        let ret = ret && node.kind == node_kind::NATIVE;
+        let key = (node.kind, node.value, ret);
+        if let Some(&s) = cache.get(&key) {
+            return s;
+        }
+        let frames: Vec<Frame> = match node.kind {
+            node_kind::NATIVE => match map.lookup(node.value) {
+                Some(mi) => {
+                    used[mi] = true;
+                    self.sym.symbolize(&p.modules[mi], node.value, ret).to_vec()
+                }
+                None => vec![Frame::bare(format!("{:#x}", node.value), "[unknown]")],
+            },
+            node_kind::SYSCALL => {
+                let name = match syscall_name(node.value) {
+                    Some(n) => format!("[syscall {n}]"),
+                    None => format!("[syscall {}]", node.value),
+                };
+                vec![Frame::bare(name, "[kernel]")]
+            }
+            k => vec![Frame::bare(format!("[unknown frame kind {k}]"), "")],
+        };
+        let span = self.push_frames(&frames);
+        cache.insert(key, span);
+        span
+    }
+
+    fn process(&mut self, p: &Process) -> ProcData {
+        let n = p.nodes.len();
+        let parent: Vec<u32> = p
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(i, nd)| {
+                if (nd.parent as usize) < i {
+                    nd.parent
+                } else {
+                    0
+                }
+            })
+            .collect();
+
+        let mut d = ProcData {
+            pid: p.info.pid,
+            ppid: p.info.ppid,
+            command: if p.info.argv.is_empty() {
+                p.info.exe.clone()
+            } else {
+                p.info.argv.join(" ")
+            },
+            exe: p.info.exe.clone(),
+            mode: p.info.mode,
+            timer: p.info.timer.name(),
+            period_ns: p.info.period_ns,
+            start_unix_ns: p.info.start_unix_ns,
+            duration_ns: 0,
+            ended: p.end.is_some(),
+            cpu_ns: p.end.map(|e| e.cpu_user_ns.saturating_add(e.cpu_system_ns)),
+            lost: p.lost,
+            samples: 0,
+            weight: 0,
+            truncated: 0,
+            unwind_stopped: 0,
+            off_cpu: 0,
+            bad_leaf: 0,
+            notices: p.notices.iter().map(|n| n.text.clone()).collect(),
+            thread_names: p.threads.iter().cloned().collect(),
+            parent,
+            caller: vec![Span::NONE; n],
+            leaf: HashMap::new(),
+            leaves: Vec::new(),
+        };
+
+        let mut agg: HashMap<(u32, u32), (u64, u64)> = HashMap::new();
+        let mut last_time = 0u64;
+        for s in &p.samples {
+            let leaf = if (s.leaf as usize) < n {
+                s.leaf
+            } else {
+                d.bad_leaf += 1;
+                0
+            };
+            let w = s.weight as u64;
+            d.samples += 1;
+            d.weight += w;
+            if s.flags & flags::TRUNCATED != 0 {
+                d.truncated += 1;
+            }
+            if s.flags & flags::UNWIND_STOPPED != 0 {
+                d.unwind_stopped += 1;
+            }
+            if s.flags & flags::OFF_CPU != 0 {
+                d.off_cpu += 1;
+            }
+            last_time = last_time.max(s.time_ns);
+            let e = agg.entry((s.tid, leaf)).or_default();
+            e.0 += w;
+            e.1 += 1;
+        }
+        d.duration_ns = match p.end {
+            Some(e) => e.duration_ns,
+            None => last_time,
+        };
+        d.leaves = agg
+            .into_iter()
+            .map(|((tid, leaf), (weight, samples))| LeafWeight {
+                tid,
+                leaf,
+                weight,
+                samples,
+            })
+            .collect();
+        d.leaves.sort_unstable_by_key(|l| (l.tid, l.leaf));
+
+        // Which nodes are needed in which role.
+        let mut need_caller = vec![false; n];
+        let mut leaves: Vec<u32> = d
+            .leaves
+            .iter()
+            .map(|l| l.leaf)
+            .filter(|&l| l != 0)
+            .collect();
+        leaves.sort_unstable();
+        leaves.dedup();
+        for &leaf in &leaves {
+            let mut id = d.parent[leaf as usize];
+            while id != 0 && !need_caller[id as usize] {
+                need_caller[id as usize] = true;
+                id = d.parent[id as usize];
+            }
+        }
+
+        let map = ModuleMap::new(&p.modules);
+        let mut used = vec![false; p.modules.len()];
+        let mut cache = HashMap::new();
+        for (id, &needed) in need_caller.iter().enumerate() {
+            if needed {
+                d.caller[id] = self.node_span(p.nodes[id], true, p, &map, &mut used, &mut cache);
+            }
+        }
+        for &leaf in &leaves {
+            let span = self.node_span(
+                p.nodes[leaf as usize],
+                false,
+                p,
+                &map,
+                &mut used,
+                &mut cache,
+            );
+            d.leaf.insert(leaf, span);
+        }
+
+        for (m, _) in p.modules.iter().zip(&used).filter(|(_, &u)| u) {
+            // Pseudo modules ("[vdso]", "", JIT names) are not files: nothing to warn about.
+            if !m.path.starts_with('/') {
+                continue;
+            }
+            if let Some(e) = self.sym.load_error(&m.path, &m.build_id) {
+                let w = e.to_string();
+                if !self.warnings.contains(&w) {
+                    self.warnings.push(w);
+                }
+            }
+        }
+        d
+    }
+}
+
+/// Symbolizes every stack the profile's samples use (each distinct address once, each
+/// node once) and aggregates the samples by leaf. Never fails: bad node ids, garbage
+/// module ranges and unreadable files yield placeholder frames, not errors.
+pub fn analyze(profile: &Profile, sym: &mut Symbolizer) -> Analysis {
+    let mut b = Builder {
+        sym,
+        frames: Vec::new(),
+        frame_index: HashMap::new(),
+        ids: Vec::new(),
+        warnings: Vec::new(),
+    };
+    let procs = profile.processes.iter().map(|p| b.process(p)).collect();
+    Analysis {
+        frames: b.frames,
+        ids: b.ids,
+        procs,
+        profile_truncated: profile.truncated,
+        warnings: b.warnings,
+    }
+}
+
+/// Shown for samples with no stack at all.
+pub const NO_STACK: &str = "[no stack]";
+
+impl Analysis {
+    /// Every distinct frame, by [`FrameId`].
+    pub fn frames(&self) -> &[Frame] {
+        &self.frames
+    }
+
+    pub fn frame(&self, id: FrameId) -> &Frame {
+        &self.frames[id as usize]
+    }
+
+    /// Number of processes (same order as `Profile::processes`).
+    pub fn process_count(&self) -> usize {
+        self.procs.len()
+    }
+
+    /// Problems met while symbolizing (e.g. a module's file was rebuilt since recording).
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
+    }
+
+    /// Sample weights of process `process` aggregated by (thread, leaf node).
+    pub fn leaf_weights(&self, process: usize) -> &[LeafWeight] {
+        self.procs
+            .get(process)
+            .map(|p| &p.leaves[..])
+            .unwrap_or(&[])
+    }
+
+    fn span(&self, s: Span) -> &[FrameId] {
+        if s == Span::NONE {
+            return &[];
+        }
+        self.ids
+            .get(s.start as usize..(s.start + s.len) as usize)
+            .unwrap_or(&[])
+    }
+
+    /// The frames of one node (outermost first; more than one when code was inlined),
+    /// as a caller (`as_leaf == false`: its value is a return address) or as a sample's
+    /// leaf. Empty when the node was not used in that role by any sample.
+    pub fn node_frames(&self, process: usize, node: u32, as_leaf: bool) -> &[FrameId] {
+        let Some(p) = self.procs.get(process) else {
+            return &[];
+        };
+        let span = if as_leaf {
+            p.leaf.get(&node).copied()
+        } else {
+            p.caller.get(node as usize).copied()
+        };
+        self.span(span.unwrap_or(Span::NONE))
+    }
+
+    /// The symbolized stack of a sample whose leaf is `leaf`, root first, inlined frames
+    /// expanded. Empty for leaf 0 or a node no sample of this process used as its leaf.
+    pub fn stack_ids(&self, process: usize, leaf: u32) -> Vec<FrameId> {
+        let mut out = Vec::new();
+        self.stack_into(process, leaf, &mut out);
+        out
+    }
+
+    /// [`stack_ids`](Self::stack_ids) resolved to frames.
+    pub fn stack(&self, process: usize, leaf: u32) -> Vec<&Frame> {
+        self.stack_ids(process, leaf)
+            .into_iter()
+            .map(|id| self.frame(id))
+            .collect()
+    }
+
+    pub(crate) fn stack_into(&self, process: usize, leaf: u32, out: &mut Vec<FrameId>) {
+        out.clear();
+        let Some(p) = self.procs.get(process) else {
+            return;
+        };
+        let Some(&leaf_span) = p.leaf.get(&leaf) else {
+            return;
+        };
+        // Collect leaf-to-root, then reverse each node's span order back.
+        let mut nodes = Vec::new();
+        let mut id = p.parent.get(leaf as usize).copied().unwrap_or(0);
+        while id != 0 {
+            nodes.push(id);
+            id = p.parent[id as usize];
+        }
+        for &n in nodes.iter().rev() {
+            out.extend_from_slice(self.span(p.caller[n as usize]));
+        }
+        out.extend_from_slice(self.span(leaf_span));
+    }
+
+    /// Folded stacks (`main;work;inl 42`), root first, weights summed over every process
+    /// and thread, one line per distinct symbolized stack, lines sorted. The input format
+    /// of inferno / flamegraph.pl.
+    pub fn collapsed(&self) -> String {
+        self.collapsed_with(&CollapseOptions::default())
+    }
+
+    /// [`collapsed`](Self::collapsed), optionally with process and thread root frames.
+    pub fn collapsed_with(&self, opts: &CollapseOptions) -> String {
+        let mut folded: HashMap<String, u64> = HashMap::new();
+        let mut ids = Vec::new();
+        let mut line = String::new();
+        for (pi, p) in self.procs.iter().enumerate() {
+            for lw in &p.leaves {
+                line.clear();
+                if opts.process {
+                    push_folded(&mut line, &format!("{} (pid {})", p.command, p.pid));
+                }
+                if opts.thread {
+                    let name = p
+                        .thread_names
+                        .get(&lw.tid)
+                        .map(String::as_str)
+                        .unwrap_or("");
+                    push_folded(&mut line, &format!("{name} (tid {})", lw.tid));
+                }
+                self.stack_into(pi, lw.leaf, &mut ids);
+                if ids.is_empty() {
+                    push_folded(&mut line, NO_STACK);
+                }
+                for &id in &ids {
+                    push_folded(&mut line, &self.frames[id as usize].name);
+                }
+                match folded.get_mut(line.as_str()) {
+                    Some(w) => *w += lw.weight,
+                    None => {
+                        folded.insert(line.clone(), lw.weight);
+                    }
+                }
+            }
+        }
+        let mut lines: Vec<(String, u64)> = folded.into_iter().collect();
+        lines.sort_unstable();
+        let mut out = String::new();
+        for (stack, w) in lines {
+            let _ = writeln!(out, "{stack} {w}");
+        }
+        out
+    }
+}
+
+/// Appends a frame name to a folded line: `;` separates frames and a newline ends the
+/// line, so neither may appear inside a name.
+fn push_folded(line: &mut String, name: &str) {
+    if !line.is_empty() {
+        line.push(';');
+    }
+    line.extend(name.chars().map(|c| match c {
+        ';' => ':',
+        '\n' | '\r' => ' ',
+        c => c,
+    }));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn module(id: u32, ranges: Vec<(u64, u64)>) -> Module {
+        Module {
+            id,
+            path: format!("/m{id}"),
+            build_id: vec![],
+            bias: 0,
+            ranges,
+        }
+    }
+
+    #[test]
+    fn module_map_prefers_latest_and_handles_garbage() {
+        let mods = vec![
+            module(
+                1,
+                vec![
+                    (0x1000, 0x2000),
+                    (0x5000, 0x4000), /* garbage: end < start */
+                ],
+            ),
+            module(2, vec![(0x1800, 0x1900)]),
+            module(3, vec![(0x3000, 0x3000), (u64::MAX - 1, u64::MAX)]),
+            module(4, vec![(0x1000, 0x1100)]),
+        ];
+        let m = ModuleMap::new(&mods);
+        assert_eq!(m.lookup(0xfff), None);
+        assert_eq!(m.lookup(0x1000), Some(3));
+        assert_eq!(m.lookup(0x10ff), Some(3));
+        assert_eq!(m.lookup(0x1100), Some(0));
+        assert_eq!(m.lookup(0x1800), Some(1));
+        assert_eq!(m.lookup(0x18ff), Some(1));
+        assert_eq!(m.lookup(0x1900), Some(0));
+        assert_eq!(m.lookup(0x1fff), Some(0));
+        assert_eq!(m.lookup(0x2000), None);
+        assert_eq!(m.lookup(0x3000), None);
+        assert_eq!(m.lookup(0x4500), None);
+        assert_eq!(m.lookup(u64::MAX - 1), Some(2));
+        assert_eq!(m.lookup(u64::MAX), None);
+    }
+}

@@ -1,0 +1,473 @@
+//! The profile summary (JSON contract) and its terminal rendering.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+
+use serde::{Deserialize, Serialize};
+
+use crate::analysis::{Analysis, FrameId, NO_STACK};
+
+/// Everything `prof report` shows; serialized as the `--json` output. Field names are a
+/// contract: `samples, weight, lost_samples, duration_s, processes[{pid, command,
+/// samples}], threads[{pid, tid, name, samples}], functions[{name, module, file, line,
+/// self, total}]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    /// Number of samples recorded.
+    pub samples: u64,
+    /// Sum of sample weights (sampling periods they stand for).
+    pub weight: u64,
+    /// Samples dropped by the agent (full buffers).
+    pub lost_samples: u64,
+    /// From the earliest process start to the latest process end.
+    pub duration_s: f64,
+    pub processes: Vec<ProcessSummary>,
+    /// Sorted by samples, descending.
+    pub threads: Vec<ThreadSummary>,
+    /// Sorted by self, then total, descending.
+    pub functions: Vec<FunctionSummary>,
+    /// `cpu` or `wall`.
+    pub mode: String,
+    /// Timer source name(s).
+    pub timer: String,
+    /// Requested sampling rate.
+    pub rate_hz: f64,
+    /// Weight of the samples of ended processes / their CPU seconds (user + system).
+    pub samples_per_cpu_s: Option<f64>,
+    pub truncated_samples: u64,
+    pub unwind_stopped_samples: u64,
+    pub off_cpu_samples: u64,
+    /// Samples whose leaf node id did not exist (corrupt input); counted under "[no stack]".
+    #[serde(default)]
+    pub bad_stack_samples: u64,
+    /// The agent's notices, deduplicated.
+    pub notices: Vec<String>,
+    /// Symbolization problems (missing files, build id mismatches).
+    #[serde(default)]
+    pub symbol_warnings: Vec<String>,
+    /// The log ended inside a record (a process was killed mid-write).
+    pub profile_truncated: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProcessSummary {
+    pub pid: u32,
+    pub ppid: u32,
+    /// argv joined by spaces (the executable when argv is empty).
+    pub command: String,
+    #[serde(default)]
+    pub exe: String,
+    /// Weighted.
+    pub samples: u64,
+    /// User + system CPU time, when the process ended normally.
+    pub cpu_s: Option<f64>,
+    pub duration_s: f64,
+    #[serde(default)]
+    pub lost_samples: u64,
+    /// Whether the process wrote its end record (false: killed, or still running).
+    #[serde(default)]
+    pub ended: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ThreadSummary {
+    pub pid: u32,
+    pub tid: u32,
+    pub name: String,
+    /// Weighted.
+    pub samples: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FunctionSummary {
+    pub name: String,
+    pub module: String,
+    pub file: Option<String>,
+    pub line: Option<u32>,
+    /// Weight of samples where this function is the innermost frame.
+    #[serde(rename = "self")]
+    pub self_: u64,
+    /// Weight of samples where it is anywhere on the stack (once per sample).
+    pub total: u64,
+}
+
+struct FuncAcc {
+    name: String,
+    module: String,
+    file: Option<String>,
+    line: Option<u32>,
+    self_: u64,
+    total: u64,
+    stamp: u64,
+    /// Self weight by (file, line) of the innermost frame.
+    self_lines: HashMap<(Option<String>, Option<u32>), u64>,
+}
+
+fn secs(ns: u64) -> f64 {
+    ns as f64 / 1e9
+}
+
+impl Analysis {
+    /// Totals, per-process and per-thread weights, and the function table.
+    pub fn summary(&self) -> Summary {
+        // Function identity: (name, module). Frames map onto functions once.
+        let mut func_index: HashMap<(&str, &str), usize> = HashMap::new();
+        let mut funcs: Vec<FuncAcc> = Vec::new();
+        let new_func =
+            |name: &str, module: &str, file: Option<String>, line: Option<u32>| FuncAcc {
+                name: name.to_string(),
+                module: module.to_string(),
+                file,
+                line,
+                self_: 0,
+                total: 0,
+                stamp: 0,
+                self_lines: HashMap::new(),
+            };
+        let frame_func: Vec<usize> = self
+            .frames()
+            .iter()
+            .map(|f| {
+                *func_index
+                    .entry((f.name.as_str(), f.module.as_str()))
+                    .or_insert_with(|| {
+                        funcs.push(new_func(&f.name, &f.module, f.file.clone(), f.line));
+                        funcs.len() - 1
+                    })
+            })
+            .collect();
+        let mut no_stack: Option<usize> = None;
+
+        let mut threads: Vec<ThreadSummary> = Vec::new();
+        let mut processes = Vec::new();
+        let mut stamp = 0u64;
+        let mut ids: Vec<FrameId> = Vec::new();
+        let (mut samples, mut weight, mut lost) = (0u64, 0u64, 0u64);
+        let (mut truncated, mut stopped, mut off_cpu, mut bad) = (0u64, 0u64, 0u64, 0u64);
+        let (mut ended_weight, mut cpu_ns) = (0u64, 0u64);
+        let mut notices: Vec<String> = Vec::new();
+        let mut timers: Vec<&str> = Vec::new();
+        let mut first_start = u64::MAX;
+        let mut last_end = 0u64;
+
+        for (pi, p) in self.procs.iter().enumerate() {
+            samples += p.samples;
+            weight += p.weight;
+            lost = lost.saturating_add(p.lost);
+            truncated += p.truncated;
+            stopped += p.unwind_stopped;
+            off_cpu += p.off_cpu;
+            bad += p.bad_leaf;
+            if let Some(c) = p.cpu_ns.filter(|&c| c > 0) {
+                ended_weight += p.weight;
+                cpu_ns = cpu_ns.saturating_add(c);
+            }
+            for n in &p.notices {
+                if !notices.contains(n) {
+                    notices.push(n.clone());
+                }
+            }
+            if !timers.contains(&p.timer) {
+                timers.push(p.timer);
+            }
+            first_start = first_start.min(p.start_unix_ns);
+            last_end = last_end.max(p.start_unix_ns.saturating_add(p.duration_ns));
+            processes.push(ProcessSummary {
+                pid: p.pid,
+                ppid: p.ppid,
+                command: p.command.clone(),
+                exe: p.exe.clone(),
+                samples: p.weight,
+                cpu_s: p.cpu_ns.map(secs),
+                duration_s: secs(p.duration_ns),
+                lost_samples: p.lost,
+                ended: p.ended,
+            });
+
+            // Threads: leaves are sorted by tid.
+            let mut by_tid: Vec<(u32, u64)> = Vec::new();
+            for lw in &p.leaves {
+                match by_tid.last_mut() {
+                    Some((t, w)) if *t == lw.tid => *w += lw.weight,
+                    _ => by_tid.push((lw.tid, lw.weight)),
+                }
+            }
+            threads.extend(by_tid.into_iter().map(|(tid, w)| ThreadSummary {
+                pid: p.pid,
+                tid,
+                name: p.thread_names.get(&tid).cloned().unwrap_or_default(),
+                samples: w,
+            }));
+
+            // Functions: merge threads first, so each distinct leaf is walked once.
+            let mut by_leaf: HashMap<u32, u64> = HashMap::new();
+            for lw in &p.leaves {
+                *by_leaf.entry(lw.leaf).or_default() += lw.weight;
+            }
+            let mut by_leaf: Vec<(u32, u64)> = by_leaf.into_iter().collect();
+            by_leaf.sort_unstable();
+            for (leaf, w) in by_leaf {
+                self.stack_into(pi, leaf, &mut ids);
+                stamp += 1;
+                let Some(&innermost) = ids.last() else {
+                    let f = *no_stack.get_or_insert_with(|| {
+                        funcs.push(new_func(NO_STACK, "", None, None));
+                        funcs.len() - 1
+                    });
+                    funcs[f].self_ += w;
+                    funcs[f].total += w;
+                    continue;
+                };
+                for &id in &ids {
+                    let f = &mut funcs[frame_func[id as usize]];
+                    if f.stamp != stamp {
+                        f.stamp = stamp;
+                        f.total += w;
+                    }
+                }
+                let fr = self.frame(innermost);
+                let f = &mut funcs[frame_func[innermost as usize]];
+                f.self_ += w;
+                *f.self_lines.entry((fr.file.clone(), fr.line)).or_default() += w;
+            }
+        }
+
+        let mut functions: Vec<FunctionSummary> = funcs
+            .into_iter()
+            .filter(|f| f.total > 0 || f.self_ > 0)
+            .map(|f| {
+                // Location: the hottest line of its self time, else where first seen.
+                let hottest = f
+                    .self_lines
+                    .into_iter()
+                    .max_by(|a, b| a.1.cmp(&b.1).then_with(|| b.0.cmp(&a.0)))
+                    .map(|(loc, _)| loc);
+                let (file, line) = hottest.unwrap_or((f.file, f.line));
+                FunctionSummary {
+                    name: f.name,
+                    module: f.module,
+                    file,
+                    line,
+                    self_: f.self_,
+                    total: f.total,
+                }
+            })
+            .collect();
+        functions.sort_by(|a, b| {
+            b.self_
+                .cmp(&a.self_)
+                .then(b.total.cmp(&a.total))
+                .then_with(|| a.name.cmp(&b.name))
+                .then_with(|| a.module.cmp(&b.module))
+        });
+        threads.sort_by(|a, b| {
+            b.samples
+                .cmp(&a.samples)
+                .then(a.pid.cmp(&b.pid))
+                .then(a.tid.cmp(&b.tid))
+        });
+
+        let first = self.procs.first();
+        Summary {
+            samples,
+            weight,
+            lost_samples: lost,
+            duration_s: if self.procs.is_empty() {
+                0.0
+            } else {
+                secs(last_end.saturating_sub(first_start))
+            },
+            processes,
+            threads,
+            functions,
+            mode: first.map(|p| p.mode.name()).unwrap_or("cpu").to_string(),
+            timer: timers.join(", "),
+            rate_hz: first
+                .filter(|p| p.period_ns > 0)
+                .map(|p| 1e9 / p.period_ns as f64)
+                .unwrap_or(0.0),
+            samples_per_cpu_s: (cpu_ns > 0).then(|| ended_weight as f64 / secs(cpu_ns)),
+            truncated_samples: truncated,
+            unwind_stopped_samples: stopped,
+            off_cpu_samples: off_cpu,
+            bad_stack_samples: bad,
+            notices,
+            symbol_warnings: self.warnings.clone(),
+            profile_truncated: self.profile_truncated,
+        }
+    }
+}
+
+fn pct(part: u64, whole: u64) -> f64 {
+    if whole == 0 {
+        0.0
+    } else {
+        part as f64 * 100.0 / whole as f64
+    }
+}
+
+/// Shortens `s` to at most `max` characters, marking the cut with `…`.
+fn clip(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        return s.to_string();
+    }
+    let mut out: String = s.chars().take(max.saturating_sub(1)).collect();
+    out.push('…');
+    out
+}
+
+fn location(f: &FunctionSummary) -> String {
+    match (&f.file, f.line) {
+        (Some(file), line) => {
+            let base = file.rsplit('/').next().unwrap_or(file);
+            match line {
+                Some(l) => format!("{base}:{l}"),
+                None => base.to_string(),
+            }
+        }
+        (None, _) => f.module.clone(),
+    }
+}
+
+const NAME_WIDTH: usize = 60;
+
+fn table(out: &mut String, title: &str, funcs: &[&FunctionSummary], weight: u64) {
+    let _ = writeln!(out, "\n{title}");
+    if funcs.is_empty() {
+        let _ = writeln!(out, "  (no samples)");
+        return;
+    }
+    let width = funcs
+        .iter()
+        .map(|f| f.name.chars().count())
+        .max()
+        .unwrap_or(0)
+        .clamp(8, NAME_WIDTH);
+    let _ = writeln!(
+        out,
+        "{:>7} {:>9} {:>7} {:>9}  {:<width$}  location",
+        "self%", "self", "total%", "total", "function"
+    );
+    for f in funcs {
+        let _ = writeln!(
+            out,
+            "{:>6.1}% {:>9} {:>6.1}% {:>9}  {:<width$}  {}",
+            pct(f.self_, weight),
+            f.self_,
+            pct(f.total, weight),
+            f.total,
+            clip(&f.name, width),
+            location(f),
+        );
+    }
+}
+
+/// The human-readable report: a header, then the top `top` functions by self weight and
+/// by total weight. Percentages are of the total weight.
+pub fn render_text(s: &Summary, top: usize) -> String {
+    let mut out = String::new();
+    let threads = s.threads.len();
+    let _ = writeln!(
+        out,
+        "{:.2} s, {} process{}, {} thread{}: {} samples (weight {}), {} lost",
+        s.duration_s,
+        s.processes.len(),
+        if s.processes.len() == 1 { "" } else { "es" },
+        threads,
+        if threads == 1 { "" } else { "s" },
+        s.samples,
+        s.weight,
+        s.lost_samples,
+    );
+    let _ = write!(
+        out,
+        "{} mode, timer: {}, {:.0} Hz requested",
+        s.mode, s.timer, s.rate_hz
+    );
+    match s.samples_per_cpu_s {
+        Some(r) => {
+            let _ = writeln!(out, ", {r:.1} samples per CPU-second");
+        }
+        None => out.push('\n'),
+    }
+    if s.processes.len() > 1 {
+        for p in &s.processes {
+            let cpu = p
+                .cpu_s
+                .map(|c| format!("{c:.2} s CPU"))
+                .unwrap_or_else(|| "no end record".into());
+            let _ = writeln!(
+                out,
+                "  pid {} (ppid {}): {} samples, {:.2} s, {}: {}",
+                p.pid,
+                p.ppid,
+                p.samples,
+                p.duration_s,
+                cpu,
+                clip(&p.command, 80)
+            );
+        }
+    }
+    let mut problems = Vec::new();
+    if s.truncated_samples > 0 {
+        problems.push(format!(
+            "{} truncated at the depth limit",
+            s.truncated_samples
+        ));
+    }
+    if s.unwind_stopped_samples > 0 {
+        problems.push(format!(
+            "{} stopped unwinding early",
+            s.unwind_stopped_samples
+        ));
+    }
+    if s.bad_stack_samples > 0 {
+        problems.push(format!("{} with invalid stacks", s.bad_stack_samples));
+    }
+    if !problems.is_empty() {
+        let _ = writeln!(out, "stacks: {}", problems.join(", "));
+    }
+    if s.off_cpu_samples > 0 {
+        let _ = writeln!(out, "off-CPU samples: {}", s.off_cpu_samples);
+    }
+    if s.profile_truncated {
+        let _ = writeln!(
+            out,
+            "note: the profile ends mid-record (a process was killed?)"
+        );
+    }
+    for n in &s.notices {
+        let _ = writeln!(out, "notice: {n}");
+    }
+    for w in &s.symbol_warnings {
+        let _ = writeln!(out, "symbols: {w}");
+    }
+
+    let by_self: Vec<&FunctionSummary> = s
+        .functions
+        .iter()
+        .filter(|f| f.self_ > 0)
+        .take(top)
+        .collect();
+    table(
+        &mut out,
+        &format!("Top {top} functions by self"),
+        &by_self,
+        s.weight,
+    );
+    let mut by_total: Vec<&FunctionSummary> = s.functions.iter().collect();
+    by_total.sort_by(|a, b| {
+        b.total
+            .cmp(&a.total)
+            .then(b.self_.cmp(&a.self_))
+            .then_with(|| a.name.cmp(&b.name))
+    });
+    by_total.truncate(top);
+    table(
+        &mut out,
+        &format!("Top {top} functions by total"),
+        &by_total,
+        s.weight,
+    );
+    out
+}
