@@ -30,7 +30,7 @@ pub fn install() -> bool {
         sa.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART | libc::SA_ONSTACK;
         libc::sigemptyset(&mut sa.sa_mask);
         let mut old: libc::sigaction = core::mem::zeroed();
-        if libc::sigaction(libc::SIGPROF, &sa, &mut old) != 0 {
+        if crate::hooks::real_sigaction(libc::SIGPROF, &sa, &mut old) != 0 {
             return false;
         }
         if old.sa_sigaction != on_sigprof as *const () as usize {
@@ -107,14 +107,15 @@ fn forward(sig: libc::c_int, info: *mut libc::siginfo_t, uc: *mut c_void) {
         unsafe {
             let mut sa: libc::sigaction = core::mem::zeroed();
             sa.sa_sigaction = libc::SIG_DFL;
-            libc::sigaction(libc::SIGPROF, &sa, core::ptr::null_mut());
+            crate::hooks::real_sigaction(libc::SIGPROF, &sa, core::ptr::null_mut());
             libc::syscall(libc::SYS_tgkill, libc::getpid(), gettid(), libc::SIGPROF);
         }
         return;
     }
     if PREV_FLAGS.load(Ordering::Relaxed) & libc::SA_SIGINFO as usize != 0 {
         // SAFETY: the program installed this function as an SA_SIGINFO handler.
-        let f: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut c_void) = unsafe { core::mem::transmute(prev) };
+        let f: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut c_void) =
+            unsafe { core::mem::transmute(prev) };
         f(sig, info, uc);
     } else {
         // SAFETY: the program installed this function as a plain handler.
@@ -131,7 +132,11 @@ fn registers(uc: *mut c_void) -> (u64, u64, u64) {
     {
         // SAFETY: the kernel passes the interrupted ucontext_t to SA_SIGINFO handlers.
         let g = unsafe { &(*uc).uc_mcontext.gregs };
-        (g[libc::REG_RIP as usize] as u64, g[libc::REG_RBP as usize] as u64, g[libc::REG_RSP as usize] as u64)
+        (
+            g[libc::REG_RIP as usize] as u64,
+            g[libc::REG_RBP as usize] as u64,
+            g[libc::REG_RSP as usize] as u64,
+        )
     }
     #[cfg(target_arch = "aarch64")]
     {
@@ -168,7 +173,13 @@ fn sample(t: &ThreadEntry, uc: *mut c_void, weight: u32) {
             // SAFETY: the context belongs to this thread's entry and only this thread's
             // handler uses it; SIGPROF is masked while the handler runs, so no reentry.
             let ctx = unsafe { t.unwind_ctx.load(Ordering::Acquire).as_mut() };
-            crate::unwind::unwind(d, regs, &crate::unwind::Stack { lo: sp, hi }, ctx, state::max_depth())
+            crate::unwind::unwind(
+                d,
+                regs,
+                &crate::unwind::Stack { lo: sp, hi },
+                ctx,
+                state::max_depth(),
+            )
         }
     };
     #[cfg(not(target_arch = "x86_64"))]
@@ -182,7 +193,14 @@ fn sample(t: &ThreadEntry, uc: *mut c_void, weight: u32) {
 /// is of 16 bytes at an 8-aligned address inside [sp, hi): the live part of the interrupted
 /// thread's own stack, which is mapped. Frames must move strictly outward, so the walk ends.
 #[cfg_attr(target_arch = "x86_64", allow(dead_code))]
-pub fn walk_frame_pointers(d: &mut SampleData, mut fp: u64, sp: u64, lo: u64, hi: u64, max_depth: usize) -> (usize, u32) {
+pub fn walk_frame_pointers(
+    d: &mut SampleData,
+    mut fp: u64,
+    sp: u64,
+    lo: u64,
+    hi: u64,
+    max_depth: usize,
+) -> (usize, u32) {
     let max = max_depth.clamp(1, MAX_FRAMES);
     let mut depth = 1usize;
     if sp < lo || sp >= hi {
@@ -195,12 +213,17 @@ pub fn walk_frame_pointers(d: &mut SampleData, mut fp: u64, sp: u64, lo: u64, hi
         if fp == 0 {
             return (depth, 0); // the outermost frame (thread entry zeroes the fp)
         }
-        if fp < floor || fp > hi.saturating_sub(16) || fp % 8 != 0 {
+        if fp < floor || fp > hi.saturating_sub(16) || !fp.is_multiple_of(8) {
             return (depth, prof_format::flags::UNWIND_STOPPED);
         }
         // SAFETY: fp and fp+8 lie in [sp, hi - 8], the mapped live stack of this thread
         // (checked just above), and are 8-aligned.
-        let (next, ret) = unsafe { (core::ptr::read_volatile(fp as *const u64), core::ptr::read_volatile((fp + 8) as *const u64)) };
+        let (next, ret) = unsafe {
+            (
+                core::ptr::read_volatile(fp as *const u64),
+                core::ptr::read_volatile((fp + 8) as *const u64),
+            )
+        };
         if ret == 0 {
             return (depth, 0);
         }

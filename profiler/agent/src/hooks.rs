@@ -13,24 +13,69 @@ use crate::sys::gettid;
 use crate::{state, threads, timer, warn};
 
 type StartFn = extern "C" fn(*mut c_void) -> *mut c_void;
-type CreateFn = unsafe extern "C" fn(*mut libc::pthread_t, *const libc::pthread_attr_t, StartFn, *mut c_void) -> libc::c_int;
+type CreateFn = unsafe extern "C" fn(
+    *mut libc::pthread_t,
+    *const libc::pthread_attr_t,
+    StartFn,
+    *mut c_void,
+) -> libc::c_int;
 
 static REAL_CREATE: AtomicUsize = AtomicUsize::new(0);
 static KEY: AtomicUsize = AtomicUsize::new(usize::MAX);
 static WARNED_FALLBACK: AtomicBool = AtomicBool::new(false);
 static WARNED_FULL: AtomicBool = AtomicBool::new(false);
 
+/// Looks up libc's versions of every interposed function (at load: dlsym is not
+/// async-signal-safe, so the handler must find them already resolved).
 pub fn resolve() {
-    if REAL_CREATE.load(Ordering::Acquire) == 0 {
-        // SAFETY: dlsym with a NUL-terminated name; RTLD_NEXT finds libc's definition.
-        let f = unsafe { libc::dlsym(libc::RTLD_NEXT, c"pthread_create".as_ptr()) };
-        REAL_CREATE.store(f as usize, Ordering::Release);
+    real(&REAL_CREATE, c"pthread_create");
+    real(&REAL_SIGACTION, c"sigaction");
+    real(&REAL_SIGNAL, c"signal");
+    real(&REAL_SIGMASK, c"pthread_sigmask");
+    real(&REAL_PROCMASK, c"sigprocmask");
+}
+
+/// libc's sigaction, bypassing our interposition (for the agent's own use).
+pub fn real_sigaction(
+    sig: libc::c_int,
+    act: *const libc::sigaction,
+    old: *mut libc::sigaction,
+) -> libc::c_int {
+    type F = unsafe extern "C" fn(
+        libc::c_int,
+        *const libc::sigaction,
+        *mut libc::sigaction,
+    ) -> libc::c_int;
+    let f = REAL_SIGACTION.load(Ordering::Acquire);
+    if f == 0 {
+        return -1;
     }
+    // SAFETY: libc's sigaction, resolved at load; the caller passes valid pointers.
+    unsafe { core::mem::transmute::<usize, F>(f)(sig, act, old) }
+}
+
+/// libc's pthread_sigmask, bypassing our interposition. (glibc's keeps its internal
+/// signals, e.g. the one setuid() relies on, unblocked: a raw syscall would not.)
+pub fn real_pthread_sigmask(
+    how: libc::c_int,
+    set: *const libc::sigset_t,
+    old: *mut libc::sigset_t,
+) -> libc::c_int {
+    type F = unsafe extern "C" fn(
+        libc::c_int,
+        *const libc::sigset_t,
+        *mut libc::sigset_t,
+    ) -> libc::c_int;
+    let f = REAL_SIGMASK.load(Ordering::Acquire);
+    if f == 0 {
+        return libc::ENOSYS;
+    }
+    // SAFETY: libc's pthread_sigmask, resolved at load; the caller passes valid pointers.
+    unsafe { core::mem::transmute::<usize, F>(f)(how, set, old) }
 }
 
 fn real_create() -> Option<CreateFn> {
-    resolve();
-    let f = REAL_CREATE.load(Ordering::Acquire);
+    let f = real(&REAL_CREATE, c"pthread_create");
     // SAFETY: f is libc's pthread_create, which has this signature.
     (f != 0).then(|| unsafe { core::mem::transmute::<usize, CreateFn>(f) })
 }
@@ -51,7 +96,9 @@ pub unsafe extern "C" fn pthread_create(
     f: StartFn,
     arg: *mut c_void,
 ) -> libc::c_int {
-    let Some(real) = real_create() else { return libc::EAGAIN };
+    let Some(real) = real_create() else {
+        return libc::EAGAIN;
+    };
     if !state::ACTIVE.load(Ordering::Acquire) {
         // SAFETY: forwarding the caller's arguments unchanged.
         return unsafe { real(thread, attr, f, arg) };
@@ -99,7 +146,10 @@ pub fn register_current_thread() -> TimerSource {
         return TimerSource::None;
     };
     let (lo, hi) = stack_bounds();
-    let old = e.unwind_ctx.swap(Box::into_raw(crate::unwind::new_context()), Ordering::AcqRel);
+    let old = e.unwind_ctx.swap(
+        Box::into_raw(crate::unwind::new_context()),
+        Ordering::AcqRel,
+    );
     if !old.is_null() {
         // SAFETY: a context left by an earlier registration of this tid (never reached
         // by a handler any more: only this thread's handler uses it, and it is here).
@@ -110,7 +160,7 @@ pub fn register_current_thread() -> TimerSource {
     let key = KEY.load(Ordering::Acquire);
     if key != usize::MAX {
         // SAFETY: a key we created; any non-null value makes the destructor run.
-        unsafe { libc::pthread_setspecific(key as libc::pthread_key_t, 1 as *const c_void) };
+        unsafe { libc::pthread_setspecific(key as libc::pthread_key_t, std::ptr::dangling::<c_void>()) };
     }
     match timer::arm(e, tid, state::period_ns(), state::timer_pref()) {
         Ok(timer::Source::Perf) => TimerSource::PerfEvent,
@@ -123,7 +173,9 @@ pub fn register_current_thread() -> TimerSource {
         Err(errno) => {
             threads::remove(e);
             if !WARNED_FALLBACK.swap(true, Ordering::Relaxed) {
-                warn(&format!("cannot arm a CPU timer for thread {tid} (errno {errno}); it is not sampled"));
+                warn(&format!(
+                    "cannot arm a CPU timer for thread {tid} (errno {errno}); it is not sampled"
+                ));
             }
             TimerSource::None
         }
@@ -165,18 +217,23 @@ fn stack_bounds() -> (usize, usize) {
 
 /// Starts one of the agent's own threads: SIGPROF and every other signal blocked (the
 /// program's signals must go to its own threads), not registered for sampling.
-pub fn spawn_internal(name: &'static core::ffi::CStr, f: extern "C" fn(*mut c_void) -> *mut c_void) -> bool {
-    let Some(real) = real_create() else { return false };
+pub fn spawn_internal(
+    name: &'static core::ffi::CStr,
+    f: extern "C" fn(*mut c_void) -> *mut c_void,
+) -> bool {
+    let Some(real) = real_create() else {
+        return false;
+    };
     // SAFETY: signal masks are manipulated for the calling thread only and restored;
     // the new thread inherits the all-blocked mask.
     unsafe {
         let mut all: libc::sigset_t = core::mem::zeroed();
         let mut old: libc::sigset_t = core::mem::zeroed();
         libc::sigfillset(&mut all);
-        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+        real_pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
         let mut t: libc::pthread_t = 0;
         let rc = real(&mut t, core::ptr::null(), f, core::ptr::null_mut());
-        libc::pthread_sigmask(libc::SIG_SETMASK, &old, core::ptr::null_mut());
+        real_pthread_sigmask(libc::SIG_SETMASK, &old, core::ptr::null_mut());
         if rc != 0 {
             return false;
         }
@@ -211,4 +268,182 @@ pub extern "C" fn after_fork_child() {
     crate::writer::forget();
     crate::wall::forget();
     crate::start_process();
+}
+
+/// Facts about the program's own use of SIGPROF, reported by the writer thread (the
+/// interposed functions may be called from signal handlers, so they only set bits).
+pub static SIGPROF_EVENTS: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU32::new(0);
+pub const EV_OWN_HANDLER: u32 = 1;
+pub const EV_BLOCKED: u32 = 2;
+
+/// The disposition the program believes SIGPROF has (what it set, or the original).
+static PROGRAM_ACTION: std::sync::atomic::AtomicPtr<libc::sigaction> =
+    std::sync::atomic::AtomicPtr::new(core::ptr::null_mut());
+static REAL_SIGACTION: AtomicUsize = AtomicUsize::new(0);
+static REAL_SIGNAL: AtomicUsize = AtomicUsize::new(0);
+static REAL_SIGMASK: AtomicUsize = AtomicUsize::new(0);
+static REAL_PROCMASK: AtomicUsize = AtomicUsize::new(0);
+
+fn real(slot: &AtomicUsize, name: &core::ffi::CStr) -> usize {
+    let mut f = slot.load(Ordering::Acquire);
+    if f == 0 {
+        // SAFETY: dlsym with a NUL-terminated name.
+        f = unsafe { libc::dlsym(libc::RTLD_NEXT, name.as_ptr()) } as usize;
+        slot.store(f, Ordering::Release);
+    }
+    f
+}
+
+fn ours(sig: libc::c_int) -> bool {
+    sig == libc::SIGPROF && state::ACTIVE.load(Ordering::Acquire)
+}
+
+/// Records the program's own SIGPROF disposition: our handler stays installed, passes the
+/// program's own SIGPROFs (not from our timers) to it, and reports the old one back.
+fn set_program_action(new: &libc::sigaction) -> libc::sigaction {
+    // SAFETY: zeroed sigaction is valid plain data.
+    let mut old: libc::sigaction = unsafe { core::mem::zeroed() };
+    old.sa_sigaction = crate::handler::PREV_HANDLER.load(Ordering::Acquire);
+    old.sa_flags = crate::handler::PREV_FLAGS.load(Ordering::Acquire) as libc::c_int;
+    let prev_mask = PROGRAM_ACTION.load(Ordering::Acquire);
+    if let Some(p) = unsafe { prev_mask.as_ref() } {
+        old.sa_mask = p.sa_mask;
+    }
+    crate::handler::PREV_FLAGS.store(new.sa_flags as usize, Ordering::Release);
+    crate::handler::PREV_HANDLER.store(new.sa_sigaction, Ordering::Release);
+    if new.sa_sigaction != libc::SIG_DFL && new.sa_sigaction != libc::SIG_IGN {
+        SIGPROF_EVENTS.fetch_or(EV_OWN_HANDLER, Ordering::Relaxed);
+    }
+    // One slot per change, leaked: this must not free what a concurrent reader may hold,
+    // and programs change their SIGPROF handler a handful of times at most.
+    let slot = Box::into_raw(Box::new(*new));
+    PROGRAM_ACTION.store(slot, Ordering::Release);
+    old
+}
+
+fn program_action() -> libc::sigaction {
+    // SAFETY: zeroed sigaction is valid plain data.
+    let mut a: libc::sigaction = unsafe { core::mem::zeroed() };
+    if let Some(p) = unsafe { PROGRAM_ACTION.load(Ordering::Acquire).as_ref() } {
+        a.sa_mask = p.sa_mask;
+    }
+    a.sa_sigaction = crate::handler::PREV_HANDLER.load(Ordering::Acquire);
+    a.sa_flags = crate::handler::PREV_FLAGS.load(Ordering::Acquire) as libc::c_int;
+    a
+}
+
+/// The interposed `sigaction`.
+///
+/// # Safety
+/// Same contract as libc's sigaction.
+#[no_mangle]
+pub unsafe extern "C" fn sigaction(
+    sig: libc::c_int,
+    act: *const libc::sigaction,
+    old: *mut libc::sigaction,
+) -> libc::c_int {
+    type F = unsafe extern "C" fn(
+        libc::c_int,
+        *const libc::sigaction,
+        *mut libc::sigaction,
+    ) -> libc::c_int;
+    if ours(sig) {
+        let prev = match unsafe { act.as_ref() } {
+            Some(a) => set_program_action(a),
+            None => program_action(),
+        };
+        if let Some(o) = unsafe { old.as_mut() } {
+            *o = prev;
+        }
+        return 0;
+    }
+    let f = real(&REAL_SIGACTION, c"sigaction");
+    if f == 0 {
+        return -1;
+    }
+    // SAFETY: libc's sigaction has this signature; arguments forwarded unchanged.
+    unsafe { core::mem::transmute::<usize, F>(f)(sig, act, old) }
+}
+
+/// The interposed `signal` (glibc's own calls sigaction internally, bypassing ours).
+///
+/// # Safety
+/// Same contract as libc's signal.
+#[no_mangle]
+pub unsafe extern "C" fn signal(
+    sig: libc::c_int,
+    handler: libc::sighandler_t,
+) -> libc::sighandler_t {
+    type F = unsafe extern "C" fn(libc::c_int, libc::sighandler_t) -> libc::sighandler_t;
+    if ours(sig) {
+        // SAFETY: zeroed sigaction is valid plain data.
+        let mut a: libc::sigaction = unsafe { core::mem::zeroed() };
+        a.sa_sigaction = handler;
+        a.sa_flags = libc::SA_RESTART; // BSD semantics, as glibc's signal()
+        return set_program_action(&a).sa_sigaction;
+    }
+    let f = real(&REAL_SIGNAL, c"signal");
+    if f == 0 {
+        return libc::SIG_ERR;
+    }
+    // SAFETY: libc's signal has this signature.
+    unsafe { core::mem::transmute::<usize, F>(f)(sig, handler) }
+}
+
+fn note_mask(how: libc::c_int, set: *const libc::sigset_t) {
+    if how == libc::SIG_UNBLOCK || set.is_null() || !state::ACTIVE.load(Ordering::Relaxed) {
+        return;
+    }
+    // SAFETY: set is a valid sigset_t supplied by the program.
+    if unsafe { libc::sigismember(set, libc::SIGPROF) } == 1 {
+        SIGPROF_EVENTS.fetch_or(EV_BLOCKED, Ordering::Relaxed);
+    }
+}
+
+/// The interposed `pthread_sigmask`: passed through unchanged, noting SIGPROF blocks.
+///
+/// # Safety
+/// Same contract as libc's pthread_sigmask.
+#[no_mangle]
+pub unsafe extern "C" fn pthread_sigmask(
+    how: libc::c_int,
+    set: *const libc::sigset_t,
+    old: *mut libc::sigset_t,
+) -> libc::c_int {
+    type F = unsafe extern "C" fn(
+        libc::c_int,
+        *const libc::sigset_t,
+        *mut libc::sigset_t,
+    ) -> libc::c_int;
+    note_mask(how, set);
+    let f = real(&REAL_SIGMASK, c"pthread_sigmask");
+    if f == 0 {
+        return libc::ENOSYS;
+    }
+    // SAFETY: libc's pthread_sigmask has this signature.
+    unsafe { core::mem::transmute::<usize, F>(f)(how, set, old) }
+}
+
+/// The interposed `sigprocmask`: passed through unchanged, noting SIGPROF blocks.
+///
+/// # Safety
+/// Same contract as libc's sigprocmask.
+#[no_mangle]
+pub unsafe extern "C" fn sigprocmask(
+    how: libc::c_int,
+    set: *const libc::sigset_t,
+    old: *mut libc::sigset_t,
+) -> libc::c_int {
+    type F = unsafe extern "C" fn(
+        libc::c_int,
+        *const libc::sigset_t,
+        *mut libc::sigset_t,
+    ) -> libc::c_int;
+    note_mask(how, set);
+    let f = real(&REAL_PROCMASK, c"sigprocmask");
+    if f == 0 {
+        return -1;
+    }
+    // SAFETY: libc's sigprocmask has this signature.
+    unsafe { core::mem::transmute::<usize, F>(f)(how, set, old) }
 }

@@ -20,7 +20,7 @@ mod unwind;
 mod wall;
 mod writer;
 
-pub use hooks::pthread_create;
+pub use hooks::{pthread_create, pthread_sigmask, sigaction, signal, sigprocmask};
 
 use core::ffi::{c_char, c_int};
 use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicU8, AtomicUsize, Ordering};
@@ -112,7 +112,9 @@ struct Config {
 }
 
 fn config() -> Result<Option<Config>, String> {
-    let Ok(dir) = std::env::var("PROF_DIR") else { return Ok(None) };
+    let Ok(dir) = std::env::var("PROF_DIR") else {
+        return Ok(None);
+    };
     let rate = match std::env::var("PROF_RATE") {
         Ok(s) => s
             .trim()
@@ -134,10 +136,20 @@ fn config() -> Result<Option<Config>, String> {
         Ok(other) => return Err(format!("PROF_TIMER={other:?} is not auto, perf or posix")),
     };
     let max_depth = match std::env::var("PROF_MAX_DEPTH") {
-        Ok(s) => s.trim().parse::<usize>().map_err(|_| format!("PROF_MAX_DEPTH={s:?} is not a number"))?.clamp(1, ring::MAX_FRAMES),
+        Ok(s) => s
+            .trim()
+            .parse::<usize>()
+            .map_err(|_| format!("PROF_MAX_DEPTH={s:?} is not a number"))?
+            .clamp(1, ring::MAX_FRAMES),
         Err(_) => ring::MAX_FRAMES,
     };
-    Ok(Some(Config { dir, rate, wall, timer_pref, max_depth }))
+    Ok(Some(Config {
+        dir,
+        rate,
+        wall,
+        timer_pref,
+        max_depth,
+    }))
 }
 
 /// glibc calls .init_array entries with (argc, argv, envp).
@@ -205,7 +217,9 @@ pub(crate) fn start_process() {
         state::SAMPLING.store(false, Ordering::Release);
         state::ACTIVE.store(false, Ordering::Release);
         hooks::unregister_current_thread();
-        warn(&format!("cannot write the profile into {dir}: {e}; not profiling this process"));
+        warn(&format!(
+            "cannot write the profile into {dir}: {e}; not profiling this process"
+        ));
         return;
     }
     if state::WALL.load(Ordering::Relaxed) {

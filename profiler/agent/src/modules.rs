@@ -33,7 +33,11 @@ pub static EXEC_RANGES: Mutex<Vec<(u64, u64)>> = Mutex::new(Vec::new());
 
 const NT_GNU_BUILD_ID: u32 = 3;
 
-unsafe extern "C" fn visit(info: *mut libc::dl_phdr_info, size: libc::size_t, data: *mut c_void) -> c_int {
+unsafe extern "C" fn visit(
+    info: *mut libc::dl_phdr_info,
+    size: libc::size_t,
+    data: *mut c_void,
+) -> c_int {
     // SAFETY: dl_iterate_phdr passes a valid info of `size` bytes and our Scan.
     let (info, scan) = unsafe { (&*info, &mut *(data as *mut Scan)) };
     if scan.counters.is_none() && size >= core::mem::size_of::<libc::dl_phdr_info>() {
@@ -47,16 +51,22 @@ unsafe extern "C" fn visit(info: *mut libc::dl_phdr_info, size: libc::size_t, da
         String::new()
     } else {
         // SAFETY: dlpi_name is a NUL-terminated string owned by the loader.
-        unsafe { CStr::from_ptr(info.dlpi_name) }.to_string_lossy().into_owned()
+        unsafe { CStr::from_ptr(info.dlpi_name) }
+            .to_string_lossy()
+            .into_owned()
     };
     let path = if name.is_empty() {
-        std::fs::read_link("/proc/self/exe").map(|p| p.to_string_lossy().into_owned()).unwrap_or_default()
+        std::fs::read_link("/proc/self/exe")
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default()
     } else if name.starts_with("linux-vdso") || name.starts_with("linux-gate") {
         "[vdso]".to_string()
     } else {
-        std::fs::canonicalize(&name).map(|p| p.to_string_lossy().into_owned()).unwrap_or(name)
+        std::fs::canonicalize(&name)
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or(name)
     };
-    let bias = info.dlpi_addr as u64;
+    let bias = info.dlpi_addr;
     let mut ranges = Vec::new();
     let mut loads = Vec::new();
     let mut eh_frame_hdr = None;
@@ -64,18 +74,19 @@ unsafe extern "C" fn visit(info: *mut libc::dl_phdr_info, size: libc::size_t, da
     for i in 0..info.dlpi_phnum as usize {
         // SAFETY: dlpi_phdr points at dlpi_phnum program headers.
         let ph = unsafe { &*info.dlpi_phdr.add(i) };
-        let start = bias.wrapping_add(ph.p_vaddr as u64);
+        let start = bias.wrapping_add(ph.p_vaddr);
         if ph.p_type == libc::PT_LOAD {
-            loads.push((start, start + ph.p_memsz as u64));
+            loads.push((start, start + ph.p_memsz));
             if ph.p_flags & libc::PF_X != 0 {
-                ranges.push((start, start + ph.p_memsz as u64));
+                ranges.push((start, start + ph.p_memsz));
             }
         } else if ph.p_type == libc::PT_GNU_EH_FRAME {
-            eh_frame_hdr = Some((start, ph.p_memsz as u64));
+            eh_frame_hdr = Some((start, ph.p_memsz));
         } else if ph.p_type == libc::PT_NOTE && build_id.is_empty() {
             // SAFETY: a PT_NOTE segment of a loaded object is mapped (it lies inside a
             // PT_LOAD segment) for p_memsz bytes.
-            let notes = unsafe { core::slice::from_raw_parts(start as *const u8, ph.p_memsz as usize) };
+            let notes =
+                unsafe { core::slice::from_raw_parts(start as *const u8, ph.p_memsz as usize) };
             build_id = find_build_id(notes).unwrap_or_default();
         }
     }
@@ -89,12 +100,20 @@ unsafe extern "C" fn visit(info: *mut libc::dl_phdr_info, size: libc::size_t, da
             .or_insert_with(|| unwind::build(addr, len, &loads)),
         None => None,
     };
-    scan.out.push(Loaded { path, bias, ranges, build_id, unwind });
+    scan.out.push(Loaded {
+        path,
+        bias,
+        ranges,
+        build_id,
+        unwind,
+    });
     0
 }
 
 fn find_build_id(mut notes: &[u8]) -> Option<Vec<u8>> {
-    let word = |b: &[u8], at: usize| -> Option<u32> { Some(u32::from_ne_bytes(b.get(at..at + 4)?.try_into().ok()?)) };
+    let word = |b: &[u8], at: usize| -> Option<u32> {
+        Some(u32::from_ne_bytes(b.get(at..at + 4)?.try_into().ok()?))
+    };
     let align4 = |n: usize| (n + 3) & !3;
     while notes.len() >= 12 {
         let namesz = word(notes, 0)? as usize;
@@ -122,7 +141,12 @@ pub struct Tracker {
 impl Tracker {
     /// Returns modules that appeared and ids of modules that disappeared since last call.
     pub fn refresh(&mut self) -> (Vec<Module>, Vec<u32>) {
-        let mut scan = Scan { counters: None, out: Vec::new(), skip_if: self.counters, cache: &mut self.cache };
+        let mut scan = Scan {
+            counters: None,
+            out: Vec::new(),
+            skip_if: self.counters,
+            cache: &mut self.cache,
+        };
         // SAFETY: visit matches dl_iterate_phdr's callback type; scan outlives the call.
         unsafe { libc::dl_iterate_phdr(Some(visit), &mut scan as *mut Scan as *mut c_void) };
         if scan.counters.is_some() && scan.counters == self.counters {
@@ -145,7 +169,13 @@ impl Tracker {
                     let id = self.next_id;
                     self.next_id += 1;
                     self.known.insert(key.clone(), id);
-                    added.push(Module { id, path: l.path, build_id: l.build_id, bias: l.bias, ranges: l.ranges });
+                    added.push(Module {
+                        id,
+                        path: l.path,
+                        build_id: l.build_id,
+                        bias: l.bias,
+                        ranges: l.ranges,
+                    });
                     id
                 }
             };

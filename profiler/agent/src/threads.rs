@@ -68,7 +68,11 @@ pub fn insert(tid: i32) -> Option<&'static ThreadEntry> {
     for i in 0..CAPACITY {
         let e = &TABLE[(h + i) % CAPACITY];
         let t = e.tid.load(Ordering::Acquire);
-        if (t == EMPTY || t == TOMBSTONE) && e.tid.compare_exchange(t, tid, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+        if (t == EMPTY || t == TOMBSTONE)
+            && e.tid
+                .compare_exchange(t, tid, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+        {
             e.perf_fd.store(-1, Ordering::Relaxed);
             e.timer.store(0, Ordering::Relaxed);
             e.first_pending.store(false, Ordering::Relaxed);

@@ -22,7 +22,12 @@ pub enum Source {
 }
 
 /// Arms a timer for the calling thread. `prefer` = None tries perf first.
-pub fn arm(e: &ThreadEntry, tid: libc::pid_t, period_ns: u64, prefer: Option<Source>) -> Result<Source, i32> {
+pub fn arm(
+    e: &ThreadEntry,
+    tid: libc::pid_t,
+    period_ns: u64,
+    prefer: Option<Source>,
+) -> Result<Source, i32> {
     // First expiry random in (0, period]: threads started together do not fire together,
     // and sampling does not alias with the program's own periodic work.
     let first = 1 + random_u64(tid as u64) % period_ns.max(1);
@@ -48,12 +53,24 @@ fn arm_perf(e: &ThreadEntry, tid: libc::pid_t, period_ns: u64, first_ns: u64) ->
     };
     // SAFETY: attr is a valid perf_event_attr of the size it declares; pid 0 / cpu -1 means
     // "the calling thread, any CPU", which perf_event_paranoid <= 2 allows for own threads.
-    let fd = unsafe { libc::syscall(libc::SYS_perf_event_open, &attr as *const PerfEventAttr, 0, -1, -1, PERF_FLAG_FD_CLOEXEC) } as libc::c_int;
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_perf_event_open,
+            &attr as *const PerfEventAttr,
+            0,
+            -1,
+            -1,
+            PERF_FLAG_FD_CLOEXEC,
+        )
+    } as libc::c_int;
     if fd < 0 {
         return Err(errno());
     }
     let fd = move_fd_high(fd);
-    let owner = FOwnerEx { type_: F_OWNER_TID, pid: tid };
+    let owner = FOwnerEx {
+        type_: F_OWNER_TID,
+        pid: tid,
+    };
     // SAFETY: fcntl/ioctl on the descriptor just opened; results checked.
     let ok = unsafe {
         libc::fcntl(fd, libc::F_SETFL, libc::O_ASYNC) == 0
@@ -67,7 +84,8 @@ fn arm_perf(e: &ThreadEntry, tid: libc::pid_t, period_ns: u64, first_ns: u64) ->
         unsafe { libc::close(fd) };
         return Err(err);
     }
-    e.first_pending.store(first_ns != period_ns, Ordering::Release);
+    e.first_pending
+        .store(first_ns != period_ns, Ordering::Release);
     e.perf_fd.store(fd, Ordering::Release);
     // SAFETY: enables the event for one overflow; the handler re-arms it.
     if unsafe { libc::ioctl(fd, PERF_EVENT_IOC_REFRESH, 1) } != 0 {
@@ -85,15 +103,23 @@ fn arm_posix(e: &ThreadEntry, tid: libc::pid_t, period_ns: u64, first_ns: u64) -
     let mut sev: libc::sigevent = unsafe { core::mem::zeroed() };
     sev.sigev_notify = libc::SIGEV_THREAD_ID;
     sev.sigev_signo = libc::SIGPROF;
-    sev.sigev_value = libc::sigval { sival_ptr: TIMER_MAGIC as *mut libc::c_void };
+    sev.sigev_value = libc::sigval {
+        sival_ptr: TIMER_MAGIC as *mut libc::c_void,
+    };
     sev.sigev_notify_thread_id = tid;
     let mut id: libc::timer_t = core::ptr::null_mut();
     // SAFETY: sev and id are valid; the timer signals only this thread.
     if unsafe { libc::timer_create(libc::CLOCK_THREAD_CPUTIME_ID, &mut sev, &mut id) } != 0 {
         return Err(errno());
     }
-    let ts = |ns: u64| libc::timespec { tv_sec: (ns / 1_000_000_000) as _, tv_nsec: (ns % 1_000_000_000) as _ };
-    let its = libc::itimerspec { it_interval: ts(period_ns), it_value: ts(first_ns) };
+    let ts = |ns: u64| libc::timespec {
+        tv_sec: (ns / 1_000_000_000) as _,
+        tv_nsec: (ns % 1_000_000_000) as _,
+    };
+    let its = libc::itimerspec {
+        it_interval: ts(period_ns),
+        it_value: ts(first_ns),
+    };
     e.timer.store(id as usize + 1, Ordering::Release);
     // SAFETY: id was just created by timer_create.
     if unsafe { libc::timer_settime(id, 0, &its, core::ptr::null_mut()) } != 0 {

@@ -72,7 +72,11 @@ fn find(pc: u64) -> Option<&'static UnwindModule> {
 /// module cannot be unmapped meanwhile). `hdr` is its PT_GNU_EH_FRAME segment, `loads`
 /// its PT_LOAD segments (runtime start, end), bounding the .eh_frame walk.
 pub fn build(hdr_addr: u64, hdr_len: u64, loads: &[(u64, u64)]) -> Option<&'static UnwindModule> {
-    let readable = |a: u64, n: u64| loads.iter().any(|&(s, e)| a >= s && a.checked_add(n).is_some_and(|end| end <= e));
+    let readable = |a: u64, n: u64| {
+        loads
+            .iter()
+            .any(|&(s, e)| a >= s && a.checked_add(n).is_some_and(|end| end <= e))
+    };
     if hdr_len < 4 || !readable(hdr_addr, hdr_len) {
         return None;
     }
@@ -81,8 +85,12 @@ pub fn build(hdr_addr: u64, hdr_len: u64, loads: &[(u64, u64)]) -> Option<&'stat
     let hdr_mem = unsafe { core::slice::from_raw_parts(hdr_addr as *const u8, hdr_len as usize) };
     let hdr_copy: &'static [u8] = Box::leak(hdr_mem.to_vec().into_boxed_slice());
     let bases = BaseAddresses::default().set_eh_frame_hdr(hdr_addr);
-    let parsed = EhFrameHdr::new(hdr_copy, NativeEndian).parse(&bases, 8).ok()?;
-    let Pointer::Direct(eh_addr) = parsed.eh_frame_ptr() else { return None };
+    let parsed = EhFrameHdr::new(hdr_copy, NativeEndian)
+        .parse(&bases, 8)
+        .ok()?;
+    let Pointer::Direct(eh_addr) = parsed.eh_frame_ptr() else {
+        return None;
+    };
     let seg_end = loads.iter().find(|&&(s, e)| eh_addr >= s && eh_addr < e)?.1;
     // .eh_frame's size is not in the header: walk its length fields to the terminator.
     let mut p = eh_addr;
@@ -112,9 +120,15 @@ pub fn build(hdr_addr: u64, hdr_len: u64, loads: &[(u64, u64)]) -> Option<&'stat
     let eh_mem = unsafe { core::slice::from_raw_parts(eh_addr as *const u8, eh_len as usize) };
     let eh_copy: &'static [u8] = Box::leak(eh_mem.to_vec().into_boxed_slice());
     let bases = bases.set_eh_frame(eh_addr);
-    let hdr = EhFrameHdr::new(hdr_copy, NativeEndian).parse(&bases, 8).ok()?;
+    let hdr = EhFrameHdr::new(hdr_copy, NativeEndian)
+        .parse(&bases, 8)
+        .ok()?;
     hdr.table()?;
-    let m = UnwindModule { hdr, eh: EhFrame::new(eh_copy, NativeEndian), bases };
+    let m = UnwindModule {
+        hdr,
+        eh: EhFrame::new(eh_copy, NativeEndian),
+        bases,
+    };
     Some(Box::leak(Box::new(m)))
 }
 
@@ -135,9 +149,23 @@ impl Regs {
         // SAFETY: the kernel passes the interrupted ucontext_t to SA_SIGINFO handlers.
         let g = unsafe { &(*uc).uc_mcontext.gregs };
         let order = [
-            libc::REG_RAX, libc::REG_RDX, libc::REG_RCX, libc::REG_RBX, libc::REG_RSI, libc::REG_RDI,
-            libc::REG_RBP, libc::REG_RSP, libc::REG_R8, libc::REG_R9, libc::REG_R10, libc::REG_R11,
-            libc::REG_R12, libc::REG_R13, libc::REG_R14, libc::REG_R15, libc::REG_RIP,
+            libc::REG_RAX,
+            libc::REG_RDX,
+            libc::REG_RCX,
+            libc::REG_RBX,
+            libc::REG_RSI,
+            libc::REG_RDI,
+            libc::REG_RBP,
+            libc::REG_RSP,
+            libc::REG_R8,
+            libc::REG_R9,
+            libc::REG_R10,
+            libc::REG_R11,
+            libc::REG_R12,
+            libc::REG_R13,
+            libc::REG_R14,
+            libc::REG_R15,
+            libc::REG_RIP,
         ];
         let mut r = [0u64; NREGS];
         for (slot, &g_idx) in r.iter_mut().zip(order.iter()) {
@@ -156,7 +184,7 @@ pub struct Stack {
 impl Stack {
     #[inline]
     fn read(&self, addr: u64) -> Option<u64> {
-        if addr < self.lo || addr > self.hi.checked_sub(8)? || addr % 8 != 0 {
+        if addr < self.lo || addr > self.hi.checked_sub(8)? || !addr.is_multiple_of(8) {
             return None;
         }
         // SAFETY: addr is 8-aligned inside [sp, hi - 8]: the live, mapped part of the
@@ -176,7 +204,13 @@ enum Step {
 
 /// Unwinds from `regs` (the interrupted context), writing return addresses after the leaf
 /// (`d.frames[0]`, already set). Returns (depth, flags).
-pub fn unwind(d: &mut SampleData, mut regs: Regs, stack: &Stack, ctx: Option<&mut Ctx>, max_depth: usize) -> (usize, u32) {
+pub fn unwind(
+    d: &mut SampleData,
+    mut regs: Regs,
+    stack: &Stack,
+    ctx: Option<&mut Ctx>,
+    max_depth: usize,
+) -> (usize, u32) {
     let max = max_depth.clamp(1, d.frames.len());
     let mut depth = 1usize;
     let mut ctx = ctx;
@@ -218,7 +252,9 @@ fn fp_step(regs: &mut Regs, stack: &Stack) -> Step {
     if fp < regs.r[RSP] {
         return Step::Stop;
     }
-    let (Some(next), Some(ret)) = (stack.read(fp), stack.read(fp + 8)) else { return Step::Stop };
+    let (Some(next), Some(ret)) = (stack.read(fp), stack.read(fp + 8)) else {
+        return Step::Stop;
+    };
     if ret == 0 {
         return Step::End;
     }
@@ -228,11 +264,22 @@ fn fp_step(regs: &mut Regs, stack: &Stack) -> Step {
     Step::Caller
 }
 
-fn cfi_step(m: &UnwindModule, ctx: &mut Ctx, pc: u64, regs: &mut Regs, stack: &Stack) -> Option<Step> {
+fn cfi_step(
+    m: &UnwindModule,
+    ctx: &mut Ctx,
+    pc: u64,
+    regs: &mut Regs,
+    stack: &Stack,
+) -> Option<Step> {
     let table = m.hdr.table()?;
-    let row = table.unwind_info_for_address(&m.eh, &m.bases, ctx, pc, EhFrame::cie_from_offset).ok()?;
+    let row = table
+        .unwind_info_for_address(&m.eh, &m.bases, ctx, pc, EhFrame::cie_from_offset)
+        .ok()?;
     let cfa = match row.cfa() {
-        CfaRule::RegisterAndOffset { register, offset } => regs.r.get(register.0 as usize)?.wrapping_add(*offset as u64),
+        CfaRule::RegisterAndOffset { register, offset } => regs
+            .r
+            .get(register.0 as usize)?
+            .wrapping_add(*offset as u64),
         CfaRule::Expression(e) => eval(m, e, regs, stack, false)?,
     };
     let old = *regs;
@@ -264,7 +311,13 @@ fn cfi_step(m: &UnwindModule, ctx: &mut Ctx, pc: u64, regs: &mut Regs, stack: &S
 /// A small, allocation-free DWARF expression evaluator covering what CFI uses in practice:
 /// register-relative addresses, dereferences (signal frames, stack realignment) and the
 /// arithmetic of PLT entries.
-fn eval(m: &UnwindModule, e: &gimli::UnwindExpression<usize>, regs: &Regs, stack: &Stack, _: bool) -> Option<u64> {
+fn eval(
+    m: &UnwindModule,
+    e: &gimli::UnwindExpression<usize>,
+    regs: &Regs,
+    stack: &Stack,
+    _: bool,
+) -> Option<u64> {
     let expr = e.get(&m.eh).ok()?;
     let mut code: &[u8] = expr.0.slice();
     let mut st = [0u64; 8];
@@ -323,7 +376,7 @@ fn eval(m: &UnwindModule, e: &gimli::UnwindExpression<usize>, regs: &Regs, stack
             return None;
         }
         match op {
-            0x30..=0x4f => push!((op - 0x30) as u64),                             // DW_OP_lit0..31
+            0x30..=0x4f => push!((op - 0x30) as u64), // DW_OP_lit0..31
             0x70..=0x8f => {
                 // DW_OP_breg0..31
                 let off = sleb(&mut code)?;
@@ -338,7 +391,7 @@ fn eval(m: &UnwindModule, e: &gimli::UnwindExpression<usize>, regs: &Regs, stack
                 code = rest;
                 push!(b as u64)
             } // DW_OP_const1u
-            0x10 => push!(uleb(&mut code)?), // DW_OP_constu
+            0x10 => push!(uleb(&mut code)?),        // DW_OP_constu
             0x11 => push!(sleb(&mut code)? as u64), // DW_OP_consts
             0x23 => {
                 let v = uleb(&mut code)?;

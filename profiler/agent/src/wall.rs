@@ -64,7 +64,11 @@ extern "C" fn sampler_main(_: *mut c_void) -> *mut c_void {
         if !state::sampling() {
             continue;
         }
-        ranges.clone_from(&modules::EXEC_RANGES.lock().unwrap_or_else(|e| e.into_inner()));
+        ranges.clone_from(
+            &modules::EXEC_RANGES
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()),
+        );
         let mut seen = Vec::new();
         for e in threads::live() {
             let tid = e.tid.load(Ordering::Acquire);
@@ -74,14 +78,24 @@ extern "C" fn sampler_main(_: *mut c_void) -> *mut c_void {
                 Some(c) => c,
                 None => {
                     let open = |f: &str| std::fs::File::open(format!("/proc/self/task/{tid}/{f}"));
-                    let (Ok(stat), Ok(syscall)) = (open("stat"), open("syscall")) else { continue };
-                    cache.entry(tid).or_insert(Cached { stat, syscall, key: (u64::MAX, 0, 0), frames: Vec::new(), flags: 0 })
+                    let (Ok(stat), Ok(syscall)) = (open("stat"), open("syscall")) else {
+                        continue;
+                    };
+                    cache.entry(tid).or_insert(Cached {
+                        stat,
+                        syscall,
+                        key: (u64::MAX, 0, 0),
+                        frames: Vec::new(),
+                        flags: 0,
+                    })
                 }
             };
             if !blocked(&c.stat) {
                 continue;
             }
-            let Some((nr, sp, pc)) = read_syscall(&c.syscall) else { continue };
+            let Some((nr, sp, pc)) = read_syscall(&c.syscall) else {
+                continue;
+            };
             if c.key != (nr, sp, pc) {
                 c.key = (nr, sp, pc);
                 let (frames, flags) = unwind_blocked(pc, sp, hi, &ranges, &mut buf);
@@ -117,7 +131,9 @@ fn push(tid: i32, nr: u64, frames: &[u64], flags: u32) {
 fn blocked(stat: &std::fs::File) -> bool {
     use std::os::unix::fs::FileExt;
     let mut b = [0u8; 512];
-    let Ok(n) = stat.read_at(&mut b, 0) else { return false };
+    let Ok(n) = stat.read_at(&mut b, 0) else {
+        return false;
+    };
     let s = &b[..n];
     // The state follows the last ')' (the command name may contain anything).
     match s.iter().rposition(|&c| c == b')') {
@@ -146,8 +162,14 @@ fn read_syscall(f: &std::fs::File) -> Option<(u64, u64, u64)> {
 }
 
 fn read_remote(addr: u64, out: &mut [u8]) -> usize {
-    let local = libc::iovec { iov_base: out.as_mut_ptr().cast(), iov_len: out.len() };
-    let remote = libc::iovec { iov_base: addr as *mut c_void, iov_len: out.len() };
+    let local = libc::iovec {
+        iov_base: out.as_mut_ptr().cast(),
+        iov_len: out.len(),
+    };
+    let remote = libc::iovec {
+        iov_base: addr as *mut c_void,
+        iov_len: out.len(),
+    };
     // SAFETY: process_vm_readv on our own pid copies into `out` (valid for its length) and
     // reports unmapped source memory as an error instead of faulting.
     let n = unsafe { libc::process_vm_readv(libc::getpid(), &local, 1, &remote, 1, 0) };
@@ -184,7 +206,13 @@ fn is_return_address(ranges: &[(u64, u64)], a: u64) -> bool {
 /// Stack of a blocked thread: its pc, the return address into the syscall wrapper's caller
 /// (the first return address above sp), then the frame-pointer chain from the first valid
 /// frame record above it.
-fn unwind_blocked(pc: u64, sp: u64, hi: u64, ranges: &[(u64, u64)], buf: &mut [u8]) -> (Vec<u64>, u32) {
+fn unwind_blocked(
+    pc: u64,
+    sp: u64,
+    hi: u64,
+    ranges: &[(u64, u64)],
+    buf: &mut [u8],
+) -> (Vec<u64>, u32) {
     let mut frames = vec![pc];
     if sp == 0 || sp >= hi {
         return (frames, prof_format::flags::UNWIND_STOPPED);
@@ -209,14 +237,19 @@ fn unwind_blocked(pc: u64, sp: u64, hi: u64, ranges: &[(u64, u64)], buf: &mut [u
         let at = sp + off as u64;
         let (saved, ret) = (word(off), word(off + 8));
         let chain_ok = saved == 0
-            || (saved > at && saved < hi && saved % 8 == 0 && read_word(saved + 8).is_some_and(|r| r == 0 || is_return_address(ranges, r)));
+            || (saved > at
+                && saved < hi
+                && saved % 8 == 0
+                && read_word(saved + 8).is_some_and(|r| r == 0 || is_return_address(ranges, r)));
         if chain_ok && is_return_address(ranges, ret) {
             fp = Some(at);
             break;
         }
         off += 8;
     }
-    let Some(mut fp) = fp else { return (frames, prof_format::flags::UNWIND_STOPPED) };
+    let Some(mut fp) = fp else {
+        return (frames, prof_format::flags::UNWIND_STOPPED);
+    };
     while fp != 0 {
         if frames.len() >= max {
             return (frames, prof_format::flags::TRUNCATED);

@@ -32,8 +32,10 @@ struct Writer {
     last_write: Instant,
     failed: bool,
     finished: bool,
-    /// Notices raised before the log existed.
+    /// Notices not yet written to the log.
     notices: Vec<String>,
+    /// Messages already shown to the user.
+    said: Vec<String>,
 }
 
 static WRITER: AtomicPtr<Mutex<Writer>> = AtomicPtr::new(core::ptr::null_mut());
@@ -53,7 +55,10 @@ pub fn notice(text: &str) {
             let mut w = w.lock().unwrap_or_else(|e| e.into_inner());
             w.notices.push(text.to_string());
         }
-        None => EARLY_NOTICES.lock().unwrap_or_else(|e| e.into_inner()).push(text.to_string()),
+        None => EARLY_NOTICES
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(text.to_string()),
     }
 }
 
@@ -62,7 +67,10 @@ pub fn start(dir: &str, start_unix_ns: u64) -> std::io::Result<()> {
     // SAFETY: getpid/getppid cannot fail.
     let (pid, ppid) = unsafe { (libc::getpid(), libc::getppid()) };
     let path = format!("{dir}/{pid}-{start_unix_ns}.plog");
-    let file = std::fs::OpenOptions::new().write(true).create_new(true).open(&path)?;
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&path)?;
     // Keep the program's low descriptor numbers as they would be without prof.
     let fd = sys::move_fd_high(file.into_raw_fd());
     // SAFETY: fd is the descriptor we just opened (possibly renumbered), owned here only.
@@ -77,7 +85,9 @@ pub fn start(dir: &str, start_unix_ns: u64) -> std::io::Result<()> {
         timer: state::source(),
         time_unit_ns: TIME_UNIT_NS,
         max_depth: state::max_depth() as u32,
-        exe: std::fs::read_link("/proc/self/exe").map(|p| p.to_string_lossy().into_owned()).unwrap_or_default(),
+        exe: std::fs::read_link("/proc/self/exe")
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default(),
         argv: crate::argv(),
         agent_version: env!("CARGO_PKG_VERSION").to_string(),
     });
@@ -92,6 +102,7 @@ pub fn start(dir: &str, start_unix_ns: u64) -> std::io::Result<()> {
         failed: false,
         finished: false,
         notices,
+        said: Vec::new(),
     };
     w.step(true);
     if w.failed {
@@ -168,12 +179,22 @@ impl Writer {
             return;
         }
         self.drain();
-        if force_write || self.last_write.elapsed() >= WRITE_EVERY || self.log.pending() > 256 * 1024 {
+        if force_write
+            || self.last_write.elapsed() >= WRITE_EVERY
+            || self.log.pending() > 256 * 1024
+        {
             self.write();
         }
     }
 
     fn drain(&mut self) {
+        let ev = hooks::SIGPROF_EVENTS.swap(0, Ordering::Relaxed);
+        if ev & hooks::EV_OWN_HANDLER != 0 {
+            self.say("the program installed its own SIGPROF handler: prof keeps sampling with its own timers and passes the program's other SIGPROF signals to that handler");
+        }
+        if ev & hooks::EV_BLOCKED != 0 {
+            self.say("the program blocks SIGPROF in some threads: they are not sampled while it is blocked");
+        }
         let (added, removed) = self.modules.refresh();
         for m in &added {
             self.log.module(m);
@@ -190,9 +211,13 @@ impl Writer {
             while ring
                 .pop(|d| {
                     let depth = (d.depth as usize).min(d.frames.len());
-                    let frames = d.frames[..depth].iter().rev().map(|&a| (node_kind::NATIVE, a));
+                    let frames = d.frames[..depth]
+                        .iter()
+                        .rev()
+                        .map(|&a| (node_kind::NATIVE, a));
                     let leaf = if d.syscall != NO_SYSCALL {
-                        log.stacks.intern(frames.chain(std::iter::once((node_kind::SYSCALL, d.syscall))))
+                        log.stacks
+                            .intern(frames.chain(std::iter::once((node_kind::SYSCALL, d.syscall))))
                     } else {
                         log.stacks.intern(frames)
                     };
@@ -211,16 +236,29 @@ impl Writer {
             if samples.is_empty() {
                 continue;
             }
-            let stale = self.names.get(&tid).is_none_or(|(_, t)| now.duration_since(*t) > Duration::from_millis(500));
+            let stale = self
+                .names
+                .get(&tid)
+                .is_none_or(|(_, t)| now.duration_since(*t) > Duration::from_millis(500));
             if stale {
                 let name = std::fs::read_to_string(format!("/proc/self/task/{tid}/comm"))
                     .map(|s| s.trim_end().to_string())
                     .unwrap_or_default();
-                let changed = self.names.get(&tid).is_none_or(|(n, _)| *n != name && !name.is_empty());
+                let changed = self
+                    .names
+                    .get(&tid)
+                    .is_none_or(|(n, _)| *n != name && !name.is_empty());
                 if changed {
                     self.log.thread(tid, &name);
                 }
-                let keep = if name.is_empty() { self.names.get(&tid).map(|(n, _)| n.clone()).unwrap_or_default() } else { name };
+                let keep = if name.is_empty() {
+                    self.names
+                        .get(&tid)
+                        .map(|(n, _)| n.clone())
+                        .unwrap_or_default()
+                } else {
+                    name
+                };
                 self.names.insert(tid, (keep, now));
             }
             samples.sort_by_key(|s| s.time_ns);
@@ -234,11 +272,22 @@ impl Writer {
         }
     }
 
+    /// Tells the user once per message (stderr and a NOTICE record).
+    fn say(&mut self, text: &str) {
+        if !self.said.iter().any(|s| s == text) {
+            warn(text);
+            self.said.push(text.to_string());
+            self.notices.push(text.to_string());
+        }
+    }
+
     fn write(&mut self) {
         self.last_write = Instant::now();
         if let Err(e) = self.log.flush() {
             self.failed = true;
-            warn(&format!("writing the profile failed: {e}; profiling stops, the program continues"));
+            warn(&format!(
+                "writing the profile failed: {e}; profiling stops, the program continues"
+            ));
         }
     }
 }

@@ -12,12 +12,23 @@ fn main() {
             std::process::exit(1);
         }
     };
-    println!("version {} truncated {} bytes {}", p.version, p.truncated, bytes.len());
+    println!(
+        "version {} truncated {} bytes {}",
+        p.version,
+        p.truncated,
+        bytes.len()
+    );
     for pr in &p.processes {
         let i = &pr.info;
-        println!("process {} (ppid {}) {:?} mode {:?} timer {:?} period {} ns", i.pid, i.ppid, i.argv, i.mode, i.timer, i.period_ns);
+        println!(
+            "process {} (ppid {}) {:?} mode {:?} timer {:?} period {} ns",
+            i.pid, i.ppid, i.argv, i.mode, i.timer, i.period_ns
+        );
         for m in &pr.modules {
-            println!("  module {} {} bias {:#x} ranges {:x?}", m.id, m.path, m.bias, m.ranges);
+            println!(
+                "  module {} {} bias {:#x} ranges {:x?}",
+                m.id, m.path, m.bias, m.ranges
+            );
         }
         println!("  threads {:?}", pr.threads);
         let mut by_tid: HashMap<u32, (usize, u64)> = HashMap::new();
@@ -28,7 +39,14 @@ fn main() {
             e.1 += s.weight as u64;
             *flags.entry(s.flags).or_default() += 1;
         }
-        println!("  nodes {} samples {} lost {} per tid {:?} flags {:?}", pr.nodes.len() - 1, pr.samples.len(), pr.lost, by_tid, flags);
+        println!(
+            "  nodes {} samples {} lost {} per tid {:?} flags {:?}",
+            pr.nodes.len() - 1,
+            pr.samples.len(),
+            pr.lost,
+            by_tid,
+            flags
+        );
         println!("  end {:?} notices {:?}", pr.end, pr.notices);
         for s in pr.samples.iter().take(3) {
             let st: Vec<String> = pr.stack(s.leaf).map(|n| format!("{:x}", n.value)).collect();

@@ -41,7 +41,11 @@ impl Process {
             modules: Vec::new(),
             unloaded: Vec::new(),
             threads: Vec::new(),
-            nodes: vec![Node { parent: 0, kind: 0, value: 0 }],
+            nodes: vec![Node {
+                parent: 0,
+                kind: 0,
+                value: 0,
+            }],
             samples: Vec::new(),
             lost: 0,
             end: None,
@@ -107,13 +111,24 @@ pub fn split_records(bytes: &[u8]) -> Result<ReadOutcome<'_>, Error> {
                     truncated = true;
                     break;
                 }
-                return Err(Error::Corrupt { offset: pos, what: "bad record length" });
+                return Err(Error::Corrupt {
+                    offset: pos,
+                    what: "bad record length",
+                });
             }
         };
         let hdr = 1 + varint_len(len);
-        let end = match usize::try_from(len).ok().and_then(|l| (pos + hdr).checked_add(l)) {
+        let end = match usize::try_from(len)
+            .ok()
+            .and_then(|l| (pos + hdr).checked_add(l))
+        {
             Some(e) => e,
-            None => return Err(Error::Corrupt { offset: pos, what: "record length overflows" }),
+            None => {
+                return Err(Error::Corrupt {
+                    offset: pos,
+                    what: "record length overflows",
+                })
+            }
         };
         if end > bytes.len() {
             truncated = true;
@@ -127,7 +142,11 @@ pub fn split_records(bytes: &[u8]) -> Result<ReadOutcome<'_>, Error> {
         });
         pos = end;
     }
-    Ok(ReadOutcome { version, records, truncated })
+    Ok(ReadOutcome {
+        version,
+        records,
+        truncated,
+    })
 }
 
 fn varint_len(mut v: u64) -> usize {
@@ -142,10 +161,16 @@ fn varint_len(mut v: u64) -> usize {
 /// Decodes a whole profile (one or more process sections).
 pub fn read_profile(bytes: &[u8]) -> Result<Profile, Error> {
     let outcome = split_records(bytes)?;
-    let mut profile =
-        Profile { version: outcome.version, processes: Vec::new(), truncated: outcome.truncated };
+    let mut profile = Profile {
+        version: outcome.version,
+        processes: Vec::new(),
+        truncated: outcome.truncated,
+    };
     for rec in outcome.records {
-        let corrupt = |what| Error::Corrupt { offset: rec.offset, what };
+        let corrupt = |what| Error::Corrupt {
+            offset: rec.offset,
+            what,
+        };
         let mut c = Cursor::new(rec.payload);
         if rec.kind == kind::PROCESS {
             let info = decode_process(&mut c).ok_or(corrupt("bad process record"))?;
@@ -166,11 +191,18 @@ pub fn read_profile(bytes: &[u8]) -> Result<Profile, Error> {
         if !known {
             continue; // Forward compatibility: unknown kinds are skipped.
         }
-        let p = profile.processes.last_mut().ok_or(corrupt("record before any process record"))?;
+        let p = profile
+            .processes
+            .last_mut()
+            .ok_or(corrupt("record before any process record"))?;
         let ok = match rec.kind {
             kind::MODULE => decode_module(&mut c).map(|m| p.modules.push(m)),
             kind::MODULE_UNLOAD => c.u32().map(|id| p.unloaded.push(id)),
-            kind::THREAD => (|| Some(p.threads.push((c.u32()?, c.string()?))))(),
+            kind::THREAD => (|| {
+                let tid = c.u32()?;
+                p.threads.push((tid, c.string()?));
+                Some(())
+            })(),
             kind::NODES => decode_nodes(&mut c, p),
             kind::SAMPLES => decode_samples(&mut c, p),
             kind::LOST => c.u64().map(|n| p.lost = p.lost.saturating_add(n)),
@@ -237,7 +269,13 @@ fn decode_module(c: &mut Cursor) -> Option<Module> {
         let len = c.u64()?;
         ranges.push((start, start.checked_add(len)?));
     }
-    Some(Module { id, path, build_id, bias, ranges })
+    Some(Module {
+        id,
+        path,
+        build_id,
+        bias,
+        ranges,
+    })
 }
 
 fn decode_nodes(c: &mut Cursor, p: &mut Process) -> Option<()> {
@@ -258,7 +296,11 @@ fn decode_nodes(c: &mut Cursor, p: &mut Process) -> Option<()> {
         let kind = c.u32()?;
         let base = p.nodes[parent as usize].value;
         let value = base.wrapping_add(c.i64()? as u64);
-        p.nodes.push(Node { parent, kind, value });
+        p.nodes.push(Node {
+            parent,
+            kind,
+            value,
+        });
     }
     Some(())
 }
@@ -277,7 +319,11 @@ fn decode_samples(c: &mut Cursor, p: &mut Process) -> Option<()> {
         if leaf < 0 || leaf as usize >= p.nodes.len() {
             return None;
         }
-        let (weight, flags) = if head & 1 == 1 { (c.u32()?, c.u32()?) } else { (1, 0) };
+        let (weight, flags) = if head & 1 == 1 {
+            (c.u32()?, c.u32()?)
+        } else {
+            (1, 0)
+        };
         p.samples.push(Sample {
             tid,
             time_ns: t.checked_mul(unit)?,

@@ -43,7 +43,12 @@ fn sample_log() -> (Vec<u8>, usize) {
         w.samples(42, &ss);
         w.lost(batch);
     }
-    w.end(&ProcessEnd { duration_ns: 100_000_000, cpu_user_ns: 99, cpu_system_ns: 1, signals: 100 });
+    w.end(&ProcessEnd {
+        duration_ns: 100_000_000,
+        cpu_user_ns: 99,
+        cpu_system_ns: 1,
+        signals: 100,
+    });
     (w.into_inner().unwrap(), n)
 }
 
@@ -56,18 +61,24 @@ fn roundtrip() {
     let pr = &p.processes[0];
     assert_eq!(pr.info.pid, 42);
     assert_eq!(pr.info.argv, vec!["demo", "--x"]);
-    assert_eq!(pr.modules[0].ranges, vec![(0x5555_0000_1000, 0x5555_0000_9000)]);
+    assert_eq!(
+        pr.modules[0].ranges,
+        vec![(0x5555_0000_1000, 0x5555_0000_9000)]
+    );
     assert_eq!(pr.samples.len(), n);
-    assert_eq!(pr.lost, 0 + 1 + 2 + 3 + 4);
+    assert_eq!(pr.lost, 1 + 2 + 3 + 4);
     assert_eq!(pr.end.unwrap().signals, 100);
     // Stacks decode back to the frames that were interned.
     for (k, s) in pr.samples.iter().enumerate() {
         let i = (k % 20) as u64;
         let depth = 1 + (i % 4);
         let frames: Vec<u64> = pr.stack(s.leaf).map(|n| n.value).collect();
-        let want: Vec<u64> = (0..depth).rev().map(|d| 0x5555_0000_1000 + d * 0x40 + (i % 3)).collect();
+        let want: Vec<u64> = (0..depth)
+            .rev()
+            .map(|d| 0x5555_0000_1000 + d * 0x40 + (i % 3))
+            .collect();
         assert_eq!(frames, want);
-        assert_eq!(s.weight, 1 + (i % 7 == 0) as u32);
+        assert_eq!(s.weight, 1 + i.is_multiple_of(7) as u32);
         assert_eq!(s.time_ns, k as u64 * 1_000_000);
     }
 }
@@ -79,7 +90,10 @@ fn steady_state_is_a_few_bytes_per_sample() {
     let _ = bytes0;
     w.process(&read_profile(&sample_log().0).unwrap().processes[0].info);
     let stacks: Vec<u32> = (0..8u64)
-        .map(|k| w.stacks.intern((0..20u64).map(|d| (0, 0x5555_0000_0000 + d * 0x100 + k))))
+        .map(|k| {
+            w.stacks
+                .intern((0..20u64).map(|d| (0, 0x5555_0000_0000 + d * 0x100 + k)))
+        })
         .collect();
     let before = w.pending();
     for batch in 0..100u64 {
@@ -102,7 +116,13 @@ fn every_truncation_reads_a_prefix() {
     let (bytes, n) = sample_log();
     let full = read_profile(&bytes).unwrap();
     let boundaries: Vec<usize> = std::iter::once(HEADER_LEN)
-        .chain(split_records(&bytes).unwrap().records.iter().map(|r| r.offset + r.bytes.len()))
+        .chain(
+            split_records(&bytes)
+                .unwrap()
+                .records
+                .iter()
+                .map(|r| r.offset + r.bytes.len()),
+        )
         .collect();
     let mut last = 0;
     for cut in 0..bytes.len() {
@@ -123,7 +143,10 @@ fn every_truncation_reads_a_prefix() {
 
 #[test]
 fn not_a_profile() {
-    assert_eq!(read_profile(b"hello world, this is text").unwrap_err(), Error::BadMagic);
+    assert_eq!(
+        read_profile(b"hello world, this is text").unwrap_err(),
+        Error::BadMagic
+    );
     assert_eq!(read_profile(b"").unwrap_err(), Error::TooShort(0));
     let mut b = sample_log().0;
     b[8] = 99;

@@ -20,14 +20,22 @@ pub struct StackInterner {
 
 impl StackInterner {
     pub fn new() -> Self {
-        StackInterner { ids: HashMap::new(), values: vec![0], fresh: Vec::new() }
+        StackInterner {
+            ids: HashMap::new(),
+            values: vec![0],
+            fresh: Vec::new(),
+        }
     }
 
     /// Interns a stack given outermost frame first; returns its leaf node id (0 if empty).
     pub fn intern<I: IntoIterator<Item = (u32, u64)>>(&mut self, root_first: I) -> u32 {
         let mut parent = 0u32;
         for (kind, value) in root_first {
-            let node = Node { parent, kind, value };
+            let node = Node {
+                parent,
+                kind,
+                value,
+            };
             parent = match self.ids.get(&node) {
                 Some(&id) => id,
                 None => {
@@ -92,7 +100,13 @@ impl<W: Write> LogWriter<W> {
         buf.extend_from_slice(&VERSION.to_le_bytes());
         buf.extend_from_slice(&0u16.to_le_bytes());
         debug_assert_eq!(buf.len(), HEADER_LEN);
-        LogWriter { sink, buf, rec: Vec::new(), stacks: StackInterner::new(), time_unit_ns: 1 }
+        LogWriter {
+            sink,
+            buf,
+            rec: Vec::new(),
+            stacks: StackInterner::new(),
+            time_unit_ns: 1,
+        }
     }
 
     fn emit(&mut self, kind: u8) {
