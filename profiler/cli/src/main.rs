@@ -1,1 +1,120 @@
-fn main() {}
+//! `prof`: run a command under the in-process sampler, and report on the profile.
+//!
+//! Errors are printed as one line, `prof: what went wrong: why`, and exit non-zero:
+//! 2 when `prof run` refuses to start the command (it does not exist, cannot be
+//! profiled, the output cannot be written, the agent is missing), 1 otherwise.
+//! `prof run` otherwise exits with the command's own status.
+
+mod error;
+mod merge;
+mod report;
+mod run;
+mod signals;
+mod target;
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::error::exit_code;
+
+#[derive(Parser)]
+#[command(
+    name = "prof",
+    version,
+    about = "A sampling profiler for native programs"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a command under the profiler and write its profile.
+    Run(RunArgs),
+    /// Print a report of a profile written by `prof run`.
+    Report(ReportArgs),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Mode {
+    /// Sample threads while they use CPU time.
+    Cpu,
+    /// Sample every thread at wall-clock intervals, running or blocked.
+    Wall,
+}
+
+impl Mode {
+    fn env_value(self) -> &'static str {
+        match self {
+            Mode::Cpu => "cpu",
+            Mode::Wall => "wall",
+        }
+    }
+}
+
+#[derive(clap::Args)]
+pub struct RunArgs {
+    /// Sampling rate in samples per second (per thread).
+    #[arg(long, default_value_t = 999, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    rate: u32,
+    /// What to sample: CPU time, or wall-clock time including blocked threads.
+    #[arg(long, value_enum, default_value_t = Mode::Cpu)]
+    mode: Mode,
+    /// Where to write the profile (an existing file is renamed to PATH.old).
+    #[arg(short, long, value_name = "PATH", default_value = "prof.data")]
+    output: PathBuf,
+    /// Do not print the summary at the end.
+    #[arg(short, long)]
+    quiet: bool,
+    /// The command to profile and its arguments.
+    #[arg(
+        required = true,
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "CMD"
+    )]
+    command: Vec<OsString>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// Top functions by self and total time.
+    Text,
+    /// The whole summary as JSON (documented in docs/REPORT.md).
+    Json,
+    /// Folded stacks, one per line: `main;f;g 42`.
+    Collapsed,
+}
+
+#[derive(clap::Args)]
+pub struct ReportArgs {
+    /// The profile written by `prof run`.
+    #[arg(value_name = "PATH", default_value = "prof.data")]
+    path: PathBuf,
+    /// How many functions to show (text: default 20; json: default all).
+    #[arg(long, value_name = "N")]
+    top: Option<usize>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    format: Format,
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run(args) => run::run(args),
+        Command::Report(args) => report::report(args).map(|()| 0),
+    };
+    match result {
+        Ok(code) => std::process::exit(code),
+        Err(err) => {
+            // One line: the context chain joined with ": ".
+            let msg = format!("{err:#}").replace('\n', " ");
+            eprintln!("prof: {msg}");
+            std::process::exit(exit_code(&err));
+        }
+    }
+}

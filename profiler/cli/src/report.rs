@@ -1,0 +1,122 @@
+//! `prof report`: load a profile (recovering what a cut or damaged file still holds) and
+//! print it as text, JSON or folded stacks.
+
+use std::io::Write;
+use std::path::Path;
+
+use anyhow::{anyhow, Context, Result};
+use prof_format::{read_profile, Error as FormatError, Profile, HEADER_LEN};
+
+use crate::{Format, ReportArgs};
+
+/// Reads a profile file. Returns the profile and one-line warnings about damage.
+pub fn load(path: &Path) -> Result<(Profile, Vec<String>)> {
+    let shown = path.display();
+    let bytes = std::fs::read(path).with_context(|| format!("{shown}: cannot read"))?;
+    decode(&bytes).map_err(|e| anyhow!("{shown}: {e}"))
+}
+
+/// Decodes profile bytes; a file corrupt midway yields the records before the corruption.
+pub fn decode(bytes: &[u8]) -> Result<(Profile, Vec<String>), String> {
+    let mut warnings = Vec::new();
+    let mut cut = bytes.len();
+    let profile = loop {
+        match read_profile(&bytes[..cut]) {
+            Ok(p) => break p,
+            Err(FormatError::Corrupt { offset, what }) if offset > HEADER_LEN && offset < cut => {
+                warnings.push(format!(
+                    "corrupt at byte {offset} ({what}); reporting the records before it"
+                ));
+                cut = offset;
+            }
+            Err(FormatError::BadMagic) => {
+                return Err(
+                    "not a prof profile (it does not start with the prof magic bytes)".into(),
+                )
+            }
+            Err(FormatError::TooShort(n)) => {
+                return Err(format!(
+                    "not a prof profile (only {n} bytes, shorter than a header)"
+                ))
+            }
+            Err(FormatError::Corrupt { offset, what }) => {
+                return Err(format!(
+                    "not a readable prof profile: corrupt at byte {offset} ({what})"
+                ))
+            }
+            Err(e) => return Err(e.to_string()),
+        }
+    };
+    if profile.truncated {
+        warnings.push(
+            "the profile is truncated (it ends inside a record); reporting the whole records before the cut"
+                .into(),
+        );
+    }
+    if profile.processes.is_empty() {
+        return Err("the profile holds no process (nothing was recorded)".into());
+    }
+    Ok((profile, warnings))
+}
+
+pub fn report(args: ReportArgs) -> Result<()> {
+    let (profile, warnings) = load(&args.path)?;
+    for w in &warnings {
+        eprintln!("prof: warning: {}: {w}", args.path.display());
+    }
+    let mut sym = prof_analysis::Symbolizer::new();
+    let analysis = prof_analysis::analyze(&profile, &mut sym);
+    let out = match args.format {
+        Format::Text => {
+            let summary = analysis.summary();
+            prof_analysis::render_text(&summary, args.top.unwrap_or(20))
+        }
+        Format::Json => {
+            let summary = analysis.summary();
+            let mut v = serde_json::to_value(&summary).context("encoding the summary")?;
+            if let (Some(n), Some(funcs)) = (
+                args.top,
+                v.get_mut("functions").and_then(|f| f.as_array_mut()),
+            ) {
+                funcs.truncate(n);
+            }
+            let mut s = serde_json::to_string_pretty(&v).context("encoding the summary")?;
+            s.push('\n');
+            s
+        }
+        Format::Collapsed => analysis.collapsed(),
+    };
+    write_stdout(out.as_bytes())
+}
+
+/// Writes to stdout; a closed pipe (`prof report | head`) is not an error.
+pub fn write_stdout(bytes: &[u8]) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(bytes).and_then(|()| out.flush()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        Err(e) => Err(e).context("writing to stdout"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn non_profiles_are_refused_clearly() {
+        assert!(decode(b"hello world, this is text")
+            .unwrap_err()
+            .starts_with("not a prof profile"));
+        assert!(decode(b"")
+            .unwrap_err()
+            .starts_with("not a prof profile (only 0 bytes"));
+        assert!(decode(b"\x7fELF\x02\x01\x01")
+            .unwrap_err()
+            .starts_with("not a prof profile"));
+        let header = prof_format::LogWriter::new(Vec::new())
+            .into_inner()
+            .unwrap();
+        assert!(decode(&header).unwrap_err().contains("no process"));
+    }
+}

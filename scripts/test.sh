@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Runs every test of the workspace (unit, property and end-to-end tests), first installing
+# with apt-get what the end-to-end tests need when it is missing: gcc (build-essential)
+# and glibc's static libraries (libc6-dev) for the C fixtures.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+if ! command -v gcc >/dev/null 2>&1; then
+    need+=(build-essential libc6-dev)
+elif [ "$(gcc -print-file-name=libc.a)" = "libc.a" ]; then
+    need+=(libc6-dev)
+fi
+if [ ${#need[@]} -gt 0 ]; then
+    echo "scripts/test.sh: installing ${need[*]}" >&2
+    sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+cargo test --workspace "$@"
