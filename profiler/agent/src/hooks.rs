@@ -160,7 +160,9 @@ pub fn register_current_thread() -> TimerSource {
     let key = KEY.load(Ordering::Acquire);
     if key != usize::MAX {
         // SAFETY: a key we created; any non-null value makes the destructor run.
-        unsafe { libc::pthread_setspecific(key as libc::pthread_key_t, std::ptr::dangling::<c_void>()) };
+        unsafe {
+            libc::pthread_setspecific(key as libc::pthread_key_t, std::ptr::dangling::<c_void>())
+        };
     }
     match timer::arm(e, tid, state::period_ns(), state::timer_pref()) {
         Ok(timer::Source::Perf) => TimerSource::PerfEvent,
@@ -197,7 +199,7 @@ pub fn unregister_current_thread() {
 }
 
 /// [lo, hi) of the calling thread's stack.
-fn stack_bounds() -> (usize, usize) {
+pub(crate) fn stack_bounds() -> (usize, usize) {
     // SAFETY: attr is initialised by pthread_getattr_np before use and destroyed after.
     unsafe {
         let mut attr: libc::pthread_attr_t = core::mem::zeroed();

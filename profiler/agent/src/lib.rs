@@ -20,6 +20,10 @@ mod unwind;
 mod wall;
 mod writer;
 
+#[cfg(target_arch = "x86_64")]
+#[doc(hidden)]
+pub mod testing;
+
 pub use hooks::{pthread_create, pthread_sigmask, sigaction, signal, sigprocmask};
 
 use core::ffi::{c_char, c_int};

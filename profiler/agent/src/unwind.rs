@@ -31,10 +31,53 @@ impl<T: ReaderOffset> UnwindContextStorage<T> for Storage {
     type Rules = [(Register, RegisterRule<T>); 24];
     type Stack = [UnwindTableRow<T, Self>; 4];
 }
-pub type Ctx = UnwindContext<usize, Storage>;
+/// A thread's unwinding state: gimli's context plus a direct-mapped cache of the rows
+/// seen at each address, in a compact form (CFA = rsp/rbp + offset, return address and
+/// rbp at CFA + offset). Evaluating CFI costs a few hundred ns per frame; a cache hit a few.
+pub struct Ctx {
+    gimli: UnwindContext<usize, Storage>,
+    cache: [Compact; CACHE_SLOTS],
+    /// The module-set generation the cache was filled under (a module unloaded and
+    /// another loaded at its address would otherwise leave stale rows).
+    generation: u64,
+}
+
+static GENERATION: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+const CACHE_SLOTS: usize = 1024;
+/// Offset value meaning "no rule": for rbp, keep its value; for the return address, the
+/// frame is the outermost.
+const NONE: i32 = i32::MIN;
+
+#[derive(Clone, Copy)]
+struct Compact {
+    pc: u64,
+    /// DWARF register the CFA is relative to (6 = rbp, 7 = rsp); 0 = empty slot.
+    cfa_reg: u8,
+    cfa_off: i32,
+    ra_off: i32,
+    rbp_off: i32,
+}
+
+const EMPTY: Compact = Compact {
+    pc: 0,
+    cfa_reg: 0,
+    cfa_off: 0,
+    ra_off: 0,
+    rbp_off: 0,
+};
 
 pub fn new_context() -> Box<Ctx> {
-    Box::new(UnwindContext::new_in())
+    Box::new(Ctx {
+        gimli: UnwindContext::new_in(),
+        cache: [EMPTY; CACHE_SLOTS],
+        generation: 0,
+    })
+}
+
+#[inline]
+fn slot(pc: u64) -> usize {
+    ((pc ^ (pc >> 10)) as usize) % CACHE_SLOTS
 }
 
 pub struct UnwindModule {
@@ -56,6 +99,7 @@ pub fn publish(mut entries: Vec<(u64, u64, &'static UnwindModule)>) {
     entries.sort_by_key(|e| e.0);
     let p = Box::into_raw(Box::new(Snapshot { entries }));
     SNAPSHOT.store(p, Ordering::Release);
+    GENERATION.fetch_add(1, Ordering::Release);
 }
 
 #[inline]
@@ -214,16 +258,32 @@ pub fn unwind(
     let max = max_depth.clamp(1, d.frames.len());
     let mut depth = 1usize;
     let mut ctx = ctx;
+    if let Some(c) = ctx.as_deref_mut() {
+        let g = GENERATION.load(Ordering::Acquire);
+        if c.generation != g {
+            c.cache = [EMPTY; CACHE_SLOTS];
+            c.generation = g;
+        }
+    }
+    // Cached steps track only rsp, rbp and the return address; other registers are then
+    // unknown, and a CFA computed from one of them must not be trusted.
+    let mut stale = false;
     loop {
         let pc = regs.r[RA];
         // Return addresses point after the call: look up the call instruction itself.
         let lookup = if depth == 1 { pc } else { pc.wrapping_sub(1) };
-        let step = match (find(lookup), ctx.as_deref_mut()) {
-            (Some(m), Some(c)) => match cfi_step(m, c, lookup, &mut regs, stack) {
+        let step = match ctx.as_deref_mut() {
+            Some(c) => match cached_step(c, lookup, &mut regs, stack, &mut stale) {
                 Some(s) => s,
-                None => fp_step(&mut regs, stack),
+                None => match find(lookup) {
+                    Some(m) => match cfi_step(m, c, lookup, &mut regs, stack, &mut stale) {
+                        Some(s) => s,
+                        None => fp_step(&mut regs, stack),
+                    },
+                    None => fp_step(&mut regs, stack),
+                },
             },
-            _ => fp_step(&mut regs, stack),
+            None => fp_step(&mut regs, stack),
         };
         match step {
             Step::End => return (depth, 0),
@@ -264,24 +324,66 @@ fn fp_step(regs: &mut Regs, stack: &Stack) -> Step {
     Step::Caller
 }
 
+/// A step from the cache, if this address's row is there.
+#[inline]
+fn cached_step(c: &Ctx, pc: u64, regs: &mut Regs, stack: &Stack, stale: &mut bool) -> Option<Step> {
+    let e = c.cache.get(slot(pc))?;
+    if e.pc != pc || e.cfa_reg == 0 {
+        return None;
+    }
+    if e.ra_off == NONE {
+        return Some(Step::End);
+    }
+    let cfa = regs.r[e.cfa_reg as usize].wrapping_add(e.cfa_off as i64 as u64);
+    let ra = stack.read(cfa.wrapping_add(e.ra_off as i64 as u64))?;
+    let rbp = if e.rbp_off == NONE {
+        regs.r[RBP]
+    } else {
+        stack.read(cfa.wrapping_add(e.rbp_off as i64 as u64))?
+    };
+    if cfa <= regs.r[RSP] {
+        return Some(Step::Stop);
+    }
+    regs.r[RSP] = cfa;
+    regs.r[RBP] = rbp;
+    regs.r[RA] = ra;
+    *stale = true;
+    Some(Step::Caller)
+}
+
 fn cfi_step(
     m: &UnwindModule,
-    ctx: &mut Ctx,
+    c: &mut Ctx,
     pc: u64,
     regs: &mut Regs,
     stack: &Stack,
+    stale: &mut bool,
 ) -> Option<Step> {
     let table = m.hdr.table()?;
     let row = table
-        .unwind_info_for_address(&m.eh, &m.bases, ctx, pc, EhFrame::cie_from_offset)
+        .unwind_info_for_address(&m.eh, &m.bases, &mut c.gimli, pc, EhFrame::cie_from_offset)
         .ok()?;
     let cfa = match row.cfa() {
-        CfaRule::RegisterAndOffset { register, offset } => regs
-            .r
-            .get(register.0 as usize)?
-            .wrapping_add(*offset as u64),
-        CfaRule::Expression(e) => eval(m, e, regs, stack, false)?,
+        CfaRule::RegisterAndOffset { register, offset } => {
+            let r = register.0 as usize;
+            if *stale && r != RSP && r != RBP {
+                return None;
+            }
+            regs.r.get(r)?.wrapping_add(*offset as u64)
+        }
+        CfaRule::Expression(e) => {
+            if *stale {
+                return None;
+            }
+            eval(m, e, regs, stack, false)?
+        }
     };
+    // Remember rows of the common shape.
+    if let Some(compact) = compact_row(pc, row) {
+        if let Some(s) = c.cache.get_mut(slot(pc)) {
+            *s = compact;
+        }
+    }
     let old = *regs;
     let mut new = old;
     for (reg, slot) in new.r.iter_mut().enumerate() {
@@ -305,7 +407,32 @@ fn cfi_step(
         return Some(Step::Stop);
     }
     *regs = new;
+    *stale = false;
     Some(Step::Caller)
+}
+
+fn compact_row(pc: u64, row: &UnwindTableRow<usize, Storage>) -> Option<Compact> {
+    let CfaRule::RegisterAndOffset { register, offset } = row.cfa() else {
+        return None;
+    };
+    let cfa_reg = register.0 as usize;
+    if cfa_reg != RSP && cfa_reg != RBP {
+        return None;
+    }
+    let off = |rule: RegisterRule<usize>| -> Option<i32> {
+        match rule {
+            RegisterRule::Undefined | RegisterRule::SameValue => Some(NONE),
+            RegisterRule::Offset(n) => i32::try_from(n).ok().filter(|&v| v != NONE),
+            _ => None,
+        }
+    };
+    Some(Compact {
+        pc,
+        cfa_reg: cfa_reg as u8,
+        cfa_off: i32::try_from(*offset).ok()?,
+        ra_off: off(row.register(Register(RA as u16)))?,
+        rbp_off: off(row.register(Register(RBP as u16)))?,
+    })
 }
 
 /// A small, allocation-free DWARF expression evaluator covering what CFI uses in practice:
