@@ -101,7 +101,7 @@ fn sigterm_and_sigint_from_a_process_are_forwarded() {
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped());
         let child = cmd.spawn().unwrap();
-        std::thread::sleep(Duration::from_millis(500));
+        std::thread::sleep(Duration::from_millis(1000));
         // SAFETY: plain syscall on our own child.
         unsafe { libc::kill(child.id() as i32, sig) };
         let o = child.wait_with_output().unwrap();

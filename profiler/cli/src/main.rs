@@ -83,7 +83,7 @@ pub struct RunArgs {
 pub enum Format {
     /// Top functions by self and total time.
     Text,
-    /// The whole summary as JSON (documented in docs/REPORT.md).
+    /// The whole summary as JSON (fields described in README.md).
     Json,
     /// Folded stacks, one per line: `main;f;g 42`.
     Collapsed,
