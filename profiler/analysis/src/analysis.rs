@@ -8,6 +8,7 @@ use prof_format::{flags, node_kind, Mode, Module, Node, Process, Profile};
 
 use crate::symbolize::{Frame, Symbolizer};
 use crate::syscalls::syscall_name;
+use crate::tiers::{Tier, TierCounts, TierRules};
 
 /// Index into [`Analysis::frames`].
 pub type FrameId = u32;
@@ -72,12 +73,22 @@ pub(crate) struct ProcData {
     leaf: HashMap<u32, Span>,
     /// Sorted by (tid, leaf).
     pub leaves: Vec<LeafWeight>,
+    /// Tier of each leaf's stack (from its frames).
+    pub leaf_tier: HashMap<u32, Tier>,
+    /// Threads whose name decides their samples' tier (compiler, GC threads).
+    pub thread_tier: HashMap<u32, Tier>,
+    /// The warmup curve: tier weights in buckets of `bucket_ns` of CPU time since the
+    /// process started (wall time in wall mode).
+    pub timeline: Vec<TierCounts>,
+    pub bucket_ns: u64,
 }
 
 /// A symbolized profile. Built by [`analyze`]; reports are methods and [`crate::summary`].
 #[derive(Debug, Clone)]
 pub struct Analysis {
     frames: Vec<Frame>,
+    /// Tier each frame's name/module gives by itself (None: no rule matches).
+    frame_tier: Vec<Option<Tier>>,
     ids: Vec<FrameId>,
     pub(crate) procs: Vec<ProcData>,
     pub(crate) profile_truncated: bool,
@@ -256,6 +267,10 @@ impl Builder<'_> {
             caller: vec![Span::NONE; n],
             leaf: HashMap::new(),
             leaves: Vec::new(),
+            leaf_tier: HashMap::new(),
+            thread_tier: HashMap::new(),
+            timeline: Vec::new(),
+            bucket_ns: 0,
         };
 
         let mut agg: HashMap<(u32, u32), (u64, u64)> = HashMap::new();
@@ -357,6 +372,12 @@ impl Builder<'_> {
 /// node once) and aggregates the samples by leaf. Never fails: bad node ids, garbage
 /// module ranges and unreadable files yield placeholder frames, not errors.
 pub fn analyze(profile: &Profile, sym: &mut Symbolizer) -> Analysis {
+    static BUILTIN: std::sync::OnceLock<TierRules> = std::sync::OnceLock::new();
+    analyze_with(profile, sym, BUILTIN.get_or_init(TierRules::builtin))
+}
+
+/// [`analyze`] with explicit tier rules (e.g. the built-ins plus a user file).
+pub fn analyze_with(profile: &Profile, sym: &mut Symbolizer, rules: &TierRules) -> Analysis {
     let mut b = Builder {
         sym,
         frames: Vec::new(),
@@ -365,13 +386,139 @@ pub fn analyze(profile: &Profile, sym: &mut Symbolizer) -> Analysis {
         warnings: Vec::new(),
     };
     let procs = profile.processes.iter().map(|p| b.process(p)).collect();
-    Analysis {
+    let frame_tier = b.frames.iter().map(|f| rules.frame_tier(f)).collect();
+    let mut a = Analysis {
         frames: b.frames,
+        frame_tier,
         ids: b.ids,
         procs,
         profile_truncated: profile.truncated,
         warnings: b.warnings,
+    };
+    for (pi, p) in profile.processes.iter().enumerate() {
+        a.classify(pi, p, rules);
     }
+    a
+}
+
+/// Finest timeline resolution kept, and the most buckets kept per process.
+const MIN_BUCKET_NS: u64 = 10_000_000;
+const MAX_BUCKETS: u64 = 4000;
+
+impl Analysis {
+    /// Tiers of every leaf and thread of process `pi`, and its timeline.
+    fn classify(&mut self, pi: usize, p: &Process, rules: &TierRules) {
+        let mut ids = Vec::new();
+        let mut leaf_tier = HashMap::new();
+        for lw in &self.procs[pi].leaves {
+            if leaf_tier.contains_key(&lw.leaf) {
+                continue;
+            }
+            self.stack_into(pi, lw.leaf, &mut ids);
+            let t = ids
+                .iter()
+                .rev()
+                .find_map(|&id| self.frame_tier[id as usize])
+                .unwrap_or(Tier::Native);
+            leaf_tier.insert(lw.leaf, t);
+        }
+        let thread_tier: HashMap<u32, Tier> = self.procs[pi]
+            .thread_names
+            .iter()
+            .filter_map(|(&tid, name)| rules.thread_tier(name).map(|t| (tid, t)))
+            .collect();
+        // x axis: cumulative CPU time (weight x period, in time order) in cpu mode.
+        let d = &self.procs[pi];
+        let period = d.period_ns.max(1);
+        let wall = d.mode == Mode::Wall;
+        let mut order: Vec<usize> = (0..p.samples.len()).collect();
+        order.sort_by_key(|&i| p.samples[i].time_ns);
+        let span = if wall {
+            d.duration_ns
+        } else {
+            d.weight.saturating_mul(period)
+        };
+        let bucket_ns = MIN_BUCKET_NS.max(span / MAX_BUCKETS + 1);
+        let mut timeline: Vec<TierCounts> = Vec::new();
+        let mut cpu = 0u64;
+        for i in order {
+            let s = &p.samples[i];
+            let leaf = if (s.leaf as usize) < p.nodes.len() {
+                s.leaf
+            } else {
+                0
+            };
+            let t = thread_tier
+                .get(&s.tid)
+                .copied()
+                .or_else(|| leaf_tier.get(&leaf).copied())
+                .unwrap_or(Tier::Native);
+            let x = if wall { s.time_ns } else { cpu };
+            cpu = cpu.saturating_add((s.weight as u64).saturating_mul(period));
+            let b = (x / bucket_ns) as usize;
+            if b >= timeline.len() {
+                timeline.resize(b + 1, TierCounts::default());
+            }
+            timeline[b].add(t, s.weight as u64);
+        }
+        let d = &mut self.procs[pi];
+        d.leaf_tier = leaf_tier;
+        d.thread_tier = thread_tier;
+        d.timeline = timeline;
+        d.bucket_ns = bucket_ns;
+    }
+
+    /// The tier of a sample of process `process`, thread `tid`, with leaf node `leaf`.
+    pub fn sample_tier(&self, process: usize, tid: u32, leaf: u32) -> Tier {
+        let Some(p) = self.procs.get(process) else {
+            return Tier::Native;
+        };
+        p.thread_tier
+            .get(&tid)
+            .or_else(|| p.leaf_tier.get(&leaf))
+            .copied()
+            .unwrap_or(Tier::Native)
+    }
+
+    /// The tier a frame gives by its own name or module (None: no rule matches it).
+    pub fn frame_tier(&self, id: FrameId) -> Option<Tier> {
+        self.frame_tier.get(id as usize).copied().flatten()
+    }
+
+    /// The warmup curve of process `process`: tier weights per bucket of at least
+    /// `bucket_s` seconds of CPU time since the process started (wall time in wall mode).
+    /// Returns (actual bucket seconds, buckets).
+    pub fn timeline(&self, process: usize, bucket_s: Option<f64>) -> (f64, Vec<TierCounts>) {
+        let Some(p) = self.procs.get(process) else {
+            return (0.0, Vec::new());
+        };
+        merge_buckets(&p.timeline, p.bucket_ns, bucket_s)
+    }
+}
+
+/// Coarsens fine buckets to about `bucket_s` (default: about 50 buckets in all).
+pub(crate) fn merge_buckets(
+    fine: &[TierCounts],
+    fine_ns: u64,
+    bucket_s: Option<f64>,
+) -> (f64, Vec<TierCounts>) {
+    let fine_ns = fine_ns.max(1);
+    let want_ns = match bucket_s {
+        Some(s) if s > 0.0 => (s * 1e9) as u64,
+        _ => (fine.len() as u64 * fine_ns / 50).max(fine_ns),
+    };
+    let k = (want_ns / fine_ns).max(1) as usize;
+    let out = fine
+        .chunks(k)
+        .map(|c| {
+            let mut t = TierCounts::default();
+            for b in c {
+                t.merge(b);
+            }
+            t
+        })
+        .collect();
+    ((k as u64 * fine_ns) as f64 / 1e9, out)
 }
 
 /// Shown for samples with no stack at all.

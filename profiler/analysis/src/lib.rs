@@ -21,11 +21,17 @@ mod analysis;
 mod summary;
 mod symbolize;
 mod syscalls;
+mod tiers;
 
-pub use analysis::{analyze, Analysis, CollapseOptions, FrameId, LeafWeight, NO_STACK};
-pub use summary::{render_text, FunctionSummary, ProcessSummary, Summary, ThreadSummary};
+pub use analysis::{
+    analyze, analyze_with, Analysis, CollapseOptions, FrameId, LeafWeight, NO_STACK,
+};
+pub use summary::{
+    render_text, FunctionSummary, ProcessSummary, Summary, ThreadSummary, Timeline, TimelineBucket,
+};
 pub use symbolize::{demangle, hex, module_name, Frame, SymbolError, Symbolizer};
 pub use syscalls::syscall_name;
+pub use tiers::{RuleError, Tier, TierCounts, TierRules};
 
 /// Errors of the convenience entry points.
 #[derive(Debug, thiserror::Error)]

@@ -5,7 +5,8 @@ use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 
-use crate::analysis::{Analysis, FrameId, NO_STACK};
+use crate::analysis::{merge_buckets, Analysis, FrameId, NO_STACK};
+use crate::tiers::{Tier, TierCounts};
 
 /// Everything `prof report` shows; serialized as the `--json` output. Field names are a
 /// contract: `samples, weight, lost_samples, duration_s, processes[{pid, command,
@@ -47,6 +48,43 @@ pub struct Summary {
     pub symbol_warnings: Vec<String>,
     /// The log ended inside a record (a process was killed mid-write).
     pub profile_truncated: bool,
+    /// Weight per tier (interpreter, warmup, jit, native, gc, kernel).
+    #[serde(default)]
+    pub tiers: TierCounts,
+    /// The warmup curve of all processes together, each from its own start.
+    #[serde(default)]
+    pub timeline: Timeline,
+}
+
+/// Tier weights over CPU time since process start (wall time in wall mode).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Timeline {
+    pub bucket_s: f64,
+    pub buckets: Vec<TimelineBucket>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TimelineBucket {
+    /// Start of the bucket, seconds since process start.
+    pub t: f64,
+    #[serde(flatten)]
+    pub tiers: TierCounts,
+}
+
+impl Timeline {
+    fn from_buckets(bucket_s: f64, buckets: Vec<TierCounts>) -> Timeline {
+        Timeline {
+            bucket_s,
+            buckets: buckets
+                .into_iter()
+                .enumerate()
+                .map(|(i, tiers)| TimelineBucket {
+                    t: i as f64 * bucket_s,
+                    tiers,
+                })
+                .collect(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -67,6 +105,10 @@ pub struct ProcessSummary {
     /// Whether the process wrote its end record (false: killed, or still running).
     #[serde(default)]
     pub ended: bool,
+    #[serde(default)]
+    pub tiers: TierCounts,
+    #[serde(default)]
+    pub timeline: Timeline,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -89,6 +131,9 @@ pub struct FunctionSummary {
     pub self_: u64,
     /// Weight of samples where it is anywhere on the stack (once per sample).
     pub total: u64,
+    /// `total` split by the tier of those samples.
+    #[serde(default)]
+    pub tiers: TierCounts,
 }
 
 struct FuncAcc {
@@ -98,6 +143,7 @@ struct FuncAcc {
     line: Option<u32>,
     self_: u64,
     total: u64,
+    tiers: TierCounts,
     stamp: u64,
     /// Self weight by (file, line) of the innermost frame.
     self_lines: HashMap<(Option<String>, Option<u32>), u64>,
@@ -121,6 +167,7 @@ impl Analysis {
                 line,
                 self_: 0,
                 total: 0,
+                tiers: TierCounts::default(),
                 stamp: 0,
                 self_lines: HashMap::new(),
             };
@@ -147,6 +194,7 @@ impl Analysis {
         let (mut ended_weight, mut cpu_ns) = (0u64, 0u64);
         let mut notices: Vec<String> = Vec::new();
         let mut timers: Vec<&str> = Vec::new();
+        let mut tiers = TierCounts::default();
         let mut first_start = u64::MAX;
         let mut last_end = 0u64;
 
@@ -182,6 +230,11 @@ impl Analysis {
                 duration_s: secs(p.duration_ns),
                 lost_samples: p.lost,
                 ended: p.ended,
+                tiers: TierCounts::default(),
+                timeline: {
+                    let (bs, b) = self.timeline(pi, None);
+                    Timeline::from_buckets(bs, b)
+                },
             });
 
             // Threads: leaves are sorted by tid.
@@ -199,14 +252,21 @@ impl Analysis {
                 samples: w,
             }));
 
-            // Functions: merge threads first, so each distinct leaf is walked once.
-            let mut by_leaf: HashMap<u32, u64> = HashMap::new();
+            // Functions: merge threads first, so each distinct (leaf, tier) is walked once.
+            let mut by_leaf: HashMap<(u32, Tier), u64> = HashMap::new();
+            let mut ptiers = TierCounts::default();
             for lw in &p.leaves {
-                *by_leaf.entry(lw.leaf).or_default() += lw.weight;
+                let t = self.sample_tier(pi, lw.tid, lw.leaf);
+                *by_leaf.entry((lw.leaf, t)).or_default() += lw.weight;
+                ptiers.add(t, lw.weight);
             }
-            let mut by_leaf: Vec<(u32, u64)> = by_leaf.into_iter().collect();
+            tiers.merge(&ptiers);
+            if let Some(ps) = processes.last_mut() {
+                ps.tiers = ptiers;
+            }
+            let mut by_leaf: Vec<((u32, Tier), u64)> = by_leaf.into_iter().collect();
             by_leaf.sort_unstable();
-            for (leaf, w) in by_leaf {
+            for ((leaf, tier), w) in by_leaf {
                 self.stack_into(pi, leaf, &mut ids);
                 stamp += 1;
                 let Some(&innermost) = ids.last() else {
@@ -216,6 +276,7 @@ impl Analysis {
                     });
                     funcs[f].self_ += w;
                     funcs[f].total += w;
+                    funcs[f].tiers.add(tier, w);
                     continue;
                 };
                 for &id in &ids {
@@ -223,6 +284,7 @@ impl Analysis {
                     if f.stamp != stamp {
                         f.stamp = stamp;
                         f.total += w;
+                        f.tiers.add(tier, w);
                     }
                 }
                 let fr = self.frame(innermost);
@@ -250,6 +312,7 @@ impl Analysis {
                     line,
                     self_: f.self_,
                     total: f.total,
+                    tiers: f.tiers,
                 }
             })
             .collect();
@@ -294,7 +357,29 @@ impl Analysis {
             notices,
             symbol_warnings: self.warnings.clone(),
             profile_truncated: self.profile_truncated,
+            tiers,
+            timeline: self.combined_timeline(),
         }
+    }
+
+    /// Every process's fine timeline summed bucket by bucket (each from its own start).
+    fn combined_timeline(&self) -> Timeline {
+        let fine_ns = self.procs.iter().map(|p| p.bucket_ns).max().unwrap_or(0);
+        if fine_ns == 0 {
+            return Timeline::default();
+        }
+        let mut sum: Vec<TierCounts> = Vec::new();
+        for p in &self.procs {
+            for (i, b) in p.timeline.iter().enumerate() {
+                let j = (i as u64 * p.bucket_ns.max(1) / fine_ns) as usize;
+                if j >= sum.len() {
+                    sum.resize(j + 1, TierCounts::default());
+                }
+                sum[j].merge(b);
+            }
+        }
+        let (bs, b) = merge_buckets(&sum, fine_ns, None);
+        Timeline::from_buckets(bs, b)
     }
 }
 
@@ -389,6 +474,15 @@ pub fn render_text(s: &Summary, top: usize) -> String {
             let _ = writeln!(out, ", {r:.1} samples per CPU-second");
         }
         None => out.push('\n'),
+    }
+    let tier_total = s.tiers.total();
+    if tier_total > 0 {
+        let parts: Vec<String> = Tier::ALL
+            .iter()
+            .filter(|&&t| s.tiers.get(t) > 0)
+            .map(|&t| format!("{} {:.1}%", t.name(), pct(s.tiers.get(t), tier_total)))
+            .collect();
+        let _ = writeln!(out, "tiers: {}", parts.join(", "));
     }
     if s.processes.len() > 1 {
         for p in &s.processes {

@@ -1,0 +1,299 @@
+//! Tier classification: interpreter, warmup (baseline compilers, tracing, compiler
+//! threads), JIT-compiled code, native code, GC, kernel. Rules are data: a built-in rule
+//! file (rules/builtin.rules) plus an optional user file that takes precedence.
+
+use regex::Regex;
+use serde::{Deserialize, Serialize};
+
+use crate::symbolize::Frame;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Tier {
+    Interpreter,
+    Warmup,
+    Jit,
+    Native,
+    Gc,
+    Kernel,
+}
+
+impl Tier {
+    pub const ALL: [Tier; 6] = [
+        Tier::Interpreter,
+        Tier::Warmup,
+        Tier::Jit,
+        Tier::Native,
+        Tier::Gc,
+        Tier::Kernel,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Tier::Interpreter => "interpreter",
+            Tier::Warmup => "warmup",
+            Tier::Jit => "jit",
+            Tier::Native => "native",
+            Tier::Gc => "gc",
+            Tier::Kernel => "kernel",
+        }
+    }
+
+    pub fn from_name(s: &str) -> Option<Tier> {
+        Tier::ALL.into_iter().find(|t| t.name() == s)
+    }
+}
+
+/// Weights per tier.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TierCounts {
+    pub interpreter: u64,
+    pub warmup: u64,
+    pub jit: u64,
+    pub native: u64,
+    pub gc: u64,
+    #[serde(default)]
+    pub kernel: u64,
+}
+
+impl TierCounts {
+    pub fn add(&mut self, t: Tier, w: u64) {
+        *self.slot(t) += w;
+    }
+
+    pub fn get(&self, t: Tier) -> u64 {
+        match t {
+            Tier::Interpreter => self.interpreter,
+            Tier::Warmup => self.warmup,
+            Tier::Jit => self.jit,
+            Tier::Native => self.native,
+            Tier::Gc => self.gc,
+            Tier::Kernel => self.kernel,
+        }
+    }
+
+    fn slot(&mut self, t: Tier) -> &mut u64 {
+        match t {
+            Tier::Interpreter => &mut self.interpreter,
+            Tier::Warmup => &mut self.warmup,
+            Tier::Jit => &mut self.jit,
+            Tier::Native => &mut self.native,
+            Tier::Gc => &mut self.gc,
+            Tier::Kernel => &mut self.kernel,
+        }
+    }
+
+    pub fn merge(&mut self, o: &TierCounts) {
+        for t in Tier::ALL {
+            self.add(t, o.get(t));
+        }
+    }
+
+    pub fn total(&self) -> u64 {
+        Tier::ALL.iter().map(|&t| self.get(t)).sum()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Field {
+    Function,
+    Module,
+    Thread,
+}
+
+#[derive(Debug, Clone)]
+struct Rule {
+    tier: Tier,
+    field: Field,
+    re: Regex,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RuleError {
+    #[error("{origin}:{line}: {what}")]
+    Syntax {
+        origin: String,
+        line: usize,
+        what: String,
+    },
+    #[error("cannot read tier rules {path}: {reason}")]
+    Io { path: String, reason: String },
+}
+
+/// An ordered rule list. [`TierRules::builtin`] has the built-in rules; user rules go first.
+#[derive(Debug, Clone)]
+pub struct TierRules {
+    rules: Vec<Rule>,
+}
+
+const BUILTIN: &str = include_str!("../rules/builtin.rules");
+
+impl TierRules {
+    pub fn builtin() -> TierRules {
+        TierRules {
+            rules: parse(BUILTIN, "builtin.rules").expect("the built-in rules parse (tested)"),
+        }
+    }
+
+    /// The built-in rules, preceded by the rules in `text` (named `origin` in errors).
+    pub fn with_user_rules(text: &str, origin: &str) -> Result<TierRules, RuleError> {
+        let mut rules = parse(text, origin)?;
+        rules.extend(TierRules::builtin().rules);
+        Ok(TierRules { rules })
+    }
+
+    /// [`with_user_rules`](Self::with_user_rules) from a file.
+    pub fn with_user_file(path: &std::path::Path) -> Result<TierRules, RuleError> {
+        let text = std::fs::read_to_string(path).map_err(|e| RuleError::Io {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        Self::with_user_rules(&text, &path.display().to_string())
+    }
+
+    /// The tier a thread's name forces on all its samples (compiler and GC threads).
+    pub fn thread_tier(&self, name: &str) -> Option<Tier> {
+        self.rules
+            .iter()
+            .find(|r| r.field == Field::Thread && r.re.is_match(name))
+            .map(|r| r.tier)
+    }
+
+    /// The tier a frame's own name or module gives, if any rule matches it.
+    pub fn frame_tier(&self, f: &Frame) -> Option<Tier> {
+        self.rules
+            .iter()
+            .find(|r| match r.field {
+                Field::Function => r.re.is_match(&f.name),
+                Field::Module => r.re.is_match(&f.module),
+                Field::Thread => false,
+            })
+            .map(|r| r.tier)
+    }
+}
+
+fn parse(text: &str, origin: &str) -> Result<Vec<Rule>, RuleError> {
+    let mut rules = Vec::new();
+    for (i, raw) in text.lines().enumerate() {
+        let line = raw.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let err = |what: String| RuleError::Syntax {
+            origin: origin.to_string(),
+            line: i + 1,
+            what,
+        };
+        // TIER, FIELD, then the rest of the line (which may contain spaces) is the regex.
+        let (tier, rest) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
+        let rest = rest.trim_start();
+        let (field, pattern) = rest.split_once(char::is_whitespace).unwrap_or((rest, ""));
+        let pattern = pattern.trim();
+        let tier = Tier::from_name(tier).ok_or_else(|| {
+            err(format!(
+                "unknown tier {tier:?} (expected interpreter, warmup, jit, native, gc or kernel)"
+            ))
+        })?;
+        let field = match field {
+            "function" => Field::Function,
+            "module" => Field::Module,
+            "thread" => Field::Thread,
+            other => {
+                return Err(err(format!(
+                    "unknown field {other:?} (expected function, module or thread)"
+                )))
+            }
+        };
+        if pattern.is_empty() {
+            return Err(err("missing regular expression (TIER FIELD REGEX)".into()));
+        }
+        let re = Regex::new(pattern).map_err(|e| err(format!("bad regular expression: {e}")))?;
+        rules.push(Rule { tier, field, re });
+    }
+    Ok(rules)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn f(name: &str, module: &str) -> Frame {
+        Frame::bare(name, module)
+    }
+
+    #[test]
+    fn builtin_rules_classify_runtimes() {
+        let r = TierRules::builtin();
+        assert_eq!(
+            r.frame_tier(&f("JS:~fib /x.js:1:1", "[jit]")),
+            Some(Tier::Interpreter)
+        );
+        assert_eq!(
+            r.frame_tier(&f("JS:^fib /x.js:1:1", "[jit]")),
+            Some(Tier::Warmup)
+        );
+        assert_eq!(
+            r.frame_tier(&f("JS:+fib /x.js:1:1", "[jit]")),
+            Some(Tier::Warmup)
+        );
+        assert_eq!(
+            r.frame_tier(&f("JS:*fib /x.js:1:1", "[jit]")),
+            Some(Tier::Jit)
+        );
+        assert_eq!(
+            r.frame_tier(&f("Builtins_LdaZeroHandler", "node")),
+            Some(Tier::Interpreter)
+        );
+        assert_eq!(
+            r.frame_tier(&f("v8::internal::compiler::PipelineImpl::Run", "node")),
+            Some(Tier::Warmup)
+        );
+        assert_eq!(
+            r.frame_tier(&f("v8::internal::Heap::CollectGarbage", "node")),
+            Some(Tier::Gc)
+        );
+        assert_eq!(
+            r.frame_tier(&f("_PyEval_EvalFrameDefault", "libpython3.11.so")),
+            Some(Tier::Interpreter)
+        );
+        assert_eq!(
+            r.frame_tier(&f("gc_collect_main", "python3")),
+            Some(Tier::Gc)
+        );
+        assert_eq!(
+            r.frame_tier(&f("[syscall read]", "[kernel]")),
+            Some(Tier::Kernel)
+        );
+        assert_eq!(r.frame_tier(&f("memcpy", "libc.so.6")), None);
+        assert_eq!(r.thread_tier("C2 CompilerThre"), Some(Tier::Warmup));
+        assert_eq!(r.thread_tier("main"), None);
+    }
+
+    #[test]
+    fn user_rules_come_first() {
+        let r = TierRules::with_user_rules("# mine\ngc function ^memcpy$\n", "mine.rules").unwrap();
+        assert_eq!(r.frame_tier(&f("memcpy", "libc.so.6")), Some(Tier::Gc));
+        let r = TierRules::with_user_rules("native function ^JS:\\*\n", "mine.rules").unwrap();
+        assert_eq!(r.frame_tier(&f("JS:*fib", "[jit]")), Some(Tier::Native));
+    }
+
+    #[test]
+    fn bad_rules_are_clear_errors() {
+        let e = TierRules::with_user_rules("\nfast function ^x\n", "r.rules").unwrap_err();
+        assert_eq!(e.to_string(), "r.rules:2: unknown tier \"fast\" (expected interpreter, warmup, jit, native, gc or kernel)");
+        let e = TierRules::with_user_rules("jit name ^x\n", "r.rules").unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("r.rules:1: unknown field \"name\""),
+            "{e}"
+        );
+        let e = TierRules::with_user_rules("jit function (\n", "r.rules").unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("r.rules:1: bad regular expression"),
+            "{e}"
+        );
+        let e = TierRules::with_user_rules("jit function\n", "r.rules").unwrap_err();
+        assert!(e.to_string().contains("missing regular expression"), "{e}");
+    }
+}
