@@ -203,6 +203,9 @@ impl Builder<'_> {
         }
         let frames: Vec<Frame> = match node.kind {
             node_kind::NATIVE => match map.lookup(node.value) {
+                // The agent's thread-start trampoline sits under every thread's frames:
+                // profiler plumbing, not the program's code.
+                Some(mi) if ret && is_agent(&p.modules[mi].path) => Vec::new(),
                 Some(mi) => {
                     used[mi] = true;
                     self.sym.symbolize(&p.modules[mi], node.value, ret).to_vec()
@@ -519,6 +522,10 @@ pub(crate) fn merge_buckets(
         })
         .collect();
     ((k as u64 * fine_ns) as f64 / 1e9, out)
+}
+
+fn is_agent(path: &str) -> bool {
+    path.rsplit('/').next().is_some_and(|f| f.starts_with("libprof_agent"))
 }
 
 /// Shown for samples with no stack at all.
