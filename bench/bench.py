@@ -121,18 +121,19 @@ def main():
     if timer:
         print(f"prof timer: {timer}")
     print()
-    print(f"| tool | x CPU | x wall | samples/CPU-s | samples | bytes/sample |")
-    print(f"|---|---|---|---|---|---|")
+    print("| tool | x CPU | x CPU range | x wall | samples/CPU-s | samples | bytes/sample |")
+    print("|---|---|---|---|---|---|---|")
     for t in tools:
         r = res[t]
         cpu = statistics.median(r["cpu"]) / base_cpu
         wall = statistics.median(r["wall"]) / base_wall
+        lo, hi = min(r["cpu"]) / base_cpu, max(r["cpu"]) / base_cpu
         if t == "none":
-            print(f"| unprofiled | 1.000 | 1.000 | - | - | - |")
+            print(f"| unprofiled | 1.000 | {lo:.3f}-{hi:.3f} | 1.000 | - | - | - |")
             continue
         name = {"prof": f"prof run --rate {args.rate}",
                 "perf": f"perf record -F {args.rate} -g"}[t]
-        print(f"| {name} | {cpu:.3f} | {wall:.3f} | {statistics.median(r['rate']):.0f} | "
+        print(f"| {name} | {cpu:.3f} | {lo:.3f}-{hi:.3f} | {wall:.3f} | {statistics.median(r['rate']):.0f} | "
               f"{statistics.median(r['samples']):.0f} | {statistics.median(r['bps']):.2f} |")
     shutil.rmtree(work, ignore_errors=True)
 
