@@ -186,6 +186,13 @@ fn sample(t: &ThreadEntry, uc: *mut c_void, weight: u32) {
     let (depth, flags) = walk_frame_pointers(d, fp, sp, lo, hi, state::max_depth());
     d.depth = depth as u32;
     d.flags = flags;
+    d.npy = 0;
+    let tstate = t.py_tstate.load(Ordering::Relaxed);
+    if tstate != 0 {
+        if let Some(py) = crate::python::get() {
+            d.npy = crate::python::walk(py, tstate, &mut d.py) as u32;
+        }
+    }
     claim.publish();
 }
 

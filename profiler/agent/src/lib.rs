@@ -12,6 +12,7 @@
 mod handler;
 mod hooks;
 mod modules;
+mod python;
 mod ring;
 mod sys;
 mod threads;
@@ -212,6 +213,7 @@ extern "C" fn init(argc: c_int, argv: *const *const c_char, _envp: *const *const
 /// calling thread's timer, the writer thread.
 pub(crate) fn start_process() {
     state::START_NS.store(sys::monotonic_ns(), Ordering::Relaxed);
+    python::set_pid();
     let start_unix = sys::realtime_ns();
     state::SAMPLING.store(true, Ordering::Release);
     let source = hooks::register_current_thread();

@@ -30,6 +30,9 @@ pub struct SampleData {
     pub syscall: u64,
     /// Leaf (interrupted pc) first, then return addresses outward.
     pub frames: [u64; MAX_FRAMES],
+    /// Python frames, innermost first (`npy` of them).
+    pub npy: u32,
+    pub py: [crate::python::PyFrame; crate::python::MAX_PY_FRAMES],
 }
 
 #[repr(C)]

@@ -1,7 +1,7 @@
 //! The registry of sampled threads: a fixed open-addressing table keyed by tid, readable
 //! from the signal handler without locks or allocation.
 
-use core::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 
 use crate::unwind::Ctx;
 
@@ -23,6 +23,8 @@ pub struct ThreadEntry {
     /// The thread's CFI evaluation context (allocated at registration, used only by the
     /// handler running on this thread).
     pub unwind_ctx: AtomicPtr<Ctx>,
+    /// The thread's PyThreadState, when it runs Python (set by the writer thread).
+    pub py_tstate: AtomicU64,
 }
 
 #[allow(clippy::declare_interior_mutable_const)]
@@ -34,6 +36,7 @@ const INIT: ThreadEntry = ThreadEntry {
     timer: AtomicUsize::new(0),
     first_pending: AtomicBool::new(false),
     unwind_ctx: AtomicPtr::new(core::ptr::null_mut()),
+    py_tstate: AtomicU64::new(0),
 };
 
 static TABLE: [ThreadEntry; CAPACITY] = [INIT; CAPACITY];
@@ -76,6 +79,7 @@ pub fn insert(tid: i32) -> Option<&'static ThreadEntry> {
             e.perf_fd.store(-1, Ordering::Relaxed);
             e.timer.store(0, Ordering::Relaxed);
             e.first_pending.store(false, Ordering::Relaxed);
+            e.py_tstate.store(0, Ordering::Relaxed);
             return Some(e);
         }
     }

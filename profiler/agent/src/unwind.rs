@@ -336,10 +336,11 @@ fn cached_step(c: &Ctx, pc: u64, regs: &mut Regs, stack: &Stack, stale: &mut boo
     }
     let cfa = regs.r[e.cfa_reg as usize].wrapping_add(e.cfa_off as i64 as u64);
     let ra = stack.read(cfa.wrapping_add(e.ra_off as i64 as u64))?;
-    let rbp = if e.rbp_off == NONE {
-        regs.r[RBP]
+    let rbp_at = cfa.wrapping_add(e.rbp_off as i64 as u64);
+    let rbp = if e.rbp_off == NONE || rbp_at < regs.r[RSP] {
+        regs.r[RBP] // no rule, or already popped (see cfi_step)
     } else {
-        stack.read(cfa.wrapping_add(e.rbp_off as i64 as u64))?
+        stack.read(rbp_at)?
     };
     if cfa <= regs.r[RSP] {
         return Some(Step::Stop);
@@ -393,6 +394,11 @@ fn cfi_step(
             // it means this is the outermost frame.
             RegisterRule::Undefined if reg == RA => return Some(Step::End),
             RegisterRule::Undefined | RegisterRule::SameValue => old.r[reg],
+            // In an epilogue, CFI often still names a save slot the register was already
+            // popped from (below sp): the register then holds its caller's value.
+            RegisterRule::Offset(n) if cfa.wrapping_add(n as u64) < old.r[RSP] && reg != RA => {
+                old.r[reg]
+            }
             RegisterRule::Offset(n) => stack.read(cfa.wrapping_add(n as u64))?,
             RegisterRule::ValOffset(n) => cfa.wrapping_add(n as u64),
             RegisterRule::Register(r) => *old.r.get(r.0 as usize)?,

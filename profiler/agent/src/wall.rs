@@ -124,6 +124,7 @@ fn push(tid: i32, nr: u64, frames: &[u64], flags: u32) {
     let n = frames.len().min(MAX_FRAMES);
     d.frames[..n].copy_from_slice(&frames[..n]);
     d.depth = n as u32;
+    d.npy = 0;
     claim.publish();
 }
 

@@ -11,11 +11,12 @@ use std::os::fd::{FromRawFd, IntoRawFd};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use prof_format::{node_kind, LogWriter, PendingSample, ProcessEnd, ProcessInfo};
+use prof_format::{flags, node_kind, LogWriter, PendingSample, ProcessEnd, ProcessInfo, PyCode};
 
 use crate::handler::{LOST, SIGNALS};
-use crate::ring::NO_SYSCALL;
-use crate::{hooks, modules, state, sys, warn};
+use crate::python::{self, Python};
+use crate::ring::{SampleData, NO_SYSCALL};
+use crate::{hooks, modules, state, sys, threads, warn};
 
 /// How often the ring is drained, and how often the log reaches the file.
 const DRAIN_EVERY: Duration = Duration::from_millis(10);
@@ -36,6 +37,145 @@ struct Writer {
     notices: Vec<String>,
     /// Messages already shown to the user.
     said: Vec<String>,
+    codes: CodeTable,
+    /// Scratch: one merged stack, root first.
+    frames: Vec<(u32, u64)>,
+}
+
+/// Python code objects recorded so far: (address, fingerprint) -> PY_CODE id.
+#[derive(Default)]
+struct CodeTable {
+    ids: HashMap<(u64, u64), u32>,
+    fresh: Vec<PyCode>,
+    next: u32,
+}
+
+impl CodeTable {
+    fn id(&mut self, py: &Python, code: u64, fp: u64) -> u32 {
+        if let Some(&id) = self.ids.get(&(code, fp)) {
+            return id;
+        }
+        let id = self.next;
+        self.next += 1;
+        let c = match python::read_code(py, code, fp) {
+            Some(i) => {
+                self.ids.insert((code, fp), id);
+                PyCode {
+                    id,
+                    qualname: i.qualname,
+                    filename: i.filename,
+                    firstlineno: i.firstlineno,
+                    python_minor: py.layout.minor,
+                    linetable: i.linetable,
+                }
+            }
+            // Freed (maybe reused) since the sample: never guess a name, and do not
+            // remember the address (a later code object there is a different one).
+            None => PyCode {
+                id,
+                qualname: "<freed code object>".into(),
+                filename: String::new(),
+                firstlineno: 0,
+                python_minor: py.layout.minor,
+                linetable: Vec::new(),
+            },
+        };
+        self.fresh.push(c);
+        id
+    }
+}
+
+/// The sample's stack, root first, with each native `_PyEval_EvalFrameDefault` frame
+/// followed by the Python frames it was running. Returns extra sample flags.
+fn merged_stack(
+    d: &SampleData,
+    py: Option<&Python>,
+    codes: &mut CodeTable,
+    out: &mut Vec<(u32, u64)>,
+) -> u32 {
+    out.clear();
+    let depth = (d.depth as usize).min(d.frames.len());
+    let native = &d.frames[..depth];
+    let npy = (d.npy as usize).min(d.py.len());
+    let mut extra = 0;
+    match py.filter(|_| npy > 0) {
+        None => out.extend(native.iter().rev().map(|&a| (node_kind::NATIVE, a))),
+        Some(py) => {
+            // Python frames grouped by C-level evaluation, innermost group first.
+            let pyf = &d.py[..npy];
+            let mut groups: Vec<&[python::PyFrame]> = Vec::new();
+            let mut start = 0;
+            for (i, f) in pyf.iter().enumerate() {
+                if f.entry != 0 {
+                    groups.push(&pyf[start..=i]);
+                    start = i + 1;
+                }
+            }
+            if start < npy {
+                groups.push(&pyf[start..]);
+            }
+            let is_eval = |i: usize, a: u64| {
+                let a = if i == 0 { a } else { a.wrapping_sub(1) };
+                a >= py.eval_start && a < py.eval_end
+            };
+            let evals = native
+                .iter()
+                .enumerate()
+                .filter(|&(i, &a)| is_eval(i, a))
+                .count();
+            let node = |codes: &mut CodeTable, f: &python::PyFrame| {
+                (
+                    node_kind::PYTHON,
+                    ((codes.id(py, f.code, f.fingerprint) as u64) << 32) | f.offset as u64,
+                )
+            };
+            if evals == groups.len() {
+                // Root first: the outermost eval frame runs the outermost group.
+                let mut g = groups.len();
+                for (i, &a) in native.iter().enumerate().rev() {
+                    out.push((node_kind::NATIVE, a));
+                    if is_eval(i, a) && g > 0 {
+                        g -= 1;
+                        for f in groups[g].iter().rev() {
+                            let n = node(codes, f);
+                            out.push(n);
+                        }
+                    }
+                }
+            } else {
+                // Keep both: the native stack, and every Python frame after the
+                // outermost evaluation frame (or at the end).
+                extra = flags::MERGE_MISMATCH;
+                // Without any evaluation frame the native part is only the innermost
+                // fragment of the stack: the Python frames go before it.
+                let outer = native
+                    .iter()
+                    .enumerate()
+                    .rev()
+                    .find(|&(i, &a)| is_eval(i, a))
+                    .map(|(i, _)| i);
+                if outer.is_none() {
+                    for f in pyf.iter().rev() {
+                        let n = node(codes, f);
+                        out.push(n);
+                    }
+                }
+                for (i, &a) in native.iter().enumerate().rev() {
+                    out.push((node_kind::NATIVE, a));
+                    if Some(i) == outer {
+                        for f in pyf.iter().rev() {
+                            let n = node(codes, f);
+                            out.push(n);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    if d.syscall != NO_SYSCALL {
+        out.push((node_kind::SYSCALL, d.syscall));
+    }
+    extra
 }
 
 static WRITER: AtomicPtr<Mutex<Writer>> = AtomicPtr::new(core::ptr::null_mut());
@@ -103,6 +243,11 @@ pub fn start(dir: &str, start_unix_ns: u64) -> std::io::Result<()> {
         finished: false,
         notices,
         said: Vec::new(),
+        codes: CodeTable {
+            next: 1,
+            ..Default::default()
+        },
+        frames: Vec::new(),
     };
     w.step(true);
     if w.failed {
@@ -205,31 +350,38 @@ impl Writer {
         for n in std::mem::take(&mut self.notices) {
             self.log.notice(&n);
         }
+        if let Some(msg) = python::detect() {
+            self.say(&msg);
+        }
+        let py = python::get();
+        if let Some(py) = py {
+            for (tid, tstate) in python::thread_states(py) {
+                if let Some(e) = threads::lookup(tid as i32) {
+                    e.py_tstate.store(tstate, Ordering::Relaxed);
+                }
+            }
+        }
         if let Some(ring) = state::ring() {
             let log = &mut self.log;
             let per_thread = &mut self.per_thread;
+            let codes = &mut self.codes;
+            let frames = &mut self.frames;
             while ring
                 .pop(|d| {
-                    let depth = (d.depth as usize).min(d.frames.len());
-                    let frames = d.frames[..depth]
-                        .iter()
-                        .rev()
-                        .map(|&a| (node_kind::NATIVE, a));
-                    let leaf = if d.syscall != NO_SYSCALL {
-                        log.stacks
-                            .intern(frames.chain(std::iter::once((node_kind::SYSCALL, d.syscall))))
-                    } else {
-                        log.stacks.intern(frames)
-                    };
+                    let extra = merged_stack(d, py, codes, frames);
+                    let leaf = log.stacks.intern(frames.iter().copied());
                     per_thread.entry(d.tid).or_default().push(PendingSample {
                         time_ns: d.time_ns,
                         leaf,
                         weight: d.weight.max(1),
-                        flags: d.flags,
+                        flags: d.flags | extra,
                     });
                 })
                 .is_some()
             {}
+            for c in self.codes.fresh.drain(..) {
+                self.log.py_code(&c);
+            }
         }
         let now = Instant::now();
         for (&tid, samples) in self.per_thread.iter_mut() {

@@ -87,6 +87,9 @@ pub(crate) struct ProcData {
 #[derive(Debug, Clone)]
 pub struct Analysis {
     frames: Vec<Frame>,
+    /// Frames that are Python frames (by FrameId).
+    is_python: Vec<bool>,
+    native_internals: bool,
     /// Tier each frame's name/module gives by itself (None: no rule matches).
     frame_tier: Vec<Option<Tier>>,
     ids: Vec<FrameId>,
@@ -157,6 +160,8 @@ impl ModuleMap {
 }
 
 struct Builder<'s> {
+    /// Ids of frames made for Python nodes.
+    python_frames: Vec<FrameId>,
     sym: &'s mut Symbolizer,
     frames: Vec<Frame>,
     frame_index: HashMap<Frame, FrameId>,
@@ -212,6 +217,10 @@ impl Builder<'_> {
                 }
                 None => vec![Frame::bare(format!("{:#x}", node.value), "[unknown]")],
             },
+            node_kind::PYTHON => {
+                let code = p.py_code.iter().find(|c| c.id as u64 == node.value >> 32);
+                vec![crate::python::frame(code, node.value as u32)]
+            }
             node_kind::SYSCALL => {
                 let name = match syscall_name(node.value) {
                     Some(n) => format!("[syscall {n}]"),
@@ -222,6 +231,10 @@ impl Builder<'_> {
             k => vec![Frame::bare(format!("[unknown frame kind {k}]"), "")],
         };
         let span = self.push_frames(&frames);
+        if node.kind == node_kind::PYTHON {
+            let ids = &self.ids[span.start as usize..(span.start + span.len) as usize];
+            self.python_frames.extend_from_slice(ids);
+        }
         cache.insert(key, span);
         span
     }
@@ -382,6 +395,7 @@ pub fn analyze(profile: &Profile, sym: &mut Symbolizer) -> Analysis {
 /// [`analyze`] with explicit tier rules (e.g. the built-ins plus a user file).
 pub fn analyze_with(profile: &Profile, sym: &mut Symbolizer, rules: &TierRules) -> Analysis {
     let mut b = Builder {
+        python_frames: Vec::new(),
         sym,
         frames: Vec::new(),
         frame_index: HashMap::new(),
@@ -390,7 +404,13 @@ pub fn analyze_with(profile: &Profile, sym: &mut Symbolizer, rules: &TierRules) 
     };
     let procs = profile.processes.iter().map(|p| b.process(p)).collect();
     let frame_tier = b.frames.iter().map(|f| rules.frame_tier(f)).collect();
+    let mut is_python = vec![false; b.frames.len()];
+    for &id in &b.python_frames {
+        is_python[id as usize] = true;
+    }
     let mut a = Analysis {
+        is_python,
+        native_internals: false,
         frames: b.frames,
         frame_tier,
         ids: b.ids,
@@ -525,7 +545,9 @@ pub(crate) fn merge_buckets(
 }
 
 fn is_agent(path: &str) -> bool {
-    path.rsplit('/').next().is_some_and(|f| f.starts_with("libprof_agent"))
+    path.rsplit('/')
+        .next()
+        .is_some_and(|f| f.starts_with("libprof_agent"))
 }
 
 /// Shown for samples with no stack at all.
@@ -618,6 +640,50 @@ impl Analysis {
             out.extend_from_slice(self.span(p.caller[n as usize]));
         }
         out.extend_from_slice(self.span(leaf_span));
+        if !self.native_internals {
+            self.hide_interpreter_internals(out);
+        }
+    }
+
+    /// Show (true) or hide (false, the default) the interpreter's own C frames between
+    /// Python frames, and the evaluation-loop frames the Python frames replace.
+    pub fn set_native_internals(&mut self, show: bool) {
+        self.native_internals = show;
+    }
+
+    fn hide_interpreter_internals(&self, ids: &mut Vec<FrameId>) {
+        let is_py = |id: &FrameId| self.is_python[*id as usize];
+        let (Some(first), Some(last)) = (ids.iter().position(is_py), ids.iter().rposition(is_py))
+        else {
+            return;
+        };
+        // The interpreter's module(s): wherever its evaluation loop lives.
+        let interp: Vec<&str> = ids
+            .iter()
+            .map(|&id| self.frame(id))
+            .filter(|f| crate::python::is_eval_frame(f))
+            .map(|f| f.module.as_str())
+            .collect();
+        let mut k = 0;
+        let keep: Vec<bool> = ids
+            .iter()
+            .enumerate()
+            .map(|(i, &id)| {
+                let f = self.frame(id);
+                if is_py(&id) {
+                    return true;
+                }
+                if crate::python::is_eval_frame(f) {
+                    // Replaced by the Python frames that follow it.
+                    return !ids[i + 1..].iter().any(is_py);
+                }
+                !(i > first && i < last && interp.contains(&f.module.as_str()))
+            })
+            .collect();
+        ids.retain(|_| {
+            k += 1;
+            keep[k - 1]
+        });
     }
 
     /// Folded stacks (`main;work;inl 42`), root first, weights summed over every process

@@ -18,10 +18,12 @@
 //!   stacks for flamegraphs.
 
 mod analysis;
+mod python;
 mod summary;
 mod symbolize;
 mod syscalls;
 mod tiers;
+pub mod tree;
 
 pub use analysis::{
     analyze, analyze_with, Analysis, CollapseOptions, FrameId, LeafWeight, NO_STACK,

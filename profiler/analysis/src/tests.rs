@@ -434,6 +434,7 @@ fn garbage_profiles_do_not_panic() {
             signals: 0,
         }),
         notices: vec![],
+        py_code: vec![],
     };
     // Nodes: root placeholder missing, parents pointing forward, to themselves, past the end.
     p.nodes = vec![
@@ -602,6 +603,7 @@ fn aggregation_scales() {
         lost: 0,
         end: None,
         notices: vec![],
+        py_code: vec![],
     };
     // 2000 chains of depth 25.
     let mut leaves = Vec::new();

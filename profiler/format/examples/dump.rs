@@ -48,8 +48,26 @@ fn main() {
             flags
         );
         println!("  end {:?} notices {:?}", pr.end, pr.notices);
-        for s in pr.samples.iter().take(3) {
-            let st: Vec<String> = pr.stack(s.leaf).map(|n| format!("{:x}", n.value)).collect();
+        let want: u32 = std::env::var("FLAGS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        for s in pr
+            .samples
+            .iter()
+            .filter(|s| want == 0 || s.flags & want != 0)
+            .take(if want == 0 { 3 } else { 8 })
+        {
+            let st: Vec<String> = pr
+                .stack(s.leaf)
+                .map(|n| {
+                    if n.kind == 0 {
+                        format!("{:x}", n.value)
+                    } else {
+                        format!("k{}:{:x}", n.kind, n.value)
+                    }
+                })
+                .collect();
             println!("  sample t={} tid={} {:?}", s.time_ns, s.tid, st);
         }
     }

@@ -30,6 +30,7 @@ pub mod kind {
     pub const LOST: u8 = 7;
     pub const PROCESS_END: u8 = 8;
     pub const NOTICE: u8 = 9;
+    pub const PY_CODE: u8 = 10;
 }
 
 /// Sample flags (bit set in [`Sample::flags`]).
@@ -41,6 +42,9 @@ pub mod flags {
     pub const UNWIND_STOPPED: u32 = 2;
     /// Wall mode: the thread was blocked/sleeping, not running, when sampled.
     pub const OFF_CPU: u32 = 4;
+    /// Python frames could not be matched one-to-one with the interpreter's native
+    /// evaluation frames; both were kept (Python frames after the outermost one).
+    pub const MERGE_MISMATCH: u32 = 8;
 }
 
 /// Node kinds: what a stack frame is.
@@ -49,6 +53,22 @@ pub mod node_kind {
     pub const NATIVE: u32 = 0;
     /// A synthetic frame: `value` is a syscall number the thread was blocked in.
     pub const SYSCALL: u32 = 1;
+    /// A Python frame: `value` = (PY_CODE id << 32) | instruction index in its bytecode.
+    pub const PYTHON: u32 = 2;
+}
+
+/// PY_CODE record: a Python code object, recorded once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PyCode {
+    /// Referenced by PYTHON nodes; unique within the process section.
+    pub id: u32,
+    pub qualname: String,
+    pub filename: String,
+    pub firstlineno: u32,
+    /// CPython minor version (3.x): says how to decode `linetable`.
+    pub python_minor: u32,
+    /// `co_linetable` bytes (the 3.11+ location table).
+    pub linetable: Vec<u8>,
 }
 
 /// Sampling mode recorded in the process record.

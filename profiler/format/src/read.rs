@@ -2,7 +2,7 @@
 
 use crate::varint::Cursor;
 use crate::{
-    kind, Error, Mode, Module, Node, Notice, ProcessEnd, ProcessInfo, Sample, TimerSource,
+    kind, Error, Mode, Module, Node, Notice, ProcessEnd, ProcessInfo, PyCode, Sample, TimerSource,
     HEADER_LEN, MAGIC, VERSION,
 };
 
@@ -32,6 +32,8 @@ pub struct Process {
     pub lost: u64,
     pub end: Option<ProcessEnd>,
     pub notices: Vec<Notice>,
+    /// Python code objects, in the order recorded (look up by `PyCode::id`).
+    pub py_code: Vec<PyCode>,
 }
 
 impl Process {
@@ -50,6 +52,7 @@ impl Process {
             lost: 0,
             end: None,
             notices: Vec::new(),
+            py_code: Vec::new(),
         }
     }
 
@@ -187,6 +190,7 @@ pub fn read_profile(bytes: &[u8]) -> Result<Profile, Error> {
                 | kind::LOST
                 | kind::PROCESS_END
                 | kind::NOTICE
+                | kind::PY_CODE
         );
         if !known {
             continue; // Forward compatibility: unknown kinds are skipped.
@@ -216,6 +220,17 @@ pub fn read_profile(bytes: &[u8]) -> Result<Profile, Error> {
                 Some(())
             })(),
             kind::NOTICE => c.string().map(|text| p.notices.push(Notice { text })),
+            kind::PY_CODE => (|| {
+                p.py_code.push(PyCode {
+                    id: c.u32()?,
+                    qualname: c.string()?,
+                    filename: c.string()?,
+                    firstlineno: c.u32()?,
+                    python_minor: c.u32()?,
+                    linetable: c.bytes()?.to_vec(),
+                });
+                Some(())
+            })(),
             _ => unreachable!("filtered above"),
         };
         ok.ok_or(corrupt("malformed record payload"))?;

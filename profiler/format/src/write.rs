@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::io::{self, Write};
 
 use crate::varint::{put_bytes, put_i64, put_u64};
-use crate::{kind, Module, Node, ProcessEnd, ProcessInfo, HEADER_LEN, MAGIC, VERSION};
+use crate::{kind, Module, Node, ProcessEnd, ProcessInfo, PyCode, HEADER_LEN, MAGIC, VERSION};
 
 /// Deduplicates stacks into a tree of nodes (frame + parent), so a stack seen again costs
 /// nothing and a new stack costs only the frames it does not share with earlier ones.
@@ -216,6 +216,17 @@ impl<W: Write> LogWriter<W> {
     pub fn lost(&mut self, count: u64) {
         put_u64(&mut self.rec, count);
         self.emit(kind::LOST);
+    }
+
+    pub fn py_code(&mut self, c: &PyCode) {
+        let r = &mut self.rec;
+        put_u64(r, c.id as u64);
+        put_bytes(r, c.qualname.as_bytes());
+        put_bytes(r, c.filename.as_bytes());
+        put_u64(r, c.firstlineno as u64);
+        put_u64(r, c.python_minor as u64);
+        put_bytes(r, &c.linetable);
+        self.emit(kind::PY_CODE);
     }
 
     pub fn notice(&mut self, text: &str) {

@@ -1,0 +1,488 @@
+//! CPython frames, read inside the SIGPROF handler.
+//!
+//! Detection (writer thread): the `_PyRuntime` and `Py_Version` symbols, and the address
+//! range of `_PyEval_EvalFrameDefault`. Field offsets are data: a table for 3.11 and 3.12,
+//! and for 3.13+ the `_Py_DebugOffsets` CPython keeps at the start of `_PyRuntime`.
+//! The writer maps each sampled thread to its `PyThreadState` by walking the
+//! interpreters' thread lists (matching `native_thread_id`).
+//!
+//! In the handler, every read of interpreter memory goes through `process_vm_readv`, which
+//! fails cleanly on an unmapped address: a frame or code object freed at the wrong moment
+//! cannot crash the program. For each frame the handler records the code object's address,
+//! a fingerprint of it (file name and qualified name object addresses, first line) and the
+//! instruction offset; the writer later reads the code object's names and line table once,
+//! checking the fingerprint, so a code object freed and its address reused in between is
+//! never given the wrong name.
+
+use core::ffi::c_void;
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+
+/// One Python frame as the handler records it.
+#[derive(Clone, Copy, Default)]
+#[repr(C)]
+pub struct PyFrame {
+    pub code: u64,
+    pub fingerprint: u64,
+    /// Instruction index (code units) in the code object's bytecode.
+    pub offset: u32,
+    /// This frame is the outermost of one C-level evaluation (`_PyEval_EvalFrameDefault`).
+    pub entry: u32,
+}
+
+pub const MAX_PY_FRAMES: usize = 128;
+
+/// Field offsets of one CPython version.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Layout {
+    pub minor: u32,
+    pub runtime_interpreters_head: u64,
+    pub interp_next: u64,
+    pub interp_threads_head: u64,
+    pub tstate_next: u64,
+    pub tstate_native_thread_id: u64,
+    /// 3.11/3.12: tstate->cframe, then cframe->current_frame. 3.13+: tstate->current_frame.
+    pub tstate_cframe: Option<u64>,
+    pub cframe_current_frame: u64,
+    pub tstate_current_frame: u64,
+    pub frame_code: u64,
+    pub frame_previous: u64,
+    pub frame_instr: u64,
+    pub frame_owner: u64,
+    /// 3.11 only: the `is_entry` flag; later versions mark entries with C-stack-owned frames.
+    pub frame_is_entry: Option<u64>,
+    pub code_filename: u64,
+    pub code_qualname: u64,
+    pub code_linetable: u64,
+    pub code_firstlineno: u64,
+    pub code_adaptive: u64,
+    pub unicode_state: u64,
+    pub unicode_length: u64,
+    pub ascii_size: u64,
+    pub compact_size: u64,
+    pub bytes_size: u64,
+    pub bytes_data: u64,
+}
+
+const FRAME_OWNED_BY_CSTACK: u8 = 3;
+
+fn layout_311() -> Layout {
+    Layout {
+        minor: 11,
+        runtime_interpreters_head: 0x28,
+        interp_next: 0,
+        interp_threads_head: 0x10,
+        tstate_next: 8,
+        tstate_native_thread_id: 160,
+        tstate_cframe: Some(56),
+        cframe_current_frame: 8,
+        tstate_current_frame: 0,
+        frame_code: 32,
+        frame_previous: 48,
+        frame_instr: 56,
+        frame_owner: 69,
+        frame_is_entry: Some(68),
+        code_filename: 112,
+        code_qualname: 128,
+        code_linetable: 136,
+        code_firstlineno: 72,
+        code_adaptive: 184,
+        unicode_state: 32,
+        unicode_length: 16,
+        ascii_size: 48,
+        compact_size: 72,
+        bytes_size: 16,
+        bytes_data: 32,
+    }
+}
+
+fn layout_312() -> Layout {
+    Layout {
+        minor: 12,
+        interp_threads_head: 0x48,
+        tstate_native_thread_id: 144,
+        cframe_current_frame: 0,
+        frame_code: 0,
+        frame_previous: 8,
+        frame_instr: 56,
+        frame_owner: 70,
+        frame_is_entry: None,
+        code_firstlineno: 68,
+        code_adaptive: 192,
+        ascii_size: 40,
+        compact_size: 56,
+        ..layout_311()
+    }
+}
+
+/// Reads `_Py_DebugOffsets` (3.13+) from the start of `_PyRuntime`.
+fn layout_from_debug_offsets(runtime: u64, minor: u32) -> Option<Layout> {
+    let mut b = [0u8; 584];
+    if safe_read(runtime, &mut b) != b.len() || &b[..8] != b"xdebugpy" {
+        return None;
+    }
+    let w = |off: usize| u64::from_ne_bytes(b[off..off + 8].try_into().unwrap_or([0; 8]));
+    if w(16) != 0 {
+        return None; // free-threaded builds lay frames out differently; not supported
+    }
+    Some(Layout {
+        minor,
+        runtime_interpreters_head: w(40),
+        interp_next: w(64),
+        interp_threads_head: w(72),
+        tstate_next: w(168),
+        tstate_native_thread_id: w(200),
+        tstate_cframe: None,
+        cframe_current_frame: 0,
+        tstate_current_frame: w(184),
+        frame_previous: w(232),
+        frame_code: w(240),
+        frame_instr: w(248),
+        frame_owner: w(264),
+        frame_is_entry: None,
+        code_filename: w(280),
+        code_qualname: w(296),
+        code_linetable: w(304),
+        code_firstlineno: w(312),
+        code_adaptive: w(344),
+        unicode_state: w(544),
+        unicode_length: w(552),
+        ascii_size: w(560),
+        // PyCompactUnicodeObject = PyASCIIObject + utf8_length + utf8 pointer.
+        compact_size: w(560) + 16,
+        bytes_size: w(520),
+        bytes_data: w(528),
+    })
+}
+
+pub struct Python {
+    pub layout: Layout,
+    pub runtime: u64,
+    pub code_type: u64,
+    pub eval_start: u64,
+    pub eval_end: u64,
+}
+
+static PY: AtomicUsize = AtomicUsize::new(0);
+static DETECTED: AtomicBool = AtomicBool::new(false);
+/// Our pid, for process_vm_readv (refreshed after fork).
+static PID: AtomicU64 = AtomicU64::new(0);
+
+pub fn set_pid() {
+    // SAFETY: getpid cannot fail.
+    PID.store(unsafe { libc::getpid() } as u64, Ordering::Relaxed);
+}
+
+pub fn get() -> Option<&'static Python> {
+    let p = PY.load(Ordering::Acquire);
+    // SAFETY: PY is 0 or a leaked Box<Python>, never freed.
+    unsafe { (p as *const Python).as_ref() }
+}
+
+/// Copies `out.len()` bytes from `addr` in our own address space, or fewer if part of the
+/// range is unmapped. A plain syscall: async-signal-safe and never faults.
+#[inline]
+pub fn safe_read(addr: u64, out: &mut [u8]) -> usize {
+    if addr < 4096 {
+        return 0;
+    }
+    let local = libc::iovec {
+        iov_base: out.as_mut_ptr().cast(),
+        iov_len: out.len(),
+    };
+    let remote = libc::iovec {
+        iov_base: addr as *mut c_void,
+        iov_len: out.len(),
+    };
+    // SAFETY: `local` describes `out`, valid for writes of its length; the kernel checks
+    // `remote` and reports EFAULT instead of faulting.
+    let n = unsafe {
+        libc::process_vm_readv(
+            PID.load(Ordering::Relaxed) as libc::pid_t,
+            &local,
+            1,
+            &remote,
+            1,
+            0,
+        )
+    };
+    n.max(0) as usize
+}
+
+#[inline]
+fn read_u64(addr: u64) -> Option<u64> {
+    let mut b = [0u8; 8];
+    (safe_read(addr, &mut b) == 8).then(|| u64::from_ne_bytes(b))
+}
+
+fn dlsym(name: &core::ffi::CStr) -> u64 {
+    // SAFETY: dlsym with a NUL-terminated name; RTLD_DEFAULT searches every loaded object.
+    unsafe { libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr()) as u64 }
+}
+
+/// Looks for a CPython interpreter in the process (writer thread; cheap when absent or
+/// already found). Returns a message for the user when a Python was found but cannot be
+/// profiled.
+pub fn detect() -> Option<String> {
+    if DETECTED.load(Ordering::Acquire) {
+        return None;
+    }
+    let runtime = dlsym(c"_PyRuntime");
+    let version_sym = dlsym(c"Py_Version");
+    if runtime == 0 {
+        return None;
+    }
+    DETECTED.store(true, Ordering::Release);
+    set_pid();
+    if version_sym == 0 {
+        return Some(
+            "this Python is older than 3.11: Python frames are not recorded (native stacks only)"
+                .into(),
+        );
+    }
+    let hex = read_u64(version_sym).unwrap_or(0) as u32;
+    let (major, minor, micro) = (hex >> 24, (hex >> 16) & 0xff, (hex >> 8) & 0xff);
+    let version = format!("{major}.{minor}.{micro}");
+    let layout = match (major, minor) {
+        (3, 11) => Some(layout_311()),
+        (3, 12) => Some(layout_312()),
+        (3, m) if m >= 13 => layout_from_debug_offsets(runtime, m),
+        _ => None,
+    };
+    let Some(layout) = layout else {
+        return Some(format!("Python {version} is not supported: Python frames are not recorded (native stacks only)"));
+    };
+    let eval = dlsym(c"_PyEval_EvalFrameDefault");
+    let (eval_start, eval_end) = symbol_range(eval);
+    let code_type = dlsym(c"PyCode_Type");
+    if eval_start == 0 || code_type == 0 {
+        return Some(format!("Python {version}: _PyEval_EvalFrameDefault or PyCode_Type not found; native stacks only"));
+    }
+    let py = Box::new(Python {
+        layout,
+        runtime,
+        code_type,
+        eval_start,
+        eval_end,
+    });
+    PY.store(Box::into_raw(py) as usize, Ordering::Release);
+    None
+}
+
+/// [start, end) of the function at `addr`, from its ELF symbol (dladdr1 + st_size).
+fn symbol_range(addr: u64) -> (u64, u64) {
+    if addr == 0 {
+        return (0, 0);
+    }
+    // SAFETY: dladdr1 fills `info` and points `sym` at the loader's symbol entry.
+    unsafe {
+        let mut info: libc::Dl_info = core::mem::zeroed();
+        let mut sym: *const libc::Elf64_Sym = core::ptr::null();
+        const RTLD_DL_SYMENT: libc::c_int = 1;
+        extern "C" {
+            fn dladdr1(
+                addr: *const c_void,
+                info: *mut libc::Dl_info,
+                extra: *mut *const c_void,
+                flags: libc::c_int,
+            ) -> libc::c_int;
+        }
+        if dladdr1(
+            addr as *const c_void,
+            &mut info,
+            &mut sym as *mut _ as *mut *const c_void,
+            RTLD_DL_SYMENT,
+        ) == 0
+            || sym.is_null()
+        {
+            return (addr, addr + 1);
+        }
+        let size = (*sym).st_size.max(1);
+        (addr, addr + size)
+    }
+}
+
+/// Finds each thread's PyThreadState by walking every interpreter's thread list. Returns
+/// (native thread id, tstate) pairs. Writer thread only.
+pub fn thread_states(py: &Python) -> Vec<(u64, u64)> {
+    let l = &py.layout;
+    let mut out = Vec::new();
+    let mut interp = read_u64(py.runtime + l.runtime_interpreters_head).unwrap_or(0);
+    let mut guard = 0;
+    while interp != 0 && guard < 64 {
+        let mut t = read_u64(interp + l.interp_threads_head).unwrap_or(0);
+        let mut tg = 0;
+        while t != 0 && tg < 100_000 {
+            if let Some(tid) = read_u64(t + l.tstate_native_thread_id) {
+                out.push((tid, t));
+            }
+            t = read_u64(t + l.tstate_next).unwrap_or(0);
+            tg += 1;
+        }
+        interp = read_u64(interp + l.interp_next).unwrap_or(0);
+        guard += 1;
+    }
+    out
+}
+
+/// Fingerprint of a code object: its file name and qualified name objects and first line.
+#[inline]
+fn fingerprint(filename: u64, qualname: u64, firstlineno: u32) -> u64 {
+    filename.rotate_left(21) ^ qualname ^ (firstlineno as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+}
+
+/// Walks the Python frames of the interrupted thread (signal handler). Returns how many
+/// frames were written to `out`, innermost first.
+#[inline]
+pub fn walk(py: &Python, tstate: u64, out: &mut [PyFrame]) -> usize {
+    let l = &py.layout;
+    let mut frame = match l.tstate_cframe {
+        Some(cf) => match read_u64(tstate + cf) {
+            Some(c) if c != 0 => read_u64(c + l.cframe_current_frame).unwrap_or(0),
+            _ => 0,
+        },
+        None => read_u64(tstate + l.tstate_current_frame).unwrap_or(0),
+    };
+    let mut n = 0usize;
+    let mut fb = [0u8; 80];
+    let mut cb = [0u8; 208];
+    let word = |b: &[u8], off: u64| -> u64 {
+        let o = off as usize;
+        b.get(o..o + 8)
+            .map(|s| u64::from_ne_bytes(s.try_into().unwrap_or([0; 8])))
+            .unwrap_or(0)
+    };
+    while frame != 0 && n < out.len() {
+        if safe_read(frame, &mut fb) != fb.len() {
+            break;
+        }
+        let code = word(&fb, l.frame_code);
+        let previous = word(&fb, l.frame_previous);
+        let instr = word(&fb, l.frame_instr);
+        let owner = fb.get(l.frame_owner as usize).copied().unwrap_or(0);
+        if l.frame_is_entry.is_none() && owner == FRAME_OWNED_BY_CSTACK {
+            // 3.12+: a C-stack shim frame separates two C-level evaluations.
+            if let Some(prev) = n.checked_sub(1).and_then(|i| out.get_mut(i)) {
+                prev.entry = 1;
+            }
+            frame = previous;
+            continue;
+        }
+        let got = safe_read(code, &mut cb);
+        if got < (l.code_adaptive as usize).min(cb.len()) || word(&cb, 8) != py.code_type {
+            break; // not a code object (3.13 frames may run other executables): stop here
+        }
+        let first = {
+            let o = l.code_firstlineno as usize;
+            cb.get(o..o + 4)
+                .map(|s| u32::from_ne_bytes(s.try_into().unwrap_or([0; 4])))
+                .unwrap_or(0)
+        };
+        let fp = fingerprint(
+            word(&cb, l.code_filename),
+            word(&cb, l.code_qualname),
+            first,
+        );
+        let base = code + l.code_adaptive;
+        let offset = if instr >= base {
+            ((instr - base) / 2).min(u32::MAX as u64) as u32
+        } else {
+            0
+        };
+        let entry = match l.frame_is_entry {
+            Some(off) => fb.get(off as usize).copied().unwrap_or(0) as u32,
+            None => 0,
+        };
+        if let Some(slot) = out.get_mut(n) {
+            *slot = PyFrame {
+                code,
+                fingerprint: fp,
+                offset,
+                entry,
+            };
+        }
+        n += 1;
+        frame = previous;
+    }
+    n
+}
+
+/// A code object's names and line table, read by the writer thread.
+pub struct CodeInfo {
+    pub qualname: String,
+    pub filename: String,
+    pub firstlineno: u32,
+    pub linetable: Vec<u8>,
+}
+
+/// Reads a code object, checking it still has the fingerprint the handler saw.
+pub fn read_code(py: &Python, code: u64, fp: u64) -> Option<CodeInfo> {
+    let l = &py.layout;
+    let mut cb = [0u8; 208];
+    if safe_read(code, &mut cb) < l.code_adaptive as usize {
+        return None;
+    }
+    let word = |off: u64| -> u64 {
+        u64::from_ne_bytes(
+            cb[off as usize..off as usize + 8]
+                .try_into()
+                .unwrap_or([0; 8]),
+        )
+    };
+    if word(8) != py.code_type {
+        return None;
+    }
+    let o = l.code_firstlineno as usize;
+    let first = u32::from_ne_bytes(cb[o..o + 4].try_into().unwrap_or([0; 4]));
+    let (filename, qualname) = (word(l.code_filename), word(l.code_qualname));
+    if fingerprint(filename, qualname, first) != fp {
+        return None;
+    }
+    Some(CodeInfo {
+        qualname: read_unicode(l, qualname)?,
+        filename: read_unicode(l, filename)?,
+        firstlineno: first,
+        linetable: read_bytes(l, word(l.code_linetable)).unwrap_or_default(),
+    })
+}
+
+fn read_unicode(l: &Layout, obj: u64) -> Option<String> {
+    let len = read_u64(obj + l.unicode_length)? as usize;
+    if len > 1 << 16 {
+        return None;
+    }
+    let mut st = [0u8; 4];
+    safe_read(obj + l.unicode_state, &mut st);
+    let state = u32::from_ne_bytes(st);
+    // state bits: interned:2, kind:3, compact:1, ascii:1
+    let kind = ((state >> 2) & 7) as usize;
+    let compact = (state >> 5) & 1 == 1;
+    let ascii = (state >> 6) & 1 == 1;
+    if !compact || !(1..=4).contains(&kind) || kind == 3 {
+        return None;
+    }
+    let data = obj + if ascii { l.ascii_size } else { l.compact_size };
+    let mut raw = vec![0u8; len * kind];
+    if safe_read(data, &mut raw) != raw.len() {
+        return None;
+    }
+    Some(match kind {
+        1 => raw.iter().map(|&b| b as char).collect(),
+        2 => raw
+            .chunks_exact(2)
+            .map(|c| char::from_u32(u16::from_ne_bytes([c[0], c[1]]) as u32).unwrap_or('?'))
+            .collect(),
+        _ => raw
+            .chunks_exact(4)
+            .map(|c| char::from_u32(u32::from_ne_bytes([c[0], c[1], c[2], c[3]])).unwrap_or('?'))
+            .collect(),
+    })
+}
+
+fn read_bytes(l: &Layout, obj: u64) -> Option<Vec<u8>> {
+    let len = read_u64(obj + l.bytes_size)? as usize;
+    if len > 1 << 24 {
+        return None;
+    }
+    let mut v = vec![0u8; len];
+    (safe_read(obj + l.bytes_data, &mut v) == len).then_some(v)
+}
