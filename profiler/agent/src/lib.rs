@@ -215,11 +215,14 @@ pub(crate) fn start_process() {
     state::START_NS.store(sys::monotonic_ns(), Ordering::Relaxed);
     python::set_pid();
     let start_unix = sys::realtime_ns();
-    state::SAMPLING.store(true, Ordering::Release);
     let source = hooks::register_current_thread();
     state::SOURCE.store(source.code() as u8, Ordering::Relaxed);
     let dir = DIR.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    if let Err(e) = writer::start(&dir, start_unix) {
+    // Samples start once the log exists: the agent's own setup (indexing every module's
+    // unwind tables) is not the program's time.
+    let started = writer::start(&dir, start_unix);
+    state::SAMPLING.store(started.is_ok(), Ordering::Release);
+    if let Err(e) = started {
         state::SAMPLING.store(false, Ordering::Release);
         state::ACTIVE.store(false, Ordering::Release);
         hooks::unregister_current_thread();

@@ -60,6 +60,8 @@ pub(crate) struct ProcData {
     pub truncated: u64,
     pub unwind_stopped: u64,
     pub off_cpu: u64,
+    /// Weight of the off-CPU samples (wall mode), which no CPU time stands behind.
+    pub off_cpu_weight: u64,
     /// Samples whose leaf named no node.
     pub bad_leaf: u64,
     pub notices: Vec<String>,
@@ -276,6 +278,7 @@ impl Builder<'_> {
             truncated: 0,
             unwind_stopped: 0,
             off_cpu: 0,
+            off_cpu_weight: 0,
             bad_leaf: 0,
             notices: p.notices.iter().map(|n| n.text.clone()).collect(),
             thread_names: p.threads.iter().cloned().collect(),
@@ -309,6 +312,7 @@ impl Builder<'_> {
             }
             if s.flags & flags::OFF_CPU != 0 {
                 d.off_cpu += 1;
+                d.off_cpu_weight += w;
             }
             last_time = last_time.max(s.time_ns);
             let e = agg.entry((s.tid, leaf)).or_default();

@@ -199,6 +199,11 @@ impl Analysis {
         let mut last_end = 0u64;
 
         for (pi, p) in self.procs.iter().enumerate() {
+            // A forked child that exec'd right away: its pre-exec image has no samples and
+            // the exec'd program (same pid, later) is the process the user knows.
+            if p.samples == 0 && self.procs[pi + 1..].iter().any(|q| q.pid == p.pid) {
+                continue;
+            }
             samples += p.samples;
             weight += p.weight;
             lost = lost.saturating_add(p.lost);
@@ -207,7 +212,7 @@ impl Analysis {
             off_cpu += p.off_cpu;
             bad += p.bad_leaf;
             if let Some(c) = p.cpu_ns.filter(|&c| c > 0) {
-                ended_weight += p.weight;
+                ended_weight += p.weight - p.off_cpu_weight.min(p.weight);
                 cpu_ns = cpu_ns.saturating_add(c);
             }
             for n in &p.notices {
@@ -217,6 +222,10 @@ impl Analysis {
             }
             if !timers.contains(&p.timer) {
                 timers.push(p.timer);
+            }
+            const WALL_SAMPLER: &str = "/proc sampler for blocked threads";
+            if p.mode == prof_format::Mode::Wall && !timers.contains(&WALL_SAMPLER) {
+                timers.push(WALL_SAMPLER);
             }
             first_start = first_start.min(p.start_unix_ns);
             last_end = last_end.max(p.start_unix_ns.saturating_add(p.duration_ns));

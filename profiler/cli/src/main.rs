@@ -69,6 +69,9 @@ pub struct RunArgs {
     /// Do not print the summary at the end.
     #[arg(short, long)]
     quiet: bool,
+    /// Show the Python interpreter's own C frames between Python frames (hidden by default).
+    #[arg(long)]
+    native_internals: bool,
     /// The command to profile and its arguments.
     #[arg(
         required = true,
@@ -100,6 +103,9 @@ pub struct ReportArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     format: Format,
+    /// Show the Python interpreter's own C frames between Python frames (hidden by default).
+    #[arg(long)]
+    native_internals: bool,
 }
 
 fn main() {

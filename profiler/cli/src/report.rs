@@ -65,7 +65,8 @@ pub fn report(args: ReportArgs) -> Result<()> {
         eprintln!("prof: warning: {}: {w}", args.path.display());
     }
     let mut sym = prof_analysis::Symbolizer::new();
-    let analysis = prof_analysis::analyze(&profile, &mut sym);
+    let mut analysis = prof_analysis::analyze(&profile, &mut sym);
+    analysis.set_native_internals(args.native_internals);
     let out = match args.format {
         Format::Text => {
             let summary = analysis.summary();

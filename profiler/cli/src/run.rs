@@ -73,7 +73,7 @@ pub fn run(args: RunArgs) -> Result<i32> {
     output.write(&merged.bytes)?;
 
     if !args.quiet {
-        print_summary(&merged.bytes, &args.output);
+        print_summary(&merged.bytes, &args.output, args.native_internals);
     }
     Ok(code)
 }
@@ -234,7 +234,7 @@ fn io_reason(e: &std::io::Error) -> String {
     }
 }
 
-fn print_summary(bytes: &[u8], path: &Path) {
+fn print_summary(bytes: &[u8], path: &Path, native_internals: bool) {
     let (profile, _) = match report::decode(bytes) {
         Ok(p) => p,
         Err(e) => {
@@ -243,7 +243,8 @@ fn print_summary(bytes: &[u8], path: &Path) {
         }
     };
     let mut sym = prof_analysis::Symbolizer::new();
-    let analysis = prof_analysis::analyze(&profile, &mut sym);
+    let mut analysis = prof_analysis::analyze(&profile, &mut sym);
+    analysis.set_native_internals(native_internals);
     let summary = analysis.summary();
     let text = prof_analysis::render_text(&summary, 10);
     let mut err = std::io::stderr().lock();
