@@ -158,6 +158,8 @@ pub struct Python {
     pub layout: Layout,
     pub runtime: u64,
     pub code_type: u64,
+    pub unicode_type: u64,
+    pub bytes_type: u64,
     pub eval_start: u64,
     pub eval_end: u64,
 }
@@ -254,13 +256,17 @@ pub fn detect() -> Option<String> {
     let eval = dlsym(c"_PyEval_EvalFrameDefault");
     let (eval_start, eval_end) = symbol_range(eval);
     let code_type = dlsym(c"PyCode_Type");
-    if eval_start == 0 || code_type == 0 {
-        return Some(format!("Python {version}: _PyEval_EvalFrameDefault or PyCode_Type not found; native stacks only"));
+    let unicode_type = dlsym(c"PyUnicode_Type");
+    let bytes_type = dlsym(c"PyBytes_Type");
+    if eval_start == 0 || code_type == 0 || unicode_type == 0 || bytes_type == 0 {
+        return Some(format!("Python {version}: _PyEval_EvalFrameDefault or the code, str and bytes types not found; native stacks only"));
     }
     let py = Box::new(Python {
         layout,
         runtime,
         code_type,
+        unicode_type,
+        bytes_type,
         eval_start,
         eval_end,
     });
@@ -368,8 +374,10 @@ pub fn walk(py: &Python, tstate: u64, out: &mut [PyFrame]) -> usize {
             continue;
         }
         let got = safe_read(code, &mut cb);
-        if got < (l.code_adaptive as usize).min(cb.len()) || word(&cb, 8) != py.code_type {
-            break; // not a code object (3.13 frames may run other executables): stop here
+        if got < (l.code_adaptive as usize).min(cb.len())
+            || !live_header(word(&cb, 0), word(&cb, 8), py.code_type)
+        {
+            break; // not a live code object (3.13 frames may run other executables): stop here
         }
         let first = {
             let o = l.code_firstlineno as usize;
@@ -406,6 +414,23 @@ pub fn walk(py: &Python, tstate: u64, out: &mut [PyFrame]) -> usize {
     n
 }
 
+/// Does an object header (ob_refcnt, ob_type) look like a live object of type `ty`?
+/// Freed memory fails: pymalloc and glibc overwrite the first word with a free-list link
+/// (an address, or 0), and glibc's tcache also the second.
+#[inline]
+fn live_header(refcnt: u64, ob_type: u64, ty: u64) -> bool {
+    // Immortal objects (3.12+) have a refcount of u32::MAX.
+    refcnt >= 1 && refcnt <= u32::MAX as u64 && ob_type == ty
+}
+
+fn live(obj: u64, ty: u64) -> bool {
+    let mut h = [0u8; 16];
+    safe_read(obj, &mut h) == 16 && {
+        let w = |i: usize| u64::from_ne_bytes(h[i..i + 8].try_into().unwrap_or([0; 8]));
+        live_header(w(0), w(8), ty)
+    }
+}
+
 /// A code object's names and line table, read by the writer thread.
 pub struct CodeInfo {
     pub qualname: String,
@@ -414,35 +439,57 @@ pub struct CodeInfo {
     pub linetable: Vec<u8>,
 }
 
-/// Reads a code object, checking it still has the fingerprint the handler saw.
+/// Reads a code object, checking it still has the fingerprint the handler saw. The code
+/// object may have been freed since the sample (and its names freed and reused): every
+/// object is checked to be alive before and after its contents are read, so a freed code
+/// object yields None rather than someone else's name.
 pub fn read_code(py: &Python, code: u64, fp: u64) -> Option<CodeInfo> {
     let l = &py.layout;
-    let mut cb = [0u8; 208];
-    if safe_read(code, &mut cb) < l.code_adaptive as usize {
-        return None;
-    }
-    let word = |off: u64| -> u64 {
-        u64::from_ne_bytes(
-            cb[off as usize..off as usize + 8]
-                .try_into()
-                .unwrap_or([0; 8]),
-        )
+    let header = || -> Option<(u64, u64, u64, u32)> {
+        let mut cb = [0u8; 208];
+        if safe_read(code, &mut cb) < l.code_adaptive as usize {
+            return None;
+        }
+        let word = |off: u64| -> u64 {
+            u64::from_ne_bytes(
+                cb[off as usize..off as usize + 8]
+                    .try_into()
+                    .unwrap_or([0; 8]),
+            )
+        };
+        if !live_header(word(0), word(8), py.code_type) {
+            return None;
+        }
+        let o = l.code_firstlineno as usize;
+        let first = u32::from_ne_bytes(cb[o..o + 4].try_into().unwrap_or([0; 4]));
+        let (filename, qualname) = (word(l.code_filename), word(l.code_qualname));
+        (fingerprint(filename, qualname, first) == fp).then_some((
+            filename,
+            qualname,
+            word(l.code_linetable),
+            first,
+        ))
     };
-    if word(8) != py.code_type {
+    let before = header()?;
+    let (filename, qualname, linetable, first) = before;
+    if !live(filename, py.unicode_type)
+        || !live(qualname, py.unicode_type)
+        || !live(linetable, py.bytes_type)
+    {
         return None;
     }
-    let o = l.code_firstlineno as usize;
-    let first = u32::from_ne_bytes(cb[o..o + 4].try_into().unwrap_or([0; 4]));
-    let (filename, qualname) = (word(l.code_filename), word(l.code_qualname));
-    if fingerprint(filename, qualname, first) != fp {
-        return None;
-    }
-    Some(CodeInfo {
+    let info = CodeInfo {
         qualname: read_unicode(l, qualname)?,
         filename: read_unicode(l, filename)?,
         firstlineno: first,
-        linetable: read_bytes(l, word(l.code_linetable)).unwrap_or_default(),
-    })
+        linetable: read_bytes(l, linetable)?,
+    };
+    // Still the same live objects after the reads: the contents were theirs.
+    let still = header()? == before
+        && live(filename, py.unicode_type)
+        && live(qualname, py.unicode_type)
+        && live(linetable, py.bytes_type);
+    still.then_some(info)
 }
 
 fn read_unicode(l: &Layout, obj: u64) -> Option<String> {

@@ -1,0 +1,229 @@
+//! Python frames merged into native stacks, on pyenv's CPython 3.11, 3.12 and 3.13 and on
+//! Debian's stripped python3.11: names, lines, proportions, threads, a multiprocessing
+//! child, and no wrong names when code objects are freed and their addresses reused.
+
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+
+use prof_e2e::*;
+
+const PYENV: &[&str] = &[
+    "3.11.7/bin/python3.11",
+    "3.12.1/bin/python3.12",
+    "3.13.0/bin/python3.13",
+];
+
+fn pythons() -> Vec<PathBuf> {
+    let root = std::env::var("PYENV_ROOT").unwrap_or_else(|_| "/root/.pyenv".into());
+    let mut v: Vec<PathBuf> = PYENV
+        .iter()
+        .map(|p| Path::new(&root).join("versions").join(p))
+        .collect();
+    v.push(PathBuf::from("/usr/bin/python3.11"));
+    for p in &v {
+        assert!(
+            p.is_file(),
+            "{} is missing: the Python tests need pyenv's 3.11.7, 3.12.1 and 3.13.0 and Debian's python3.11 (apt-get install python3)",
+            p.display()
+        );
+    }
+    v
+}
+
+fn fixture_py(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(name)
+}
+
+fn ground(stderr: &str) -> Vec<(String, f64)> {
+    let line = stderr
+        .lines()
+        .find(|l| l.starts_with("GROUND "))
+        .unwrap_or_else(|| panic!("no GROUND line in the fixture's stderr:\n{stderr}"));
+    line["GROUND ".len()..]
+        .split_whitespace()
+        .map(|kv| {
+            let (k, v) = kv.split_once('=').unwrap();
+            (k.to_string(), v.parse().unwrap())
+        })
+        .collect()
+}
+
+fn function<'a>(report: &'a Value, name: &str) -> Option<&'a Value> {
+    report["functions"]
+        .as_array()?
+        .iter()
+        .find(|f| f["name"] == name)
+}
+
+fn check_app(python: &Path) {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("prof.data");
+    let script = fixture_py("py_app.py");
+    let o = run_captured(
+        &mut prof_run(
+            &["--rate", "999"],
+            &out,
+            &[python.as_os_str(), script.as_os_str(), OsStr::new("1.0")],
+        ),
+        TIMEOUT,
+    );
+    assert_eq!(
+        o.code(),
+        Some(0),
+        "{}: prof run failed: {}",
+        python.display(),
+        o.stderr
+    );
+    assert!(
+        o.stdout.starts_with("done 0"),
+        "{}: fixture output {:?}",
+        python.display(),
+        o.stdout
+    );
+    let truth = ground(&o.stderr);
+    let r = report_json(&out);
+    let who = format!("{}\n{}", python.display(), describe(&r));
+
+    // Exact qualified names.
+    for name in [
+        "light",
+        "heavy",
+        "spin",
+        "recurse",
+        "gen_values",
+        "Worker.method",
+        "threaded",
+        "child_work",
+    ] {
+        let f = function(&r, name).unwrap_or_else(|| panic!("{name} missing: {who}"));
+        assert!(
+            f["total"].as_f64().unwrap() > 0.0,
+            "{name} has no samples: {who}"
+        );
+        assert_eq!(f["module"], "py_app.py", "{name}: {who}");
+    }
+    // The recursion shows up as a recursion (30 levels deep in one stack).
+    let o = run_captured(
+        prof().args(["report", "--format", "collapsed"]).arg(&out),
+        TIMEOUT,
+    );
+    assert!(o.status.success());
+    let deepest = o
+        .stdout
+        .lines()
+        .map(|l| l.matches(";recurse").count())
+        .max()
+        .unwrap_or(0);
+    assert!(deepest >= 30, "recurse is {deepest} deep at most: {who}");
+    // A C function called from Python stays as a leaf below its Python caller.
+    let sha = o
+        .stdout
+        .lines()
+        .filter(|l| l.contains(";digest;") && l.to_lowercase().contains("sha256"))
+        .count();
+    assert!(sha > 0, "no sha256 leaf under digest: {who}");
+
+    // The hot line of spin.
+    let src = std::fs::read_to_string(fixture_py("py_app.py")).unwrap();
+    let hot = 1 + src
+        .lines()
+        .position(|l| l.contains("# the hot line"))
+        .unwrap() as u64;
+    let spin = function(&r, "spin").unwrap();
+    assert_eq!(
+        spin["line"].as_u64(),
+        Some(hot),
+        "spin's hottest line: {who}"
+    );
+
+    // Proportions: light : heavy : threaded as the program measured them.
+    let names = ["light", "heavy", "threaded"];
+    let t_sum: f64 = names
+        .iter()
+        .map(|n| truth.iter().find(|(k, _)| k == n).unwrap().1)
+        .sum();
+    let p_sum: f64 = names.iter().map(|n| total_of(&r, n)).sum();
+    for n in names {
+        let want = 100.0 * truth.iter().find(|(k, _)| k == n).unwrap().1 / t_sum;
+        let got = 100.0 * total_of(&r, n) / p_sum;
+        assert!(
+            (want - got).abs() <= 3.0,
+            "{n}: {got:.1}% profiled vs {want:.1}% measured: {who}"
+        );
+    }
+
+    // Two threads of the main process and a second process (the multiprocessing child).
+    let procs = r["processes"].as_array().unwrap();
+    assert!(
+        procs.len() >= 2,
+        "the multiprocessing child is missing: {who}"
+    );
+    let threads = r["threads"].as_array().unwrap();
+    assert!(threads
+        .iter()
+        .any(|t| t["name"] == "py-worker" || t["samples"].as_f64().unwrap() > 0.0));
+    let main_pid = procs[0]["pid"].as_u64().unwrap();
+    let main_threads = threads
+        .iter()
+        .filter(|t| t["pid"].as_u64() == Some(main_pid) && t["samples"].as_f64().unwrap() > 50.0)
+        .count();
+    assert!(
+        main_threads >= 2,
+        "two busy threads expected in the main process: {who}"
+    );
+    // Python frames are matched to the interpreter's frames in (nearly) every sample.
+    assert!(
+        num(&r, "unwind_stopped_samples") <= num(&r, "samples") * 0.02,
+        "{who}"
+    );
+}
+
+#[test]
+fn python_frames_on_every_interpreter() {
+    for p in pythons() {
+        check_app(&p);
+    }
+}
+
+#[test]
+fn freed_code_objects_never_get_wrong_names() {
+    for p in pythons() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("prof.data");
+        let script = fixture_py("py_reuse.py");
+        let o = run_captured(
+            &mut prof_run(
+                &[],
+                &out,
+                &[p.as_os_str(), script.as_os_str(), OsStr::new("1.5")],
+            ),
+            TIMEOUT,
+        );
+        assert_eq!(o.code(), Some(0), "{}: {}", p.display(), o.stderr);
+        let r = report_json(&out);
+        let mut checked = 0;
+        for f in r["functions"].as_array().unwrap() {
+            let name = f["name"].as_str().unwrap();
+            let Some(n) = name.strip_prefix("f_").and_then(|n| n.parse::<u32>().ok()) else {
+                continue;
+            };
+            // f_N lives in <gen-N>, body on line N+1 (the def is on line N).
+            assert_eq!(f["module"], format!("<gen-{n}>"), "{}: {f}", p.display());
+            let line = f["line"].as_u64().unwrap_or(0) as u32;
+            assert!(
+                line == n + 1 || line == n + 2,
+                "{}: {name} at line {line}: {f}",
+                p.display()
+            );
+            checked += 1;
+        }
+        assert!(
+            checked >= 20,
+            "{}: only {checked} generated functions seen: {}",
+            p.display(),
+            describe(&r)
+        );
+    }
+}
