@@ -11,6 +11,7 @@ mod report;
 mod run;
 mod signals;
 mod target;
+mod web;
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -36,6 +37,10 @@ enum Command {
     Run(RunArgs),
     /// Print a report of a profile written by `prof run`.
     Report(ReportArgs),
+    /// Run the prof server: store uploaded profiles and serve them to browsers and the API.
+    Serve(prof_server::ServeArgs),
+    /// Upload a profile (and the debug files the server lacks) to a prof server.
+    Upload(web::UploadArgs),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -72,6 +77,10 @@ pub struct RunArgs {
     /// Show the Python interpreter's own C frames between Python frames (hidden by default).
     #[arg(long)]
     native_internals: bool,
+    /// Upload the profile to a prof server and print its link: to URL, else to
+    /// $PROF_SERVER, else to a local server started on a free port that serves until Ctrl-C.
+    #[arg(long, value_name = "URL", num_args = 0..=1, require_equals = true, default_missing_value = "")]
+    web: Option<String>,
     /// The command to profile and its arguments.
     #[arg(
         required = true,
@@ -113,6 +122,8 @@ fn main() {
     let result = match cli.command {
         Command::Run(args) => run::run(args),
         Command::Report(args) => report::report(args).map(|()| 0),
+        Command::Serve(args) => web::serve(args),
+        Command::Upload(args) => web::upload(args),
     };
     match result {
         Ok(code) => std::process::exit(code),

@@ -75,6 +75,9 @@ pub fn run(args: RunArgs) -> Result<i32> {
     if !args.quiet {
         print_summary(&merged.bytes, &args.output, args.native_internals);
     }
+    if let Some(web) = &args.web {
+        return crate::web::after_run(web, &args.output, code);
+    }
     Ok(code)
 }
 

@@ -1,0 +1,111 @@
+//! Turning stored profile bytes into a queryable [`Prepared`] profile: decode, symbolize
+//! (symbol store first, then the local filesystem when build ids match), analyze, index.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Instant;
+
+use prof_analysis::tree::{ProfileIndex, TIERS};
+use prof_analysis::{Summary, Symbolizer, Tier};
+use prof_format::Profile;
+
+use crate::error::ApiError;
+use crate::store::{ProfileRecord, Storage, TierTotals};
+
+/// A profile ready for queries; cached per profile id.
+pub struct Prepared {
+    pub index: ProfileIndex,
+    /// The same summary as `prof report --format json`.
+    pub summary: Summary,
+    pub tiers: TierTotals,
+    /// Build ids (hex) of the profile's modules.
+    pub build_ids: Vec<String>,
+    /// The symbol generation current when preparation started (see [`crate::cache`]).
+    pub gen: u64,
+    /// Build ids whose symbol file came from the symbol store.
+    pub uploaded_symbols: Vec<String>,
+    /// How long preparation took.
+    pub seconds: f64,
+}
+
+/// Weight per tier name.
+pub fn tier_totals(t: &[u64; TIERS]) -> TierTotals {
+    Tier::ALL
+        .iter()
+        .zip(t)
+        .map(|(tier, &w)| (tier.name().to_string(), w))
+        .collect()
+}
+
+/// Module paths that exist but are not regular files (FIFOs, devices, directories) are
+/// made relative, so the symbolizer treats them as pseudo modules instead of opening
+/// them: a profile must not make the server block on a FIFO or read a device.
+fn defuse_paths(profile: &mut Profile) {
+    for p in &mut profile.processes {
+        for m in &mut p.modules {
+            if !m.path.starts_with('/') {
+                continue;
+            }
+            let special = std::fs::metadata(&m.path).is_ok_and(|md| !md.is_file());
+            if special {
+                m.path = m.path.trim_start_matches('/').to_string();
+            }
+        }
+    }
+}
+
+/// Distinct build ids (hex) of a profile's modules.
+pub fn build_ids(profile: &Profile) -> Vec<String> {
+    let set: BTreeSet<String> = profile
+        .processes
+        .iter()
+        .flat_map(|p| &p.modules)
+        .filter(|m| !m.build_id.is_empty())
+        .map(|m| prof_analysis::hex(&m.build_id))
+        .collect();
+    set.into_iter().collect()
+}
+
+/// Decodes, symbolizes, analyzes and indexes a stored profile. Runs on a blocking thread.
+pub fn prepare(storage: &Storage, rec: &ProfileRecord, gen: u64) -> Result<Prepared, ApiError> {
+    let start = Instant::now();
+    let bytes = storage.profile_bytes(rec)?;
+    let mut profile = prof_format::read_profile(&bytes).map_err(|e| {
+        ApiError::Internal(format!("stored profile {} no longer decodes: {e}", rec.id))
+    })?;
+    drop(bytes);
+    defuse_paths(&mut profile);
+    let ids = build_ids(&profile);
+
+    let mut sym = Symbolizer::new();
+    let mut uploaded = Vec::new();
+    let mut warnings = Vec::new();
+    for id in &ids {
+        if let Some(path) = storage.symbol_path(id)? {
+            match sym.add_file(&path) {
+                Ok(_) => uploaded.push(id.clone()),
+                Err(e) => warnings.push(format!("uploaded symbols for build id {id}: {e}")),
+            }
+        }
+    }
+    let analysis = prof_analysis::analyze(&profile, &mut sym);
+    drop(sym);
+    let mut summary = analysis.summary();
+    summary.symbol_warnings.extend(warnings);
+    let index = ProfileIndex::new(&profile, &analysis);
+    let tiers = tier_totals(&index.tier_totals());
+    if rec.tiers.as_ref() != Some(&tiers) {
+        storage.meta.set_tiers(&rec.id, &tiers)?;
+    }
+    Ok(Prepared {
+        index,
+        summary,
+        tiers,
+        build_ids: ids,
+        gen,
+        uploaded_symbols: uploaded,
+        seconds: start.elapsed().as_secs_f64(),
+    })
+}
+
+pub type Shared = Arc<Prepared>;
