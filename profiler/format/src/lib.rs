@@ -31,6 +31,7 @@ pub mod kind {
     pub const PROCESS_END: u8 = 8;
     pub const NOTICE: u8 = 9;
     pub const PY_CODE: u8 = 10;
+    pub const FRAME: u8 = 13;
 }
 
 /// Sample flags (bit set in [`Sample::flags`]).
@@ -55,6 +56,37 @@ pub mod node_kind {
     pub const SYSCALL: u32 = 1;
     /// A Python frame: `value` = (PY_CODE id << 32) | instruction index in its bytecode.
     pub const PYTHON: u32 = 2;
+    /// A symbolic frame: `value` is the id of a FRAME record (imported profiles).
+    pub const FRAME: u32 = 3;
+}
+
+/// FRAME record: a frame known by name rather than by address, as imported profiles
+/// (vmprof, perf script, folded stacks) give them. Referenced by [`node_kind::FRAME`] nodes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SymFrame {
+    /// Unique within the process section.
+    pub id: u32,
+    /// The tier the source itself gave this frame ([`tier_hint`]); `tier_hint::NONE`
+    /// leaves it to the tier rules.
+    pub tier: u32,
+    pub name: String,
+    /// File name of the module, or a pseudo module (`[jit]`); may be empty.
+    pub module: String,
+    /// Source file; empty when unknown.
+    pub file: String,
+    /// Source line; 0 when unknown.
+    pub line: u32,
+}
+
+/// Tier codes of [`SymFrame::tier`]. Unknown codes read as `NONE`.
+pub mod tier_hint {
+    pub const NONE: u32 = 0;
+    pub const INTERPRETER: u32 = 1;
+    pub const WARMUP: u32 = 2;
+    pub const JIT: u32 = 3;
+    pub const NATIVE: u32 = 4;
+    pub const GC: u32 = 5;
+    pub const KERNEL: u32 = 6;
 }
 
 /// PY_CODE record: a Python code object, recorded once.

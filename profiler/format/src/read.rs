@@ -2,8 +2,8 @@
 
 use crate::varint::Cursor;
 use crate::{
-    kind, Error, Mode, Module, Node, Notice, ProcessEnd, ProcessInfo, PyCode, Sample, TimerSource,
-    HEADER_LEN, MAGIC, VERSION,
+    kind, Error, Mode, Module, Node, Notice, ProcessEnd, ProcessInfo, PyCode, Sample, SymFrame,
+    TimerSource, HEADER_LEN, MAGIC, VERSION,
 };
 
 /// One record as it sits in the file.
@@ -34,6 +34,8 @@ pub struct Process {
     pub notices: Vec<Notice>,
     /// Python code objects, in the order recorded (look up by `PyCode::id`).
     pub py_code: Vec<PyCode>,
+    /// Symbolic frames (FRAME records), in the order recorded (look up by `SymFrame::id`).
+    pub frames: Vec<SymFrame>,
 }
 
 impl Process {
@@ -53,6 +55,7 @@ impl Process {
             end: None,
             notices: Vec::new(),
             py_code: Vec::new(),
+            frames: Vec::new(),
         }
     }
 
@@ -191,6 +194,7 @@ pub fn read_profile(bytes: &[u8]) -> Result<Profile, Error> {
                 | kind::PROCESS_END
                 | kind::NOTICE
                 | kind::PY_CODE
+                | kind::FRAME
         );
         if !known {
             continue; // Forward compatibility: unknown kinds are skipped.
@@ -230,6 +234,17 @@ pub fn read_profile(bytes: &[u8]) -> Result<Profile, Error> {
                     linetable: c.bytes()?.to_vec(),
                 });
                 Some(())
+            })(),
+            kind::FRAME => (|| {
+                p.frames.push(SymFrame {
+                    id: c.u32()?,
+                    tier: c.u32()?,
+                    name: c.string()?,
+                    module: c.string()?,
+                    file: c.string()?,
+                    line: c.u32()?,
+                });
+                c.is_empty().then_some(())
             })(),
             _ => unreachable!("filtered above"),
         };

@@ -175,3 +175,69 @@ proptest! {
         let _ = read_profile(&b);
     }
 }
+
+#[test]
+fn symbolic_frames_roundtrip() {
+    let mut w = LogWriter::new(Vec::new());
+    w.process(&ProcessInfo {
+        pid: 7,
+        ppid: 0,
+        start_unix_ns: 0,
+        period_ns: 1_000_000,
+        mode: Mode::Cpu,
+        timer: TimerSource::None,
+        time_unit_ns: 1000,
+        max_depth: 0,
+        exe: "pypy".into(),
+        argv: vec![],
+        agent_version: "import".into(),
+    });
+    let frames = [
+        SymFrame {
+            id: 1,
+            tier: tier_hint::INTERPRETER,
+            name: "main".into(),
+            module: "app.py".into(),
+            file: "/src/app.py".into(),
+            line: 3,
+        },
+        SymFrame {
+            id: 2,
+            tier: tier_hint::JIT,
+            name: "fib".into(),
+            module: "app.py".into(),
+            file: String::new(),
+            line: 0,
+        },
+    ];
+    for f in &frames {
+        w.frame(f);
+    }
+    let leaf = w
+        .stacks
+        .intern([(node_kind::FRAME, 1), (node_kind::FRAME, 2)]);
+    w.samples(
+        7,
+        &[PendingSample {
+            time_ns: 5000,
+            leaf,
+            weight: 3,
+            flags: 0,
+        }],
+    );
+    let bytes = w.into_inner().unwrap();
+    let p = read_profile(&bytes).unwrap();
+    let pr = &p.processes[0];
+    assert_eq!(pr.frames, frames);
+    let stack: Vec<(u32, u64)> = pr
+        .stack(pr.samples[0].leaf)
+        .map(|n| (n.kind, n.value))
+        .collect();
+    assert_eq!(stack, vec![(node_kind::FRAME, 2), (node_kind::FRAME, 1)]);
+    // A FRAME record with bytes left over is corrupt.
+    let mut bad = LogWriter::new(Vec::new()).into_inner().unwrap();
+    let first = split_records(&bytes).unwrap().records[0].bytes.to_vec();
+    bad.extend_from_slice(&first);
+    bad.extend_from_slice(&[kind::FRAME, 8, 1, 0, 0, 0, 0, 0, 0, 0]);
+    assert!(matches!(read_profile(&bad), Err(Error::Corrupt { .. })));
+}

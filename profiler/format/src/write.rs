@@ -5,7 +5,9 @@ use std::collections::HashMap;
 use std::io::{self, Write};
 
 use crate::varint::{put_bytes, put_i64, put_u64};
-use crate::{kind, Module, Node, ProcessEnd, ProcessInfo, PyCode, HEADER_LEN, MAGIC, VERSION};
+use crate::{
+    kind, Module, Node, ProcessEnd, ProcessInfo, PyCode, SymFrame, HEADER_LEN, MAGIC, VERSION,
+};
 
 /// Deduplicates stacks into a tree of nodes (frame + parent), so a stack seen again costs
 /// nothing and a new stack costs only the frames it does not share with earlier ones.
@@ -227,6 +229,18 @@ impl<W: Write> LogWriter<W> {
         put_u64(r, c.python_minor as u64);
         put_bytes(r, &c.linetable);
         self.emit(kind::PY_CODE);
+    }
+
+    /// A symbolic frame (imported profiles); FRAME nodes name it by id.
+    pub fn frame(&mut self, f: &SymFrame) {
+        let r = &mut self.rec;
+        put_u64(r, f.id as u64);
+        put_u64(r, f.tier as u64);
+        put_bytes(r, f.name.as_bytes());
+        put_bytes(r, f.module.as_bytes());
+        put_bytes(r, f.file.as_bytes());
+        put_u64(r, f.line as u64);
+        self.emit(kind::FRAME);
     }
 
     pub fn notice(&mut self, text: &str) {
