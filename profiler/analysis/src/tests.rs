@@ -435,6 +435,7 @@ fn garbage_profiles_do_not_panic() {
         }),
         notices: vec![],
         py_code: vec![],
+        frames: vec![],
     };
     // Nodes: root placeholder missing, parents pointing forward, to themselves, past the end.
     p.nodes = vec![
@@ -604,6 +605,7 @@ fn aggregation_scales() {
         end: None,
         notices: vec![],
         py_code: vec![],
+        frames: vec![],
     };
     // 2000 chains of depth 25.
     let mut leaves = Vec::new();
