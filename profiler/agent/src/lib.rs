@@ -11,6 +11,7 @@
 
 mod handler;
 mod hooks;
+mod jit;
 mod modules;
 mod python;
 mod ring;

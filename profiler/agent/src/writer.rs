@@ -40,6 +40,8 @@ struct Writer {
     codes: CodeTable,
     /// Scratch: one merged stack, root first.
     frames: Vec<(u32, u64)>,
+    /// [issue 5] JIT maps and logs tailed before each drain (jit.rs).
+    jit: crate::jit::Jit,
 }
 
 /// Python code objects recorded so far: (address, fingerprint) -> PY_CODE id.
@@ -248,6 +250,7 @@ pub fn start(dir: &str, start_unix_ns: u64) -> std::io::Result<()> {
             ..Default::default()
         },
         frames: Vec::new(),
+        jit: crate::jit::Jit::new(pid), // [issue 5]
     };
     w.step(true);
     if w.failed {
@@ -323,6 +326,8 @@ impl Writer {
             }
             return;
         }
+        // [issue 5] JIT code entries first, so they precede the samples that may run it.
+        self.jit.poll(&mut self.log, force_write);
         self.drain();
         if force_write
             || self.last_write.elapsed() >= WRITE_EVERY

@@ -436,6 +436,8 @@ fn garbage_profiles_do_not_panic() {
         notices: vec![],
         py_code: vec![],
         frames: vec![],
+        jit_code: vec![],
+        jit_phases: vec![],
     };
     // Nodes: root placeholder missing, parents pointing forward, to themselves, past the end.
     p.nodes = vec![
@@ -606,6 +608,8 @@ fn aggregation_scales() {
         notices: vec![],
         py_code: vec![],
         frames: vec![],
+        jit_code: vec![],
+        jit_phases: vec![],
     };
     // 2000 chains of depth 25.
     let mut leaves = Vec::new();

@@ -31,6 +31,8 @@ pub mod kind {
     pub const PROCESS_END: u8 = 8;
     pub const NOTICE: u8 = 9;
     pub const PY_CODE: u8 = 10;
+    pub const JIT_CODE: u8 = 11;
+    pub const JIT_PHASE: u8 = 12;
     pub const FRAME: u8 = 13;
 }
 
@@ -101,6 +103,67 @@ pub struct PyCode {
     pub python_minor: u32,
     /// `co_linetable` bytes (the 3.11+ location table).
     pub linetable: Vec<u8>,
+}
+
+/// Where a [`JitCode`] entry came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum JitSource {
+    /// A line of the runtime's perf map, `/tmp/perf-PID.map` (`START SIZE name`).
+    PerfMap,
+    /// A `jit-backend-addr` section of PyPy's JIT log (`PYPYLOG`): a compiled loop or bridge.
+    PypyLog,
+    /// An anonymous executable memory mapping (no file behind it) seen in
+    /// `/proc/self/maps`: code generated at run time that no map names.
+    AnonExec,
+}
+
+impl JitSource {
+    pub fn code(self) -> u64 {
+        match self {
+            JitSource::PerfMap => 0,
+            JitSource::PypyLog => 1,
+            JitSource::AnonExec => 2,
+        }
+    }
+    pub fn from_code(c: u64) -> Option<JitSource> {
+        match c {
+            0 => Some(JitSource::PerfMap),
+            1 => Some(JitSource::PypyLog),
+            2 => Some(JitSource::AnonExec),
+            _ => None,
+        }
+    }
+}
+
+/// JIT_CODE record: a range of run-time generated code and its name, as the agent read it
+/// from a JIT's map while the process ran.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JitCode {
+    /// First byte of the code (runtime address).
+    pub start: u64,
+    /// Length in bytes (`start + size` is one past the last byte).
+    pub size: u64,
+    /// When the agent read the entry, ns since the process started.
+    pub time_ns: u64,
+    pub source: JitSource,
+    /// The name as the runtime wrote it (`JS:*fib /app.js:3:13`, `int Hot.work(int)`).
+    pub name: String,
+    /// Set by the reader, not written: how many stack nodes the process section had
+    /// defined when this record was read. Nodes with a higher id were interned after the
+    /// agent knew this entry (see docs/FORMAT.md, "JIT code that replaces older code").
+    pub nodes_before: u32,
+}
+
+/// JIT_PHASE record: an interval in which a runtime reported itself busy with something
+/// other than running the program (PyPy's JIT log: tracing, blackhole interpretation,
+/// garbage collection).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JitPhase {
+    /// Start and end, ns since the process started (`start_ns <= end_ns`).
+    pub start_ns: u64,
+    pub end_ns: u64,
+    /// The runtime's name for the phase (`jit-tracing`, `gc-minor`).
+    pub name: String,
 }
 
 /// Sampling mode recorded in the process record.

@@ -2,8 +2,8 @@
 
 use crate::varint::Cursor;
 use crate::{
-    kind, Error, Mode, Module, Node, Notice, ProcessEnd, ProcessInfo, PyCode, Sample, SymFrame,
-    TimerSource, HEADER_LEN, MAGIC, VERSION,
+    kind, Error, JitCode, JitPhase, JitSource, Mode, Module, Node, Notice, ProcessEnd, ProcessInfo,
+    PyCode, Sample, SymFrame, TimerSource, HEADER_LEN, MAGIC, VERSION,
 };
 
 /// One record as it sits in the file.
@@ -34,6 +34,11 @@ pub struct Process {
     pub notices: Vec<Notice>,
     /// Python code objects, in the order recorded (look up by `PyCode::id`).
     pub py_code: Vec<PyCode>,
+    /// JIT code entries, in the order recorded (a later entry may replace an earlier one
+    /// at the same addresses).
+    pub jit_code: Vec<JitCode>,
+    /// Runtime phases (PyPy's tracing, GC), in the order recorded.
+    pub jit_phases: Vec<JitPhase>,
     /// Symbolic frames (FRAME records), in the order recorded (look up by `SymFrame::id`).
     pub frames: Vec<SymFrame>,
 }
@@ -55,6 +60,8 @@ impl Process {
             end: None,
             notices: Vec::new(),
             py_code: Vec::new(),
+            jit_code: Vec::new(),
+            jit_phases: Vec::new(),
             frames: Vec::new(),
         }
     }
@@ -194,6 +201,8 @@ pub fn read_profile(bytes: &[u8]) -> Result<Profile, Error> {
                 | kind::PROCESS_END
                 | kind::NOTICE
                 | kind::PY_CODE
+                | kind::JIT_CODE
+                | kind::JIT_PHASE
                 | kind::FRAME
         );
         if !known {
@@ -234,6 +243,35 @@ pub fn read_profile(bytes: &[u8]) -> Result<Profile, Error> {
                     linetable: c.bytes()?.to_vec(),
                 });
                 Some(())
+            })(),
+            kind::JIT_CODE => (|| {
+                let start = c.u64()?;
+                let size = c.u64()?;
+                start.checked_add(size)?;
+                let time_ns = c.u64()?;
+                let source = JitSource::from_code(c.u64()?)?;
+                let name = c.string()?;
+                let nodes_before = (p.nodes.len() - 1) as u32;
+                p.jit_code.push(JitCode {
+                    start,
+                    size,
+                    time_ns,
+                    source,
+                    name,
+                    nodes_before,
+                });
+                c.is_empty().then_some(())
+            })(),
+            kind::JIT_PHASE => (|| {
+                let start_ns = c.u64()?;
+                let end_ns = start_ns.checked_add(c.u64()?)?;
+                let name = c.string()?;
+                p.jit_phases.push(JitPhase {
+                    start_ns,
+                    end_ns,
+                    name,
+                });
+                c.is_empty().then_some(())
             })(),
             kind::FRAME => (|| {
                 p.frames.push(SymFrame {

@@ -25,8 +25,32 @@ fn sample_log() -> (Vec<u8>, usize) {
         ranges: vec![(0x5555_0000_1000, 0x5555_0000_9000)],
     });
     w.thread(42, "demo");
+    w.jit_code(&JitCode {
+        start: 0x7f00_0000_1000,
+        size: 0x2c0,
+        time_ns: 5_000_000,
+        source: JitSource::PerfMap,
+        name: "JS:*hot /app.js:4:19".into(),
+        nodes_before: 0,
+    });
+    w.jit_phase(&JitPhase {
+        start_ns: 1_000,
+        end_ns: 3_500,
+        name: "jit-tracing".into(),
+    });
     let mut n = 0;
     for batch in 0..5u64 {
+        if batch == 2 {
+            // Code replaced at the same address, after some nodes exist.
+            w.jit_code(&JitCode {
+                start: 0x7f00_0000_1000,
+                size: 0x100,
+                time_ns: 40_000_000,
+                source: JitSource::PypyLog,
+                name: "Loop 1 (f;/a.py:1-2~#4 FOR_ITER)".into(),
+                nodes_before: 0,
+            });
+        }
         let mut ss = Vec::new();
         for i in 0..20u64 {
             let depth = 1 + (i % 4);
@@ -68,6 +92,25 @@ fn roundtrip() {
     assert_eq!(pr.samples.len(), n);
     assert_eq!(pr.lost, 1 + 2 + 3 + 4);
     assert_eq!(pr.end.unwrap().signals, 100);
+    assert_eq!(pr.jit_code.len(), 2);
+    assert_eq!(pr.jit_code[0].name, "JS:*hot /app.js:4:19");
+    assert_eq!(
+        (pr.jit_code[0].start, pr.jit_code[0].size, pr.jit_code[0].time_ns),
+        (0x7f00_0000_1000, 0x2c0, 5_000_000)
+    );
+    assert_eq!(pr.jit_code[0].nodes_before, 0);
+    assert_eq!(pr.jit_code[1].source, JitSource::PypyLog);
+    assert!(pr.jit_code[1].nodes_before > 0);
+    // Every distinct stack was interned in the first batch, before the replacement.
+    assert_eq!(pr.jit_code[1].nodes_before as usize, pr.nodes.len() - 1);
+    assert_eq!(
+        pr.jit_phases,
+        vec![JitPhase {
+            start_ns: 1_000,
+            end_ns: 3_500,
+            name: "jit-tracing".into()
+        }]
+    );
     // Stacks decode back to the frames that were interned.
     for (k, s) in pr.samples.iter().enumerate() {
         let i = (k % 20) as u64;
@@ -139,6 +182,45 @@ fn every_truncation_reads_a_prefix() {
         }
     }
     assert_eq!(last, n);
+}
+
+#[test]
+fn malformed_jit_records_are_corruption() {
+    use crate::varint::{put_bytes, put_u64};
+    let (good, _) = sample_log();
+    let first = split_records(&good).unwrap().records[0].bytes.to_vec();
+    let with = |kind: u8, payload: &[u8]| {
+        let mut b = good[..HEADER_LEN].to_vec();
+        b.extend_from_slice(&first);
+        b.push(kind);
+        put_u64(&mut b, payload.len() as u64);
+        b.extend_from_slice(payload);
+        read_profile(&b)
+    };
+    let mut p = Vec::new();
+    put_u64(&mut p, u64::MAX - 1); // start + size overflows
+    put_u64(&mut p, 2);
+    put_u64(&mut p, 0);
+    put_u64(&mut p, 0);
+    put_bytes(&mut p, b"x");
+    assert!(matches!(with(kind::JIT_CODE, &p), Err(Error::Corrupt { .. })));
+    let mut p = Vec::new();
+    for v in [1, 2, 3, 9] {
+        put_u64(&mut p, v); // source 9 is unknown
+    }
+    put_bytes(&mut p, b"x");
+    assert!(matches!(with(kind::JIT_CODE, &p), Err(Error::Corrupt { .. })));
+    let mut p = Vec::new();
+    put_u64(&mut p, u64::MAX);
+    put_u64(&mut p, 5); // end overflows
+    put_bytes(&mut p, b"gc-minor");
+    assert!(matches!(with(kind::JIT_PHASE, &p), Err(Error::Corrupt { .. })));
+    let mut p = Vec::new();
+    put_u64(&mut p, 1);
+    put_u64(&mut p, 5);
+    put_bytes(&mut p, b"gc-minor");
+    p.push(0); // trailing byte
+    assert!(matches!(with(kind::JIT_PHASE, &p), Err(Error::Corrupt { .. })));
 }
 
 #[test]

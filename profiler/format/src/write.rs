@@ -6,7 +6,8 @@ use std::io::{self, Write};
 
 use crate::varint::{put_bytes, put_i64, put_u64};
 use crate::{
-    kind, Module, Node, ProcessEnd, ProcessInfo, PyCode, SymFrame, HEADER_LEN, MAGIC, VERSION,
+    kind, JitCode, JitPhase, Module, Node, ProcessEnd, ProcessInfo, PyCode, SymFrame, HEADER_LEN,
+    MAGIC, VERSION,
 };
 
 /// Deduplicates stacks into a tree of nodes (frame + parent), so a stack seen again costs
@@ -71,6 +72,17 @@ impl StackInterner {
         (first, std::mem::take(&mut self.fresh))
     }
 
+    /// Stops reusing the nodes whose value lies in `[start, end]`: a stack through those
+    /// addresses interned from now on gets new nodes (and so do the frames inside it),
+    /// while the old nodes keep their ids. Used when JIT code at those addresses was
+    /// replaced, so that samples before and after the replacement never share a node.
+    /// Returns how many nodes were retired.
+    pub fn retire_values(&mut self, start: u64, end: u64) -> usize {
+        let before = self.ids.len();
+        self.ids.retain(|n, _| n.value < start || n.value > end);
+        before - self.ids.len()
+    }
+
     /// Forgets everything (a forked child starts a new log).
     pub fn clear(&mut self) {
         *self = StackInterner::new();
@@ -84,6 +96,14 @@ pub struct PendingSample {
     pub leaf: u32,
     pub weight: u32,
     pub flags: u32,
+}
+
+fn encode_jit_code(r: &mut Vec<u8>, c: &JitCode) {
+    put_u64(r, c.start);
+    put_u64(r, c.size.min(u64::MAX - c.start));
+    put_u64(r, c.time_ns);
+    put_u64(r, c.source.code());
+    put_bytes(r, c.name.as_bytes());
 }
 
 pub struct LogWriter<W: Write> {
@@ -229,6 +249,20 @@ impl<W: Write> LogWriter<W> {
         put_u64(r, c.python_minor as u64);
         put_bytes(r, &c.linetable);
         self.emit(kind::PY_CODE);
+    }
+
+    /// A JIT_CODE record (`c.nodes_before` is not written: the reader derives it).
+    pub fn jit_code(&mut self, c: &JitCode) {
+        encode_jit_code(&mut self.rec, c);
+        self.emit(kind::JIT_CODE);
+    }
+
+    pub fn jit_phase(&mut self, ph: &JitPhase) {
+        let r = &mut self.rec;
+        put_u64(r, ph.start_ns);
+        put_u64(r, ph.end_ns.saturating_sub(ph.start_ns));
+        put_bytes(r, ph.name.as_bytes());
+        self.emit(kind::JIT_PHASE);
     }
 
     /// A symbolic frame (imported profiles); FRAME nodes name it by id.

@@ -1,0 +1,583 @@
+//! JIT code capture (issue 5): the writer thread tails what runtimes publish about the
+//! code they generate, and records it in the log before the samples that may run it.
+//!
+//! - `/tmp/perf-PID.map` (`START SIZE name` per line): V8 `--perf-basic-prof`, CPython
+//!   3.12+ `PYTHONPERFSUPPORT=1`, HotSpot `-XX:+DumpPerfMapAtExit` (written once, at exit,
+//!   before the agent's final flush). Read from the last offset, whole lines only.
+//! - PyPy's JIT log, when `PYPYLOG` names a file and asks for `jit-backend-addr`: compiled
+//!   loops and bridges with their addresses; its `{section ... section}` timestamps (the
+//!   CPU's TSC) give the intervals spent tracing, blackhole-interpreting and collecting
+//!   garbage, recorded as JIT_PHASE records in the log's clock.
+//! - Anonymous executable mappings in `/proc/self/maps` (JIT code no map names), rescanned
+//!   at most every [`ANON_EVERY`] and at the first and last write.
+//!
+//! When an entry covers addresses an earlier entry already covered (code replaced), the
+//! stack interner stops reusing nodes at those addresses, so a stack node never stands for
+//! two different pieces of code; the reader pairs each node with the entries recorded
+//! before it (docs/FORMAT.md).
+//!
+//! Ordinary Rust on the writer thread; never called from the signal handler.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::os::unix::fs::MetadataExt;
+use std::time::{Duration, Instant};
+
+use prof_format::{JitCode, JitPhase, JitSource, LogWriter};
+
+use crate::{state, sys};
+
+/// How often anonymous executable mappings are looked for.
+const ANON_EVERY: Duration = Duration::from_millis(500);
+/// Bytes of a stale map's beginning kept to tell an append from a rewrite.
+const PREFIX: usize = 4096;
+
+/// Everything JIT-related the writer thread tails.
+pub struct Jit {
+    perf_map: Tail,
+    pypy_log: Option<Tail>,
+    pypy: PypyLog,
+    /// Named code seen so far, start -> end, to notice replacements.
+    named: BTreeMap<u64, u64>,
+    /// Anonymous executable mappings already recorded.
+    anon: HashSet<(u64, u64)>,
+    last_anon: Option<Instant>,
+}
+
+impl Jit {
+    pub fn new(pid: i32) -> Jit {
+        Jit {
+            perf_map: Tail::new(format!("/tmp/perf-{pid}.map")),
+            pypy_log: std::env::var("PYPYLOG")
+                .ok()
+                .and_then(|v| pypylog_path(&v, pid))
+                .map(Tail::new),
+            pypy: PypyLog::new(),
+            named: BTreeMap::new(),
+            anon: HashSet::new(),
+            last_anon: None,
+        }
+    }
+
+    /// Reads what is new and writes it to `log`. `all`: the first or last write of the
+    /// process (rescan the mappings whatever the time).
+    pub fn poll<W: std::io::Write>(&mut self, log: &mut LogWriter<W>, all: bool) {
+        let now = now_ns();
+        let mut lines = Vec::new();
+        self.perf_map.read_lines(&mut lines);
+        for line in &lines {
+            if let Some((start, size, name)) = parse_perf_map_line(line) {
+                self.named_code(log, start, size, name, JitSource::PerfMap, now);
+            }
+        }
+        if let Some(tail) = &mut self.pypy_log {
+            if self.pypy.calibrated() {
+                lines.clear();
+                tail.read_lines(&mut lines);
+                let mut found = Vec::new();
+                for line in &lines {
+                    self.pypy.line(line, &mut found);
+                }
+                for ev in found {
+                    match ev {
+                        PypyEvent::Code { start, end, name } => self.named_code(
+                            log,
+                            start,
+                            end - start,
+                            &name,
+                            JitSource::PypyLog,
+                            now,
+                        ),
+                        PypyEvent::Phase(p) => log.jit_phase(&p),
+                    }
+                }
+            }
+        }
+        if all || self.last_anon.is_none_or(|t| t.elapsed() >= ANON_EVERY) {
+            self.last_anon = Some(Instant::now());
+            self.scan_anon(log, now);
+        }
+    }
+
+    fn named_code<W: std::io::Write>(
+        &mut self,
+        log: &mut LogWriter<W>,
+        start: u64,
+        size: u64,
+        name: &str,
+        source: JitSource,
+        now: u64,
+    ) {
+        let end = start.saturating_add(size.max(1));
+        // Entries overlapping [start, end): code that this entry replaces. The map's
+        // entries never overlap each other, so scanning down from `end` can stop at the
+        // first one that ends before `start`.
+        let overlapping: Vec<u64> = self
+            .named
+            .range(..end)
+            .rev()
+            .take_while(|&(_, &e)| e > start)
+            .map(|(&s, _)| s)
+            .collect();
+        if !overlapping.is_empty() {
+            for s in overlapping {
+                self.named.remove(&s);
+            }
+            // Return addresses can equal `end` (a call as the last instruction).
+            log.stacks.retire_values(start, end);
+        }
+        self.named.insert(start, end);
+        log.jit_code(&JitCode {
+            start,
+            size: end - start,
+            time_ns: now,
+            source,
+            name: name.to_string(),
+            nodes_before: 0,
+        });
+    }
+
+    fn scan_anon<W: std::io::Write>(&mut self, log: &mut LogWriter<W>, now: u64) {
+        let Ok(maps) = std::fs::read_to_string("/proc/self/maps") else {
+            return;
+        };
+        for (start, end) in anon_exec_ranges(&maps) {
+            if self.anon.insert((start, end)) {
+                log.jit_code(&JitCode {
+                    start,
+                    size: end - start,
+                    time_ns: now,
+                    source: JitSource::AnonExec,
+                    name: String::new(),
+                    nodes_before: 0,
+                });
+            }
+        }
+    }
+}
+
+fn now_ns() -> u64 {
+    sys::monotonic_ns().saturating_sub(state::start_ns())
+}
+
+/// `START SIZE name`: hexadecimal start and size, with or without `0x` (V8 writes none,
+/// HotSpot writes `0x` and leading zeros), then the name, which may contain spaces.
+pub fn parse_perf_map_line(line: &str) -> Option<(u64, u64, &str)> {
+    let line = line.trim_end_matches(['\r', '\n']);
+    let (start, rest) = line.split_once(' ')?;
+    let (size, name) = rest.split_once(' ').unwrap_or((rest, ""));
+    let hex = |s: &str| {
+        let s = s.strip_prefix("0x").unwrap_or(s);
+        u64::from_str_radix(s, 16).ok()
+    };
+    let start = hex(start)?;
+    let size = hex(size)?;
+    start.checked_add(size)?;
+    Some((start, size, name.trim()))
+}
+
+/// The file PyPy writes its log to, if `PYPYLOG` (`CATEGORIES:FILE`) asks for the
+/// `jit-backend-addr` section (a category is a prefix of section names) and names a file
+/// (`%d` in it is the pid).
+pub fn pypylog_path(value: &str, pid: i32) -> Option<String> {
+    let (cats, file) = value.split_once(':')?;
+    let cats = cats.strip_prefix('+').unwrap_or(cats);
+    if file.is_empty() || file == "-" {
+        return None;
+    }
+    if !cats
+        .split(',')
+        .any(|c| !c.is_empty() && "jit-backend-addr".starts_with(c))
+    {
+        return None;
+    }
+    Some(file.replace("%d", &pid.to_string()))
+}
+
+/// Anonymous executable mappings (`/proc/PID/maps` lines with `x` permission and no
+/// path; `[vdso]` and other bracketed pseudo files are not anonymous code).
+pub fn anon_exec_ranges(maps: &str) -> Vec<(u64, u64)> {
+    let mut out = Vec::new();
+    for line in maps.lines() {
+        let mut f = line.split_ascii_whitespace();
+        let (Some(range), Some(perms)) = (f.next(), f.next()) else {
+            continue;
+        };
+        // offset, device, inode, then the path if any.
+        let path = f.nth(3);
+        if path.is_some() || !perms.as_bytes().get(2).is_some_and(|&b| b == b'x') {
+            continue;
+        }
+        let Some((a, b)) = range.split_once('-') else {
+            continue;
+        };
+        if let (Ok(a), Ok(b)) = (u64::from_str_radix(a, 16), u64::from_str_radix(b, 16)) {
+            if a < b {
+                out.push((a, b));
+            }
+        }
+    }
+    out
+}
+
+/// A file read incrementally, whole lines only. A file that existed before the process
+/// started (a stale map of an earlier process with the same pid) is skipped unless it
+/// grows from what it was (appended to); a rewrite (shorter, different beginning, new
+/// inode) is read from its start.
+struct Tail {
+    path: String,
+    file: Option<File>,
+    ino: u64,
+    offset: u64,
+    partial: Vec<u8>,
+    /// (inode, size, first bytes) of a file already there when tailing began.
+    stale: Option<(u64, u64, Vec<u8>)>,
+}
+
+impl Tail {
+    fn new(path: String) -> Tail {
+        let stale = File::open(&path).ok().and_then(|mut f| {
+            let md = f.metadata().ok()?;
+            let mut prefix = vec![0; PREFIX.min(md.len() as usize)];
+            f.read_exact(&mut prefix).ok()?;
+            Some((md.ino(), md.len(), prefix))
+        });
+        Tail {
+            path,
+            file: None,
+            ino: 0,
+            offset: 0,
+            partial: Vec::new(),
+            stale,
+        }
+    }
+
+    /// Appends the complete lines added since the last call to `out`.
+    fn read_lines(&mut self, out: &mut Vec<String>) {
+        if self.file.is_none() {
+            let Ok(f) = File::open(&self.path) else {
+                return;
+            };
+            self.file = Some(f);
+        }
+        let Some(f) = &mut self.file else { return };
+        let Ok(md) = f.metadata() else { return };
+        if let Some((ino, size, prefix)) = &self.stale {
+            if md.ino() == *ino && md.len() == *size {
+                return; // Untouched: nothing of this process's yet.
+            }
+            let mut now = vec![0; prefix.len()];
+            let appended = md.ino() == *ino
+                && md.len() > *size
+                && f.seek(SeekFrom::Start(0)).is_ok()
+                && f.read_exact(&mut now).is_ok()
+                && now == *prefix;
+            self.offset = if appended { *size } else { 0 };
+            self.ino = md.ino();
+            self.stale = None;
+        }
+        // Replaced by a new file of the same name: reopen and start over.
+        if let Ok(path_md) = std::fs::metadata(&self.path) {
+            if path_md.ino() != md.ino() {
+                if let Ok(nf) = File::open(&self.path) {
+                    *f = nf;
+                    self.offset = 0;
+                    self.partial.clear();
+                }
+            }
+        }
+        let Ok(md) = f.metadata() else { return };
+        if md.len() < self.offset {
+            // Truncated and rewritten in place.
+            self.offset = 0;
+            self.partial.clear();
+        }
+        self.ino = md.ino();
+        if md.len() == self.offset || f.seek(SeekFrom::Start(self.offset)).is_err() {
+            return;
+        }
+        let mut buf = Vec::new();
+        let Ok(n) = f.take(64 << 20).read_to_end(&mut buf) else {
+            return;
+        };
+        self.offset += n as u64;
+        self.partial.extend_from_slice(&buf);
+        if let Some(last) = self.partial.iter().rposition(|&b| b == b'\n') {
+            let rest = self.partial.split_off(last + 1);
+            for l in self.partial.split(|&b| b == b'\n') {
+                if !l.is_empty() {
+                    out.push(String::from_utf8_lossy(l).into_owned());
+                }
+            }
+            self.partial = rest;
+        }
+    }
+}
+
+/// What a PyPy log line told.
+#[derive(Debug, PartialEq)]
+enum PypyEvent {
+    Code { start: u64, end: u64, name: String },
+    Phase(JitPhase),
+}
+
+/// PyPy's log sections that are recorded as phases (the outermost one of a nest).
+const PYPY_PHASES: [&str; 4] = ["jit-tracing", "jit-blackhole", "gc-minor", "gc-collect-step"];
+
+/// Parser of PyPy's JIT log, and the clock to convert its TSC timestamps.
+struct PypyLog {
+    /// Open sections: (name, TSC at open).
+    open: Vec<(String, u64)>,
+    /// The loop or bridge being described: (start, end, name).
+    code: Option<(u64, u64, String)>,
+    /// (TSC, ns since process start) when the agent started and now.
+    clock0: (u64, u64),
+    clock1: (u64, u64),
+}
+
+fn tsc() -> Option<u64> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        // SAFETY: rdtsc has no preconditions on x86_64.
+        Some(unsafe { core::arch::x86_64::_rdtsc() })
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        None
+    }
+}
+
+impl PypyLog {
+    fn new() -> PypyLog {
+        let c = (tsc().unwrap_or(0), now_ns());
+        PypyLog {
+            open: Vec::new(),
+            code: None,
+            clock0: c,
+            clock1: c,
+        }
+    }
+
+    /// True once TSC and clock have run apart long enough (5 ms) to convert between them.
+    fn calibrated(&mut self) -> bool {
+        let Some(t) = tsc() else { return false };
+        let now = (t, now_ns());
+        if now.1.saturating_sub(self.clock0.1) >= 5_000_000 && now.0 > self.clock0.0 {
+            self.clock1 = now;
+            true
+        } else {
+            false
+        }
+    }
+
+    fn ns(&self, t: u64) -> u64 {
+        let (t0, n0) = self.clock0;
+        let (t1, n1) = self.clock1;
+        let rate = (n1 - n0) as f64 / (t1 - t0) as f64;
+        let d = (t as f64 - t0 as f64) * rate;
+        (n0 as f64 + d).max(0.0) as u64
+    }
+
+    fn line(&mut self, line: &str, out: &mut Vec<PypyEvent>) {
+        if let Some(rest) = line.strip_prefix('[') {
+            let Some((ts, what)) = rest.split_once("] ") else {
+                return;
+            };
+            let Ok(t) = u64::from_str_radix(ts, 16) else {
+                return;
+            };
+            if let Some(name) = what.strip_prefix('{') {
+                self.open.push((name.trim().to_string(), t));
+            } else if let Some(name) = what.trim().strip_suffix('}') {
+                let Some(i) = self.open.iter().rposition(|(n, _)| n == name) else {
+                    return;
+                };
+                let (name, t0) = self.open.remove(i);
+                self.open.truncate(i);
+                if name == "jit-backend-addr" {
+                    if let Some((start, end, name)) = self.code.take() {
+                        out.push(PypyEvent::Code { start, end, name });
+                    }
+                    return;
+                }
+                let outermost = !self.open.iter().any(|(n, _)| is_phase(n));
+                if is_phase(&name) && outermost && t >= t0 {
+                    out.push(PypyEvent::Phase(JitPhase {
+                        start_ns: self.ns(t0),
+                        end_ns: self.ns(t),
+                        name,
+                    }));
+                }
+            }
+            return;
+        }
+        let l = line.trim();
+        // Loop 1 (kernel;/app.py:2-4~#12 FOR_ITER) has address 0xA to 0xB (bootstrap 0xC)
+        // bridge out of Guard 0xG has address 0xA to 0xB
+        if let Some(i) = l.find(" has address ") {
+            let what = &l[..i];
+            let mut f = l[i + 13..].split_whitespace();
+            let a = f.next().and_then(hex);
+            let b = f.nth(1).and_then(hex);
+            let boot = f.nth(1).map(|s| s.trim_end_matches(')')).and_then(hex);
+            if let (Some(a), Some(b)) = (a, b) {
+                let start = boot.map_or(a, |c| c.min(a));
+                if start < b {
+                    self.code = Some((start, b, what.to_string()));
+                }
+            }
+        } else if let Some(e) = l.strip_prefix("end: ").and_then(hex) {
+            if let Some(c) = &mut self.code {
+                if e > c.0 {
+                    c.1 = c.1.max(e);
+                }
+            }
+        }
+    }
+}
+
+fn is_phase(name: &str) -> bool {
+    PYPY_PHASES.contains(&name)
+}
+
+fn hex(s: &str) -> Option<u64> {
+    u64::from_str_radix(s.strip_prefix("0x")?, 16).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn perf_map_lines() {
+        assert_eq!(
+            parse_perf_map_line("7f74e77e52c0 2c0 JS:*hotKernel /tmp/js_jit.js:4:19"),
+            Some((0x7f74e77e52c0, 0x2c0, "JS:*hotKernel /tmp/js_jit.js:4:19"))
+        );
+        assert_eq!(
+            parse_perf_map_line("0x00007fda6cec7600 0x0000000000000318 int Hot.hotKernel(int, int)"),
+            Some((0x7fda6cec7600, 0x318, "int Hot.hotKernel(int, int)"))
+        );
+        assert_eq!(parse_perf_map_line("garbage"), None);
+        assert_eq!(parse_perf_map_line("zz 10 x"), None);
+        assert_eq!(parse_perf_map_line("ffffffffffffffff 10 x"), None);
+    }
+
+    #[test]
+    fn pypylog_setting() {
+        assert_eq!(
+            pypylog_path("jit-backend-addr:/d/pypy-%d.log", 42).as_deref(),
+            Some("/d/pypy-42.log")
+        );
+        assert_eq!(
+            pypylog_path("gc,jit:/d/x", 1).as_deref(),
+            Some("/d/x"),
+            "the jit category includes jit-backend-addr"
+        );
+        assert_eq!(pypylog_path("gc-minor:/d/x", 1), None);
+        assert_eq!(pypylog_path("jit-backend-addr:-", 1), None);
+        assert_eq!(pypylog_path("/just/a/file", 1), None);
+    }
+
+    #[test]
+    fn anonymous_executable_mappings() {
+        let maps = "\
+562f6cf41000-562f6cf42000 r-xp 00001000 fe:00 10199043                   /usr/bin/pypy3.9
+7fe04165a000-7fe04175a000 rwxp 00000000 00:00 0 
+7fe04175a000-7fe04185a000 rw-p 00000000 00:00 0 
+7fe0545d7000-7fe0545d9000 r-xp 00000000 00:00 0                          [vdso]
+ffffffffff600000-ffffffffff601000 --xp 00000000 00:00 0                  [vsyscall]
+";
+        assert_eq!(anon_exec_ranges(maps), vec![(0x7fe04165a000, 0x7fe04175a000)]);
+    }
+
+    #[test]
+    fn pypy_log_sections() {
+        let mut p = PypyLog::new();
+        p.clock0 = (0x1000, 0);
+        p.clock1 = (0x3000, 0x1000); // 2 ticks per ns (timestamps are hexadecimal)
+        let mut out = Vec::new();
+        for l in [
+            "[1400] {jit-tracing",
+            "kernel;/t/loop.py:2-4~#12 FOR_ITER",
+            "[1500] {gc-minor",
+            "[1600] gc-minor}",
+            "[1700] {jit-backend-addr",
+            "Loop 1 (kernel;/t/loop.py:2-4~#12 FOR_ITER) has address 0x7f00a5b to 0x7f00c20 (bootstrap 0x7f009d0)",
+            "       gc table: 0x7f00950",
+            "            end: 0x7f00dd7",
+            "[1800] jit-backend-addr}",
+            "[2000] jit-tracing}",
+            "[2200] {gc-minor",
+            "[2204] {gc-minor-walkroots",
+            "[2206] gc-minor-walkroots}",
+            "[2400] gc-minor}",
+            "[2500] {jit-backend-addr",
+            "bridge out of Guard 0x7f5805fca020 has address 0x7f00e60 to 0x7f00f70",
+            "            end: 0x7f01010",
+            "[2600] jit-backend-addr}",
+        ] {
+            p.line(l, &mut out);
+        }
+        assert_eq!(
+            out,
+            vec![
+                PypyEvent::Code {
+                    start: 0x7f009d0,
+                    end: 0x7f00dd7,
+                    name: "Loop 1 (kernel;/t/loop.py:2-4~#12 FOR_ITER)".into()
+                },
+                PypyEvent::Phase(JitPhase {
+                    start_ns: 0x200,
+                    end_ns: 0x800,
+                    name: "jit-tracing".into()
+                }),
+                PypyEvent::Phase(JitPhase {
+                    start_ns: 0x900,
+                    end_ns: 0xa00,
+                    name: "gc-minor".into()
+                }),
+                PypyEvent::Code {
+                    start: 0x7f00e60,
+                    end: 0x7f01010,
+                    name: "bridge out of Guard 0x7f5805fca020".into()
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn tail_reads_whole_lines_and_skips_stale_files() {
+        let d = std::env::temp_dir().join(format!("prof-jit-test-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        let p = d.join("perf.map");
+        std::fs::write(&p, "1 2 stale\n").unwrap();
+        let mut t = Tail::new(p.display().to_string());
+        let mut out = Vec::new();
+        t.read_lines(&mut out);
+        assert!(out.is_empty(), "stale content is skipped");
+        // Appended to: only the new lines.
+        std::fs::write(&p, "1 2 stale\n3 4 new\n5 6 par").unwrap();
+        t.read_lines(&mut out);
+        assert_eq!(out, vec!["3 4 new"]);
+        out.clear();
+        let mut f = std::fs::OpenOptions::new().append(true).open(&p).unwrap();
+        std::io::Write::write_all(&mut f, b"tial\n").unwrap();
+        t.read_lines(&mut out);
+        assert_eq!(out, vec!["5 6 partial"]);
+        out.clear();
+        // Rewritten (shorter): from the start.
+        std::fs::write(&p, "7 8 again\n").unwrap();
+        t.read_lines(&mut out);
+        assert_eq!(out, vec!["7 8 again"]);
+        // A stale file rewritten by the process: all of it.
+        std::fs::write(&p, "1 2 stale\n").unwrap();
+        let mut t = Tail::new(p.display().to_string());
+        std::fs::write(&p, "9 a fresh start, longer than before\n").unwrap();
+        out.clear();
+        t.read_lines(&mut out);
+        assert_eq!(out, vec!["9 a fresh start, longer than before"]);
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+}
