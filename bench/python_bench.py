@@ -64,6 +64,8 @@ def main():
     ap.add_argument("--scale", type=int, default=20)
     ap.add_argument("--python", default=shutil.which("python3"))
     a = ap.parse_args()
+    # The interpreter itself, not a launcher script (pyenv shims are bash scripts).
+    a.python = subprocess.run([a.python, "-c", "import sys; print(sys.executable)"], capture_output=True, text=True, check=True).stdout.strip()
     prof = os.path.join(ROOT, "target", "release", "prof")
     if not os.path.exists(prof):
         sys.exit("build first: cargo build --release")

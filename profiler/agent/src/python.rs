@@ -44,6 +44,7 @@ pub struct Layout {
     pub tstate_cframe: Option<u64>,
     pub cframe_current_frame: u64,
     pub tstate_current_frame: u64,
+    pub tstate_datastack_chunk: u64,
     pub frame_code: u64,
     pub frame_previous: u64,
     pub frame_instr: u64,
@@ -76,6 +77,7 @@ fn layout_311() -> Layout {
         tstate_cframe: Some(56),
         cframe_current_frame: 8,
         tstate_current_frame: 0,
+        tstate_datastack_chunk: 296,
         frame_code: 32,
         frame_previous: 48,
         frame_instr: 56,
@@ -100,6 +102,7 @@ fn layout_312() -> Layout {
         minor: 12,
         interp_threads_head: 0x48,
         tstate_native_thread_id: 144,
+        tstate_datastack_chunk: 232,
         cframe_current_frame: 0,
         frame_code: 0,
         frame_previous: 8,
@@ -134,6 +137,7 @@ fn layout_from_debug_offsets(runtime: u64, minor: u32) -> Option<Layout> {
         tstate_cframe: None,
         cframe_current_frame: 0,
         tstate_current_frame: w(184),
+        tstate_datastack_chunk: w(208),
         frame_previous: w(232),
         frame_code: w(240),
         frame_instr: w(248),
@@ -336,8 +340,20 @@ fn fingerprint(filename: u64, qualname: u64, firstlineno: u32) -> u64 {
     filename.rotate_left(21) ^ qualname ^ (firstlineno as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
 }
 
+/// Code-object header bytes the handler needs (refcount, type, names, first line).
+const CODE_HDR: usize = 144;
+/// Code headers read per process_vm_readv call (bounded stack use in the handler).
+const BATCH: usize = 8;
+/// The thread's frame-stack chunks the handler tracks.
+const MAX_CHUNKS: usize = 16;
+
 /// Walks the Python frames of the interrupted thread (signal handler). Returns how many
 /// frames were written to `out`, innermost first.
+///
+/// Frames that lie in one of the thread's live data-stack chunks are read directly: the
+/// chunks belong to the interrupted thread, which is the one running this handler, so
+/// nothing can free them meanwhile. Anything else (generator frames, code objects) is
+/// read with process_vm_readv, code headers batched eight per call.
 #[inline]
 pub fn walk(py: &Python, tstate: u64, out: &mut [PyFrame]) -> usize {
     let l = &py.layout;
@@ -348,17 +364,40 @@ pub fn walk(py: &Python, tstate: u64, out: &mut [PyFrame]) -> usize {
         },
         None => read_u64(tstate + l.tstate_current_frame).unwrap_or(0),
     };
-    let mut n = 0usize;
-    let mut fb = [0u8; 80];
-    let mut cb = [0u8; 208];
+    // The live chunks: [chunk + header, chunk + size).
+    let mut chunks = [(0u64, 0u64); MAX_CHUNKS];
+    let mut nch = 0;
+    let mut c = read_u64(tstate + l.tstate_datastack_chunk).unwrap_or(0);
+    while c != 0 && nch < MAX_CHUNKS {
+        let mut h = [0u8; 16];
+        if safe_read(c, &mut h) != 16 {
+            break;
+        }
+        let prev = u64::from_ne_bytes(h[0..8].try_into().unwrap_or([0; 8]));
+        let size = u64::from_ne_bytes(h[8..16].try_into().unwrap_or([0; 8]));
+        if size > 1 << 30 {
+            break;
+        }
+        chunks[nch] = (c + 24, c.saturating_add(size));
+        nch += 1;
+        c = prev;
+    }
+    let in_chunk = |a: u64, len: u64| chunks[..nch].iter().any(|&(s, e)| a >= s && a.saturating_add(len) <= e);
     let word = |b: &[u8], off: u64| -> u64 {
         let o = off as usize;
         b.get(o..o + 8)
             .map(|s| u64::from_ne_bytes(s.try_into().unwrap_or([0; 8])))
             .unwrap_or(0)
     };
+    // Phase 1: the frame chain.
+    let mut n = 0usize;
+    let mut fb = [0u8; 80];
     while frame != 0 && n < out.len() {
-        if safe_read(frame, &mut fb) != fb.len() {
+        if in_chunk(frame, fb.len() as u64) && frame % 8 == 0 {
+            // SAFETY: [frame, frame + 80) lies in a live data-stack chunk of this very
+            // thread (see above), so it is mapped and cannot be freed while we read.
+            unsafe { core::ptr::copy_nonoverlapping(frame as *const u8, fb.as_mut_ptr(), fb.len()) };
+        } else if safe_read(frame, &mut fb) != fb.len() {
             break;
         }
         let code = word(&fb, l.frame_code);
@@ -373,43 +412,47 @@ pub fn walk(py: &Python, tstate: u64, out: &mut [PyFrame]) -> usize {
             frame = previous;
             continue;
         }
-        let got = safe_read(code, &mut cb);
-        if got < (l.code_adaptive as usize).min(cb.len())
-            || !live_header(word(&cb, 0), word(&cb, 8), py.code_type)
-        {
-            break; // not a live code object (3.13 frames may run other executables): stop here
-        }
-        let first = {
-            let o = l.code_firstlineno as usize;
-            cb.get(o..o + 4)
-                .map(|s| u32::from_ne_bytes(s.try_into().unwrap_or([0; 4])))
-                .unwrap_or(0)
-        };
-        let fp = fingerprint(
-            word(&cb, l.code_filename),
-            word(&cb, l.code_qualname),
-            first,
-        );
-        let base = code + l.code_adaptive;
-        let offset = if instr >= base {
-            ((instr - base) / 2).min(u32::MAX as u64) as u32
-        } else {
-            0
-        };
+        let base = code.wrapping_add(l.code_adaptive);
+        let offset = if instr >= base { ((instr - base) / 2).min(u32::MAX as u64) as u32 } else { 0 };
         let entry = match l.frame_is_entry {
             Some(off) => fb.get(off as usize).copied().unwrap_or(0) as u32,
             None => 0,
         };
         if let Some(slot) = out.get_mut(n) {
-            *slot = PyFrame {
-                code,
-                fingerprint: fp,
-                offset,
-                entry,
-            };
+            *slot = PyFrame { code, fingerprint: 0, offset, entry };
         }
         n += 1;
         frame = previous;
+    }
+    // Phase 2: code headers, BATCH per syscall; the stack ends at the first frame whose
+    // code object is not a live code object.
+    let hdr = CODE_HDR.min((l.code_qualname.max(l.code_filename) + 8).max(l.code_firstlineno + 4) as usize);
+    let mut bufs = [[0u8; CODE_HDR]; BATCH];
+    let mut done = 0usize;
+    while done < n {
+        let k = (n - done).min(BATCH);
+        let mut local = [libc::iovec { iov_base: core::ptr::null_mut(), iov_len: 0 }; BATCH];
+        let mut remote = local;
+        for i in 0..k {
+            local[i] = libc::iovec { iov_base: bufs[i].as_mut_ptr().cast(), iov_len: hdr };
+            remote[i] = libc::iovec { iov_base: out[done + i].code as *mut c_void, iov_len: hdr };
+        }
+        // SAFETY: each local iovec describes `hdr` writable bytes of `bufs`; the kernel
+        // validates the remote ranges and stops at the first one that is not mapped.
+        let got = unsafe {
+            libc::process_vm_readv(PID.load(Ordering::Relaxed) as libc::pid_t, local.as_ptr(), k as _, remote.as_ptr(), k as _, 0)
+        };
+        let whole = if got < 0 { 0 } else { got as usize / hdr };
+        for i in 0..k {
+            let b = &bufs[i];
+            if i >= whole || out[done + i].code < 4096 || !live_header(word(b, 0), word(b, 8), py.code_type) {
+                return done + i; // not a live code object (3.13 may run other executables)
+            }
+            let o = l.code_firstlineno as usize;
+            let first = b.get(o..o + 4).map(|s| u32::from_ne_bytes(s.try_into().unwrap_or([0; 4]))).unwrap_or(0);
+            out[done + i].fingerprint = fingerprint(word(b, l.code_filename), word(b, l.code_qualname), first);
+        }
+        done += k;
     }
     n
 }

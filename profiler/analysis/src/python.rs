@@ -27,77 +27,12 @@ pub fn frame(code: Option<&PyCode>, offset: u32) -> Frame {
     }
 }
 
-/// Decodes the 3.11+ location table (`Objects/locations.md` in CPython) up to the entry
-/// covering instruction index `offset`. None for an entry with no location.
+/// The line of instruction `offset` (3.11+ location table).
 pub fn line_for(c: &PyCode, offset: u32) -> Option<u32> {
     if c.python_minor < 11 {
         return None;
     }
-    let t = &c.linetable;
-    let mut i = 0usize;
-    let mut line = c.firstlineno as i64;
-    let mut addr = 0u32;
-    let varint = |i: &mut usize| -> Option<u64> {
-        let mut v = 0u64;
-        let mut shift = 0;
-        loop {
-            let b = *t.get(*i)?;
-            *i += 1;
-            v |= ((b & 0x3f) as u64) << shift;
-            if b & 0x40 == 0 {
-                return Some(v);
-            }
-            shift += 6;
-            if shift > 60 {
-                return None;
-            }
-        }
-    };
-    let svarint = |i: &mut usize| -> Option<i64> {
-        let v = varint(i)?;
-        Some(if v & 1 == 1 {
-            -((v >> 1) as i64)
-        } else {
-            (v >> 1) as i64
-        })
-    };
-    while i < t.len() {
-        let head = t[i];
-        i += 1;
-        if head & 0x80 == 0 {
-            return None; // not at an entry start: corrupt table
-        }
-        let code = (head >> 3) & 0x0f;
-        let len = (head & 7) as u32 + 1;
-        let here: Option<i64> = match code {
-            15 => None,
-            14 => {
-                line += svarint(&mut i)?;
-                varint(&mut i)?; // end line delta
-                varint(&mut i)?; // column + 1
-                varint(&mut i)?; // end column + 1
-                Some(line)
-            }
-            13 => {
-                line += svarint(&mut i)?;
-                Some(line)
-            }
-            10..=12 => {
-                line += (code - 10) as i64;
-                i += 2;
-                Some(line)
-            }
-            _ => {
-                i += 1;
-                Some(line)
-            }
-        };
-        if offset < addr + len {
-            return here.and_then(|l| u32::try_from(l).ok()).filter(|&l| l > 0);
-        }
-        addr += len;
-    }
-    None
+    prof_format::pyline::line_for(&c.linetable, c.firstlineno, offset)
 }
 
 /// Is this the C function that evaluates Python frames (replaced by them)?

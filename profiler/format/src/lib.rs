@@ -5,6 +5,7 @@
 //! [`read_profile`] decodes a whole file into a [`Profile`] and never panics: a file cut
 //! anywhere yields every whole record before the cut, and corrupt bytes yield an error.
 
+pub mod pyline;
 mod read;
 mod varint;
 mod write;
