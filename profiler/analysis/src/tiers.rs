@@ -99,6 +99,7 @@ enum Field {
     Function,
     Module,
     Thread,
+    Phase,
 }
 
 #[derive(Debug, Clone)]
@@ -160,6 +161,15 @@ impl TierRules {
             .map(|r| r.tier)
     }
 
+    /// The tier a runtime phase gives the samples taken during it (PyPy's `jit-tracing`,
+    /// `gc-minor`: JIT_PHASE records), if any phase rule matches its name.
+    pub fn phase_tier(&self, name: &str) -> Option<Tier> {
+        self.rules
+            .iter()
+            .find(|r| r.field == Field::Phase && r.re.is_match(name))
+            .map(|r| r.tier)
+    }
+
     /// The tier a frame's own name or module gives, if any rule matches it.
     pub fn frame_tier(&self, f: &Frame) -> Option<Tier> {
         self.rules
@@ -167,7 +177,7 @@ impl TierRules {
             .find(|r| match r.field {
                 Field::Function => r.re.is_match(&f.name),
                 Field::Module => r.re.is_match(&f.module),
-                Field::Thread => false,
+                Field::Thread | Field::Phase => false,
             })
             .map(|r| r.tier)
     }
@@ -199,9 +209,10 @@ fn parse(text: &str, origin: &str) -> Result<Vec<Rule>, RuleError> {
             "function" => Field::Function,
             "module" => Field::Module,
             "thread" => Field::Thread,
+            "phase" => Field::Phase,
             other => {
                 return Err(err(format!(
-                    "unknown field {other:?} (expected function, module or thread)"
+                    "unknown field {other:?} (expected function, module, thread or phase)"
                 )))
             }
         };

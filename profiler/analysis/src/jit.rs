@@ -1,0 +1,382 @@
+//! JIT code (issue 5): names for addresses in no module, from a process's JIT_CODE
+//! records, and the runtime phases (JIT_PHASE) samples fall in.
+//!
+//! An address is looked up among the named entries (perf maps, PyPy's JIT log) first, then
+//! among anonymous executable mappings. Among the entries of one kind that contain the
+//! address, a node takes the last one recorded before the node was defined, else the
+//! first one recorded after it (docs/FORMAT.md, JIT_CODE).
+//!
+//! Frames: perf map names are kept as the runtime wrote them, with a trailing
+//! `file:line[:col]` moved into the frame's location (`JS:*fib /app.js:3:13` becomes
+//! `JS:*fib` at /app.js:3): the tier rules read V8's markers from the name. Module
+//! `[jit]`, except HotSpot methods, which are `[jit c1]` (profiled code heap: C1 with
+//! profiling, a warm-up tier) or `[jit c2]` (non-profiled heap: C2, and C1's trivial
+//! methods) where the heap segments can be told apart. PyPy loops are named after their
+//! Python function (`kernel` at /app.py:4), bridges `[pypy bridge]`, anonymous code
+//! `[anonymous code]`.
+
+use prof_format::{JitCode, JitSource, Process};
+
+use crate::symbolize::Frame;
+
+/// Module name of JIT frames.
+pub const JIT_MODULE: &str = "[jit]";
+
+/// Entries of one kind, sorted by start, for "which entries contain this address".
+#[derive(Debug, Default)]
+struct Ranges {
+    /// (start, end, index into Process::jit_code), sorted by start.
+    items: Vec<(u64, u64, usize)>,
+    /// Running maximum of `end` over `items[..=i]`.
+    max_end: Vec<u64>,
+}
+
+impl Ranges {
+    fn new(mut items: Vec<(u64, u64, usize)>) -> Ranges {
+        items.sort_unstable();
+        let mut m = 0;
+        let max_end = items
+            .iter()
+            .map(|&(_, e, _)| {
+                m = m.max(e);
+                m
+            })
+            .collect();
+        Ranges { items, max_end }
+    }
+
+    /// Indices (into jit_code) of the entries containing `addr`.
+    fn containing(&self, addr: u64, out: &mut Vec<usize>) {
+        out.clear();
+        let mut i = self.items.partition_point(|&(s, _, _)| s <= addr);
+        while i > 0 && self.max_end[i - 1] > addr {
+            i -= 1;
+            let (s, e, k) = self.items[i];
+            if s <= addr && addr < e {
+                out.push(k);
+            }
+        }
+    }
+}
+
+/// A process's JIT entries and phases, ready for lookups.
+#[derive(Debug, Default)]
+pub(crate) struct JitIndex {
+    named: Ranges,
+    anon: Ranges,
+    /// Frame of each jit_code entry, built on first use.
+    frames: Vec<Option<Frame>>,
+    /// HotSpot's code heap segments: methods below `.0` are profiled, above `.1`
+    /// non-profiled (None: not HotSpot, or the segments cannot be told apart).
+    hotspot: Option<(u64, u64)>,
+    /// Phases sorted by start: (start_ns, end_ns, index into Process::jit_phases).
+    phases: Vec<(u64, u64, usize)>,
+}
+
+impl JitIndex {
+    pub fn new(p: &Process) -> JitIndex {
+        let (mut named, mut anon) = (Vec::new(), Vec::new());
+        for (i, c) in p.jit_code.iter().enumerate() {
+            let Some(end) = c.start.checked_add(c.size).filter(|&e| e > c.start) else {
+                continue;
+            };
+            match c.source {
+                JitSource::AnonExec => anon.push((c.start, end, i)),
+                JitSource::PerfMap | JitSource::PypyLog => named.push((c.start, end, i)),
+            }
+        }
+        let mut phases: Vec<(u64, u64, usize)> = p
+            .jit_phases
+            .iter()
+            .enumerate()
+            .filter(|(_, ph)| ph.end_ns > ph.start_ns)
+            .map(|(i, ph)| (ph.start_ns, ph.end_ns, i))
+            .collect();
+        phases.sort_unstable();
+        JitIndex {
+            named: Ranges::new(named),
+            anon: Ranges::new(anon),
+            frames: vec![None; p.jit_code.len()],
+            hotspot: hotspot_segments(&p.jit_code),
+            phases,
+        }
+    }
+
+    /// The jit_code entry describing `addr` for the node `node` (see the module docs).
+    pub fn resolve(&self, p: &Process, addr: u64, node: u32) -> Option<usize> {
+        let mut hits = Vec::new();
+        for ranges in [&self.named, &self.anon] {
+            ranges.containing(addr, &mut hits);
+            if hits.is_empty() {
+                continue;
+            }
+            hits.sort_unstable();
+            let before = hits
+                .iter()
+                .rev()
+                .find(|&&k| p.jit_code[k].nodes_before < node);
+            return Some(*before.unwrap_or(&hits[0]));
+        }
+        None
+    }
+
+    /// The frame of jit_code entry `k`.
+    pub fn frame(&mut self, p: &Process, k: usize) -> Frame {
+        if let Some(Some(f)) = self.frames.get(k) {
+            return f.clone();
+        }
+        let f = make_frame(&p.jit_code[k], self.hotspot);
+        if let Some(slot) = self.frames.get_mut(k) {
+            *slot = Some(f.clone());
+        }
+        f
+    }
+
+    /// The phase (index into Process::jit_phases) a sample at `time_ns` fell in.
+    pub fn phase_at(&self, time_ns: u64) -> Option<usize> {
+        let i = self.phases.partition_point(|&(s, _, _)| s <= time_ns);
+        // Phases can overlap only across kinds the agent nests; check a few back.
+        self.phases[..i]
+            .iter()
+            .rev()
+            .take(4)
+            .find(|&&(s, e, _)| s <= time_ns && time_ns < e)
+            .map(|&(_, _, k)| k)
+    }
+
+    pub fn has_phases(&self) -> bool {
+        !self.phases.is_empty()
+    }
+}
+
+/// HotSpot's segmented code cache (JDK 9+, the default with tiered compilation and a
+/// code cache of 240 MB): profiled methods | non-methods (interpreter, stubs, adapters) |
+/// non-profiled methods, from low to high addresses (OpenJDK 17 here,
+/// `-XX:+PrintCodeCache`).
+fn hotspot_segments(codes: &[JitCode]) -> Option<(u64, u64)> {
+    let perf = || codes.iter().filter(|c| c.source == JitSource::PerfMap);
+    if !perf().any(|c| c.name == "Interpreter") || !perf().any(|c| c.name == "I2C/C2I adapters") {
+        return None;
+    }
+    let stubs = perf().filter(|c| !c.name.contains('('));
+    let lo = stubs.clone().map(|c| c.start).min()?;
+    let hi = stubs.map(|c| c.start.saturating_add(c.size)).max()?;
+    Some((lo, hi))
+}
+
+fn make_frame(c: &JitCode, hotspot: Option<(u64, u64)>) -> Frame {
+    match c.source {
+        JitSource::AnonExec => Frame::bare("[anonymous code]", JIT_MODULE),
+        JitSource::PypyLog => pypy_frame(&c.name),
+        JitSource::PerfMap => {
+            let module = match hotspot {
+                Some((lo, hi)) if c.name.contains('(') => {
+                    if c.start.saturating_add(c.size) <= lo {
+                        "[jit c1]"
+                    } else if c.start >= hi {
+                        "[jit c2]"
+                    } else {
+                        JIT_MODULE
+                    }
+                }
+                _ => JIT_MODULE,
+            };
+            let (name, file, line) = split_location(&c.name);
+            let mut f = Frame::bare(name, module);
+            f.file = file;
+            f.line = line;
+            f
+        }
+    }
+}
+
+/// `JS:*fib /app.js:3:13` -> (`JS:*fib`, /app.js, 3); `py::f:/x.py` -> unchanged (CPython
+/// writes no line); names without a trailing `path:line` are returned whole.
+fn split_location(name: &str) -> (String, Option<String>, Option<u32>) {
+    if let Some((func, loc)) = name.rsplit_once(' ') {
+        let mut parts = loc.rsplitn(3, ':');
+        let (a, b, c) = (parts.next(), parts.next(), parts.next());
+        // file:line:col or file:line
+        let (file, line) = match (a, b, c) {
+            (Some(col), Some(line), Some(file)) if col.parse::<u32>().is_ok() => {
+                (file, line.parse::<u32>().ok())
+            }
+            (Some(line), Some(file), None) => (file, line.parse::<u32>().ok()),
+            _ => ("", None),
+        };
+        if let Some(line) = line.filter(|_| !file.is_empty() && !func.is_empty()) {
+            return (func.to_string(), Some(file.to_string()), Some(line));
+        }
+    }
+    (name.to_string(), None, None)
+}
+
+/// `Loop 1 (kernel;/app.py:2-4~#12 FOR_ITER)` -> `kernel` at /app.py:4 (the loop's line);
+/// bridges (no Python name in the log) -> `[pypy bridge]`.
+fn pypy_frame(name: &str) -> Frame {
+    let inner = name
+        .split_once('(')
+        .and_then(|(_, r)| r.strip_suffix(')'))
+        .unwrap_or("");
+    if let Some((func, rest)) = inner.split_once(';') {
+        let loc = rest.split('~').next().unwrap_or("");
+        if let Some((file, lines)) = loc.rsplit_once(':') {
+            let line = lines.rsplit('-').next().and_then(|l| l.parse().ok());
+            let mut f = Frame::bare(func, JIT_MODULE);
+            f.file = Some(file.to_string());
+            f.line = line;
+            return f;
+        }
+        return Frame::bare(func, JIT_MODULE);
+    }
+    if name.starts_with("bridge") {
+        return Frame::bare("[pypy bridge]", JIT_MODULE);
+    }
+    Frame::bare(name, JIT_MODULE)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prof_format::{JitPhase, Mode, ProcessInfo, TimerSource};
+
+    fn process(codes: Vec<JitCode>) -> Process {
+        let mut w = prof_format::LogWriter::new(Vec::new());
+        w.process(&ProcessInfo {
+            pid: 1,
+            ppid: 0,
+            start_unix_ns: 0,
+            period_ns: 1_000_000,
+            mode: Mode::Cpu,
+            timer: TimerSource::PerfEvent,
+            time_unit_ns: 1,
+            max_depth: 64,
+            exe: String::new(),
+            argv: vec![],
+            agent_version: String::new(),
+        });
+        let mut p = prof_format::read_profile(&w.into_inner().unwrap())
+            .unwrap()
+            .processes
+            .remove(0);
+        p.jit_code = codes;
+        p
+    }
+
+    fn code(start: u64, size: u64, name: &str, source: JitSource, nodes_before: u32) -> JitCode {
+        JitCode {
+            start,
+            size,
+            time_ns: 0,
+            source,
+            name: name.into(),
+            nodes_before,
+        }
+    }
+
+    #[test]
+    fn replaced_code_resolves_by_node_order() {
+        let p = process(vec![
+            code(0x1000, 0x1000, "", JitSource::AnonExec, 0),
+            code(0x1100, 0x80, "JS:~f /a.js:1:1", JitSource::PerfMap, 5),
+            code(0x1100, 0x40, "JS:*f /a.js:1:1", JitSource::PerfMap, 20),
+            code(0x1180, 0x10, "JS:^g /a.js:9:1", JitSource::PerfMap, 30),
+        ]);
+        let mut j = JitIndex::new(&p);
+        // A node defined before any named entry: the first one recorded after it.
+        assert_eq!(j.resolve(&p, 0x1110, 3), Some(1));
+        assert_eq!(j.resolve(&p, 0x1110, 6), Some(1));
+        assert_eq!(j.resolve(&p, 0x1110, 21), Some(2));
+        // Past the replacement's shorter range: only the old entry contains it.
+        assert_eq!(j.resolve(&p, 0x1150, 21), Some(1));
+        // Named entries first, anonymous memory as the fallback.
+        assert_eq!(j.resolve(&p, 0x1800, 1), Some(0));
+        assert_eq!(j.resolve(&p, 0x3000, 1), None);
+        let f = j.frame(&p, 2);
+        assert_eq!(
+            (
+                f.name.as_str(),
+                f.module.as_str(),
+                f.file.as_deref(),
+                f.line
+            ),
+            ("JS:*f", "[jit]", Some("/a.js"), Some(1))
+        );
+        assert_eq!(j.frame(&p, 0).name, "[anonymous code]");
+    }
+
+    #[test]
+    fn hotspot_heaps() {
+        let p = process(vec![
+            code(0x1000, 0x100, "int Hot.k(int)", JitSource::PerfMap, 0),
+            code(0x5000, 0x1000, "Interpreter", JitSource::PerfMap, 0),
+            code(0x6000, 0x100, "I2C/C2I adapters", JitSource::PerfMap, 0),
+            code(0x9000, 0x100, "int Hot.k(int)", JitSource::PerfMap, 0),
+        ]);
+        let mut j = JitIndex::new(&p);
+        assert_eq!(j.frame(&p, 0).module, "[jit c1]");
+        assert_eq!(j.frame(&p, 3).module, "[jit c2]");
+        assert_eq!(j.frame(&p, 1).module, "[jit]");
+        assert_eq!(j.frame(&p, 0).name, "int Hot.k(int)");
+    }
+
+    #[test]
+    fn names() {
+        assert_eq!(
+            split_location("JS:~hotKernel /tmp/js_jit.js:4:19"),
+            (
+                "JS:~hotKernel".into(),
+                Some("/tmp/js_jit.js".into()),
+                Some(4)
+            )
+        );
+        assert_eq!(
+            split_location("JS:~ node:internal/main/run_main_module:1:1"),
+            (
+                "JS:~".into(),
+                Some("node:internal/main/run_main_module".into()),
+                Some(1)
+            )
+        );
+        assert_eq!(
+            split_location("int Hot.hotKernel(int, int)"),
+            ("int Hot.hotKernel(int, int)".into(), None, None)
+        );
+        assert_eq!(
+            split_location("py::f:/x.py"),
+            ("py::f:/x.py".into(), None, None)
+        );
+        let f = pypy_frame("Loop 1 (kernel;/t/loop.py:2-4~#12 FOR_ITER)");
+        assert_eq!(
+            (f.name.as_str(), f.file.as_deref(), f.line),
+            ("kernel", Some("/t/loop.py"), Some(4))
+        );
+        assert_eq!(
+            pypy_frame("bridge out of Guard 0x7f5805fca020").name,
+            "[pypy bridge]"
+        );
+    }
+
+    #[test]
+    fn phases() {
+        let mut p = process(vec![]);
+        p.jit_phases = vec![
+            JitPhase {
+                start_ns: 100,
+                end_ns: 200,
+                name: "jit-tracing".into(),
+            },
+            JitPhase {
+                start_ns: 300,
+                end_ns: 310,
+                name: "gc-minor".into(),
+            },
+        ];
+        let j = JitIndex::new(&p);
+        assert_eq!(j.phase_at(99), None);
+        assert_eq!(j.phase_at(100), Some(0));
+        assert_eq!(j.phase_at(199), Some(0));
+        assert_eq!(j.phase_at(200), None);
+        assert_eq!(j.phase_at(305), Some(1));
+    }
+}
