@@ -59,29 +59,37 @@ fn handle(sig: libc::c_int, info: *mut libc::siginfo_t, uc: *mut c_void) {
     let code = unsafe { (*info).si_code };
     let thread = threads::lookup(gettid());
     let mut weight = 1u32;
-    let ours = match thread {
-        Some(_) if code == SI_TIMER => {
-            // SAFETY: a timer siginfo carries si_overrun and si_value at these offsets.
-            let magic = unsafe { siginfo_ptr(info, SI_SIGVAL_OFFSET) } as usize;
-            if magic == timer::TIMER_MAGIC {
-                // SAFETY: as above.
-                let over = unsafe { siginfo_int(info, SI_OVERRUN_OFFSET) };
-                weight = 1u32.saturating_add(over.max(0) as u32);
-                true
-            } else {
-                false
-            }
+    // Ours: a POSIX timer expiry carrying our magic value, or a perf-event overflow
+    // (F_SETSIG sets si_code to a POLL_* code). Recognized without the thread table: a
+    // signal already queued when its thread unregistered is still ours, and must not reach
+    // the program (whose default SIGPROF action would kill it).
+    let ours = if code == SI_TIMER {
+        // SAFETY: a timer siginfo carries si_overrun and si_value at these offsets.
+        let magic = unsafe { siginfo_ptr(info, SI_SIGVAL_OFFSET) } as usize;
+        if magic == timer::TIMER_MAGIC {
+            // SAFETY: as above.
+            let over = unsafe { siginfo_int(info, SI_OVERRUN_OFFSET) };
+            weight = 1u32.saturating_add(over.max(0) as u32);
         }
-        Some(t) if code > 0 => {
-            // SAFETY: an F_SETSIG siginfo (POLL_*) carries si_fd at this offset.
-            let fd = unsafe { siginfo_int(info, SI_FD_OFFSET) };
-            let mine = fd >= 0 && fd == t.perf_fd.load(Ordering::Relaxed);
-            if mine {
+        magic == timer::TIMER_MAGIC
+    } else if (POLL_IN..=POLL_HUP).contains(&code) {
+        // SAFETY: an F_SETSIG siginfo (POLL_*) carries si_fd at this offset.
+        let fd = unsafe { siginfo_int(info, SI_FD_OFFSET) };
+        match thread {
+            Some(t) if fd >= 0 && fd == t.perf_fd.load(Ordering::Relaxed) => {
                 timer::rearm_perf(t, fd, state::period_ns());
+                true
             }
-            mine
+            // Not this thread's current event: a stale one of ours (re-registration,
+            // teardown) — unless the program has a SIGPROF handler of its own, which may
+            // have asked for this signal on its own descriptor.
+            _ => {
+                let prev = PREV_HANDLER.load(Ordering::Relaxed);
+                prev == libc::SIG_DFL || prev == libc::SIG_IGN
+            }
         }
-        _ => false,
+    } else {
+        false
     };
     match thread {
         Some(t) if ours => {
@@ -89,6 +97,7 @@ fn handle(sig: libc::c_int, info: *mut libc::siginfo_t, uc: *mut c_void) {
                 sample(t, uc, weight);
             }
         }
+        _ if ours => {}
         _ => forward(sig, info, uc),
     }
 }

@@ -33,6 +33,7 @@ pub fn resolve() {
     real(&REAL_SIGNAL, c"signal");
     real(&REAL_SIGMASK, c"pthread_sigmask");
     real(&REAL_PROCMASK, c"sigprocmask");
+    real(&REAL_DLOPEN, c"dlopen");
 }
 
 /// libc's sigaction, bypassing our interposition (for the agent's own use).
@@ -255,7 +256,7 @@ pub extern "C" fn after_fork_child() {
     for e in threads::live() {
         // The parent's perf descriptors were inherited; its POSIX timers were not.
         let fd = e.perf_fd.swap(-1, Ordering::AcqRel);
-        if fd >= 0 {
+        if fd >= 0 && crate::sys::is_perf_fd(fd) {
             // SAFETY: an inherited descriptor of ours, closed once.
             unsafe { libc::close(fd) };
         }
@@ -285,6 +286,7 @@ static REAL_SIGACTION: AtomicUsize = AtomicUsize::new(0);
 static REAL_SIGNAL: AtomicUsize = AtomicUsize::new(0);
 static REAL_SIGMASK: AtomicUsize = AtomicUsize::new(0);
 static REAL_PROCMASK: AtomicUsize = AtomicUsize::new(0);
+static REAL_DLOPEN: AtomicUsize = AtomicUsize::new(0);
 
 fn real(slot: &AtomicUsize, name: &core::ffi::CStr) -> usize {
     let mut f = slot.load(Ordering::Acquire);
@@ -448,4 +450,25 @@ pub unsafe extern "C" fn sigprocmask(
     }
     // SAFETY: libc's sigprocmask has this signature.
     unsafe { core::mem::transmute::<usize, F>(f)(how, set, old) }
+}
+
+/// The interposed `dlopen`: passed through, then the new library's unwind tables are
+/// copied and published before the program can call into it (see
+/// [`crate::writer::modules_changed`]).
+///
+/// # Safety
+/// Same contract as libc's dlopen.
+#[no_mangle]
+pub unsafe extern "C" fn dlopen(file: *const libc::c_char, mode: libc::c_int) -> *mut c_void {
+    type F = unsafe extern "C" fn(*const libc::c_char, libc::c_int) -> *mut c_void;
+    let f = real(&REAL_DLOPEN, c"dlopen");
+    if f == 0 {
+        return core::ptr::null_mut();
+    }
+    // SAFETY: libc's dlopen has this signature; arguments forwarded unchanged.
+    let handle = unsafe { core::mem::transmute::<usize, F>(f)(file, mode) };
+    if !handle.is_null() && state::SAMPLING.load(Ordering::Acquire) {
+        crate::writer::modules_changed();
+    }
+    handle
 }

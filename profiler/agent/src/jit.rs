@@ -81,14 +81,9 @@ impl Jit {
                 }
                 for ev in found {
                     match ev {
-                        PypyEvent::Code { start, end, name } => self.named_code(
-                            log,
-                            start,
-                            end - start,
-                            &name,
-                            JitSource::PypyLog,
-                            now,
-                        ),
+                        PypyEvent::Code { start, end, name } => {
+                            self.named_code(log, start, end - start, &name, JitSource::PypyLog, now)
+                        }
                         PypyEvent::Phase(p) => log.jit_phase(&p),
                     }
                 }
@@ -206,7 +201,7 @@ pub fn anon_exec_ranges(maps: &str) -> Vec<(u64, u64)> {
         };
         // offset, device, inode, then the path if any.
         let path = f.nth(3);
-        if path.is_some() || !perms.as_bytes().get(2).is_some_and(|&b| b == b'x') {
+        if path.is_some() || perms.as_bytes().get(2).is_none_or(|&b| b != b'x') {
             continue;
         }
         let Some((a, b)) = range.split_once('-') else {
@@ -323,7 +318,12 @@ enum PypyEvent {
 }
 
 /// PyPy's log sections that are recorded as phases (the outermost one of a nest).
-const PYPY_PHASES: [&str; 4] = ["jit-tracing", "jit-blackhole", "gc-minor", "gc-collect-step"];
+const PYPY_PHASES: [&str; 4] = [
+    "jit-tracing",
+    "jit-blackhole",
+    "gc-minor",
+    "gc-collect-step",
+];
 
 /// Parser of PyPy's JIT log, and the clock to convert its TSC timestamps.
 struct PypyLog {
@@ -456,7 +456,9 @@ mod tests {
             Some((0x7f74e77e52c0, 0x2c0, "JS:*hotKernel /tmp/js_jit.js:4:19"))
         );
         assert_eq!(
-            parse_perf_map_line("0x00007fda6cec7600 0x0000000000000318 int Hot.hotKernel(int, int)"),
+            parse_perf_map_line(
+                "0x00007fda6cec7600 0x0000000000000318 int Hot.hotKernel(int, int)"
+            ),
             Some((0x7fda6cec7600, 0x318, "int Hot.hotKernel(int, int)"))
         );
         assert_eq!(parse_perf_map_line("garbage"), None);
@@ -489,7 +491,10 @@ mod tests {
 7fe0545d7000-7fe0545d9000 r-xp 00000000 00:00 0                          [vdso]
 ffffffffff600000-ffffffffff601000 --xp 00000000 00:00 0                  [vsyscall]
 ";
-        assert_eq!(anon_exec_ranges(maps), vec![(0x7fe04165a000, 0x7fe04175a000)]);
+        assert_eq!(
+            anon_exec_ranges(maps),
+            vec![(0x7fe04165a000, 0x7fe04175a000)]
+        );
     }
 
     #[test]

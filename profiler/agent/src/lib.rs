@@ -12,6 +12,7 @@
 mod handler;
 mod hooks;
 mod jit;
+mod logfile;
 mod modules;
 mod python;
 mod ring;
@@ -26,7 +27,7 @@ mod writer;
 #[doc(hidden)]
 pub mod testing;
 
-pub use hooks::{pthread_create, pthread_sigmask, sigaction, signal, sigprocmask};
+pub use hooks::{dlopen, pthread_create, pthread_sigmask, sigaction, signal, sigprocmask};
 
 use core::ffi::{c_char, c_int};
 use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicU8, AtomicUsize, Ordering};

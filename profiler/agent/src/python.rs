@@ -382,7 +382,11 @@ pub fn walk(py: &Python, tstate: u64, out: &mut [PyFrame]) -> usize {
         nch += 1;
         c = prev;
     }
-    let in_chunk = |a: u64, len: u64| chunks[..nch].iter().any(|&(s, e)| a >= s && a.saturating_add(len) <= e);
+    let in_chunk = |a: u64, len: u64| {
+        chunks[..nch]
+            .iter()
+            .any(|&(s, e)| a >= s && a.saturating_add(len) <= e)
+    };
     let word = |b: &[u8], off: u64| -> u64 {
         let o = off as usize;
         b.get(o..o + 8)
@@ -396,7 +400,9 @@ pub fn walk(py: &Python, tstate: u64, out: &mut [PyFrame]) -> usize {
         if in_chunk(frame, fb.len() as u64) && frame % 8 == 0 {
             // SAFETY: [frame, frame + 80) lies in a live data-stack chunk of this very
             // thread (see above), so it is mapped and cannot be freed while we read.
-            unsafe { core::ptr::copy_nonoverlapping(frame as *const u8, fb.as_mut_ptr(), fb.len()) };
+            unsafe {
+                core::ptr::copy_nonoverlapping(frame as *const u8, fb.as_mut_ptr(), fb.len())
+            };
         } else if safe_read(frame, &mut fb) != fb.len() {
             break;
         }
@@ -413,44 +419,77 @@ pub fn walk(py: &Python, tstate: u64, out: &mut [PyFrame]) -> usize {
             continue;
         }
         let base = code.wrapping_add(l.code_adaptive);
-        let offset = if instr >= base { ((instr - base) / 2).min(u32::MAX as u64) as u32 } else { 0 };
+        let offset = if instr >= base {
+            ((instr - base) / 2).min(u32::MAX as u64) as u32
+        } else {
+            0
+        };
         let entry = match l.frame_is_entry {
             Some(off) => fb.get(off as usize).copied().unwrap_or(0) as u32,
             None => 0,
         };
         if let Some(slot) = out.get_mut(n) {
-            *slot = PyFrame { code, fingerprint: 0, offset, entry };
+            *slot = PyFrame {
+                code,
+                fingerprint: 0,
+                offset,
+                entry,
+            };
         }
         n += 1;
         frame = previous;
     }
     // Phase 2: code headers, BATCH per syscall; the stack ends at the first frame whose
     // code object is not a live code object.
-    let hdr = CODE_HDR.min((l.code_qualname.max(l.code_filename) + 8).max(l.code_firstlineno + 4) as usize);
+    let hdr = CODE_HDR
+        .min((l.code_qualname.max(l.code_filename) + 8).max(l.code_firstlineno + 4) as usize);
     let mut bufs = [[0u8; CODE_HDR]; BATCH];
     let mut done = 0usize;
     while done < n {
         let k = (n - done).min(BATCH);
-        let mut local = [libc::iovec { iov_base: core::ptr::null_mut(), iov_len: 0 }; BATCH];
+        let mut local = [libc::iovec {
+            iov_base: core::ptr::null_mut(),
+            iov_len: 0,
+        }; BATCH];
         let mut remote = local;
         for i in 0..k {
-            local[i] = libc::iovec { iov_base: bufs[i].as_mut_ptr().cast(), iov_len: hdr };
-            remote[i] = libc::iovec { iov_base: out[done + i].code as *mut c_void, iov_len: hdr };
+            local[i] = libc::iovec {
+                iov_base: bufs[i].as_mut_ptr().cast(),
+                iov_len: hdr,
+            };
+            remote[i] = libc::iovec {
+                iov_base: out[done + i].code as *mut c_void,
+                iov_len: hdr,
+            };
         }
         // SAFETY: each local iovec describes `hdr` writable bytes of `bufs`; the kernel
         // validates the remote ranges and stops at the first one that is not mapped.
         let got = unsafe {
-            libc::process_vm_readv(PID.load(Ordering::Relaxed) as libc::pid_t, local.as_ptr(), k as _, remote.as_ptr(), k as _, 0)
+            libc::process_vm_readv(
+                PID.load(Ordering::Relaxed) as libc::pid_t,
+                local.as_ptr(),
+                k as _,
+                remote.as_ptr(),
+                k as _,
+                0,
+            )
         };
         let whole = if got < 0 { 0 } else { got as usize / hdr };
         for i in 0..k {
             let b = &bufs[i];
-            if i >= whole || out[done + i].code < 4096 || !live_header(word(b, 0), word(b, 8), py.code_type) {
+            if i >= whole
+                || out[done + i].code < 4096
+                || !live_header(word(b, 0), word(b, 8), py.code_type)
+            {
                 return done + i; // not a live code object (3.13 may run other executables)
             }
             let o = l.code_firstlineno as usize;
-            let first = b.get(o..o + 4).map(|s| u32::from_ne_bytes(s.try_into().unwrap_or([0; 4]))).unwrap_or(0);
-            out[done + i].fingerprint = fingerprint(word(b, l.code_filename), word(b, l.code_qualname), first);
+            let first = b
+                .get(o..o + 4)
+                .map(|s| u32::from_ne_bytes(s.try_into().unwrap_or([0; 4])))
+                .unwrap_or(0);
+            out[done + i].fingerprint =
+                fingerprint(word(b, l.code_filename), word(b, l.code_qualname), first);
         }
         done += k;
     }

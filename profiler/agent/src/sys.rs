@@ -47,6 +47,9 @@ pub struct FOwnerEx {
 pub const SI_OVERRUN_OFFSET: usize = 20;
 pub const SI_SIGVAL_OFFSET: usize = 24;
 pub const SI_FD_OFFSET: usize = 24;
+/// si_code range of a signal raised by F_SETSIG on a descriptor (POLL_IN .. POLL_HUP).
+pub const POLL_IN: libc::c_int = 1;
+pub const POLL_HUP: libc::c_int = 6;
 /// si_code of a POSIX timer expiry.
 pub const SI_TIMER: libc::c_int = -2;
 
@@ -140,4 +143,14 @@ pub fn random_u64(seed: u64) -> u64 {
         x ^= x << 17;
     }
     x
+}
+
+/// Is `fd` still one of our perf events? The program may have closed it and reused the
+/// number; then it is not ours to ioctl or close.
+pub fn is_perf_fd(fd: libc::c_int) -> bool {
+    let link = format!("/proc/self/fd/{fd}\0");
+    let mut buf = [0u8; 64];
+    // SAFETY: a NUL-terminated path and a writable buffer of the given length.
+    let n = unsafe { libc::readlink(link.as_ptr().cast(), buf.as_mut_ptr().cast(), buf.len()) };
+    n > 0 && &buf[..n as usize] == b"anon_inode:[perf_event]"
 }

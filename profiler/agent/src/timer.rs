@@ -51,13 +51,13 @@ fn arm_perf(e: &ThreadEntry, tid: libc::pid_t, period_ns: u64, first_ns: u64) ->
         wakeup_events: 1,
         ..Default::default()
     };
-    // SAFETY: attr is a valid perf_event_attr of the size it declares; pid 0 / cpu -1 means
-    // "the calling thread, any CPU", which perf_event_paranoid <= 2 allows for own threads.
+    // SAFETY: attr is a valid perf_event_attr of the size it declares; pid = one of this
+    // process's threads, cpu -1 ("any CPU"), which perf_event_paranoid <= 2 allows.
     let fd = unsafe {
         libc::syscall(
             libc::SYS_perf_event_open,
             &attr as *const PerfEventAttr,
-            0,
+            tid,
             -1,
             -1,
             PERF_FLAG_FD_CLOEXEC,
@@ -135,8 +135,9 @@ fn arm_posix(e: &ThreadEntry, tid: libc::pid_t, period_ns: u64, first_ns: u64) -
 /// Stops and releases the thread's timer (thread exit, or profiling stops).
 pub fn disarm(e: &ThreadEntry) {
     let fd = e.perf_fd.swap(-1, Ordering::AcqRel);
-    if fd >= 0 {
-        // SAFETY: the descriptor is ours and no longer published in the table.
+    if fd >= 0 && is_perf_fd(fd) {
+        // SAFETY: the descriptor is still a perf event (not a number the program closed
+        // and reused) and no longer published in the table.
         unsafe {
             libc::ioctl(fd, PERF_EVENT_IOC_DISABLE, 0);
             libc::close(fd);
@@ -161,4 +162,24 @@ pub fn rearm_perf(e: &ThreadEntry, fd: libc::c_int, period_ns: u64) {
     }
     // SAFETY: as above.
     unsafe { libc::ioctl(fd, PERF_EVENT_IOC_REFRESH, 1) };
+}
+
+/// Writer thread: re-arms threads whose perf event the program closed (daemons and
+/// subprocess-style code close every descriptor above 2).
+pub fn rearm_closed(period_ns: u64) {
+    for e in crate::threads::live() {
+        let fd = e.perf_fd.load(Ordering::Acquire);
+        if fd < 0 || is_perf_fd(fd) {
+            continue;
+        }
+        let tid = e.tid.load(Ordering::Acquire);
+        // The old number is not ours any more: forget it without closing it.
+        if e.perf_fd
+            .compare_exchange(fd, -1, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+            && tid > 0
+        {
+            let _ = arm_perf(e, tid, period_ns, period_ns);
+        }
+    }
 }

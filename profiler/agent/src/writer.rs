@@ -5,15 +5,14 @@
 use core::ffi::c_void;
 use core::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
 use std::collections::HashMap;
-use std::fs::File;
 use std::io::Write;
-use std::os::fd::{FromRawFd, IntoRawFd};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use prof_format::{flags, node_kind, LogWriter, PendingSample, ProcessEnd, ProcessInfo, PyCode};
 
 use crate::handler::{LOST, SIGNALS};
+use crate::logfile::LogFile;
 use crate::python::{self, Python};
 use crate::ring::{SampleData, NO_SYSCALL};
 use crate::{hooks, modules, state, sys, threads, warn};
@@ -25,7 +24,7 @@ const WRITE_EVERY: Duration = Duration::from_millis(50);
 const TIME_UNIT_NS: u64 = 100_000;
 
 struct Writer {
-    log: LogWriter<File>,
+    log: LogWriter<LogFile>,
     modules: modules::Tracker,
     per_thread: HashMap<u32, Vec<PendingSample>>,
     names: HashMap<u32, (String, Instant)>,
@@ -37,6 +36,8 @@ struct Writer {
     notices: Vec<String>,
     /// Messages already shown to the user.
     said: Vec<String>,
+    /// Drain steps so far (some checks run every few steps).
+    steps: u64,
     codes: CodeTable,
     /// Scratch: one merged stack, root first.
     frames: Vec<(u32, u64)>,
@@ -50,9 +51,23 @@ struct CodeTable {
     ids: HashMap<(u64, u64), u32>,
     fresh: Vec<PyCode>,
     next: u32,
+    /// Line tables by code id, and (code id, instruction) -> first instruction of its line.
+    tables: HashMap<u32, (Vec<u8>, u32)>,
+    line_starts: HashMap<(u32, u32), u32>,
 }
 
 impl CodeTable {
+    /// One instruction per source line: samples on the same line share a stack node.
+    fn line_start(&mut self, id: u32, offset: u32) -> u32 {
+        let Some((table, first)) = self.tables.get(&id) else {
+            return offset;
+        };
+        *self
+            .line_starts
+            .entry((id, offset))
+            .or_insert_with(|| prof_format::pyline::line_start(table, *first, offset))
+    }
+
     fn id(&mut self, py: &Python, code: u64, fp: u64) -> u32 {
         if let Some(&id) = self.ids.get(&(code, fp)) {
             return id;
@@ -62,6 +77,7 @@ impl CodeTable {
         let c = match python::read_code(py, code, fp) {
             Some(i) => {
                 self.ids.insert((code, fp), id);
+                self.tables.insert(id, (i.linetable.clone(), i.firstlineno));
                 PyCode {
                     id,
                     qualname: i.qualname,
@@ -126,10 +142,9 @@ fn merged_stack(
                 .filter(|&(i, &a)| is_eval(i, a))
                 .count();
             let node = |codes: &mut CodeTable, f: &python::PyFrame| {
-                (
-                    node_kind::PYTHON,
-                    ((codes.id(py, f.code, f.fingerprint) as u64) << 32) | f.offset as u64,
-                )
+                let id = codes.id(py, f.code, f.fingerprint);
+                let at = codes.line_start(id, f.offset);
+                (node_kind::PYTHON, ((id as u64) << 32) | at as u64)
             };
             if evals == groups.len() {
                 // Root first: the outermost eval frame runs the outermost group.
@@ -209,14 +224,9 @@ pub fn start(dir: &str, start_unix_ns: u64) -> std::io::Result<()> {
     // SAFETY: getpid/getppid cannot fail.
     let (pid, ppid) = unsafe { (libc::getpid(), libc::getppid()) };
     let path = format!("{dir}/{pid}-{start_unix_ns}.plog");
-    let file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&path)?;
-    // Keep the program's low descriptor numbers as they would be without prof.
-    let fd = sys::move_fd_high(file.into_raw_fd());
-    // SAFETY: fd is the descriptor we just opened (possibly renumbered), owned here only.
-    let file = unsafe { File::from_raw_fd(fd) };
+    // Created at a high descriptor number (the program's own keep the numbers they would
+    // have without prof) and guarded against the program closing it (see logfile.rs).
+    let file = LogFile::create(&path)?;
     let mut log = LogWriter::new(file);
     log.process(&ProcessInfo {
         pid: pid as u32,
@@ -245,6 +255,7 @@ pub fn start(dir: &str, start_unix_ns: u64) -> std::io::Result<()> {
         finished: false,
         notices,
         said: Vec::new(),
+        steps: 0,
         codes: CodeTable {
             next: 1,
             ..Default::default()
@@ -311,6 +322,25 @@ pub fn finish() {
     guard.finished = true;
 }
 
+/// A library was just loaded (the interposed dlopen): record it and publish its unwind
+/// tables now, before the program calls into it. Left to the writer thread, a library
+/// used right after dlopen would run for up to DRAIN_EVERY with no unwind tables, and its
+/// samples (without frame pointers) would stop at their leaf.
+pub fn modules_changed() {
+    let Some(w) = writer() else { return };
+    // Never wait here: a dlopen nested in a library constructor holds the loader lock
+    // that the writer thread, mid-scan, may be waiting for. A busy writer rescans anyway
+    // within one drain period.
+    let mut w = match w.try_lock() {
+        Ok(w) => w,
+        Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+        Err(std::sync::TryLockError::WouldBlock) => return,
+    };
+    if !w.finished && !w.failed {
+        w.refresh_modules();
+    }
+}
+
 /// After fork: the parent's writer (and its lock, maybe held by a thread that no longer
 /// exists) is abandoned; the child starts a fresh one.
 pub fn forget() {
@@ -338,6 +368,10 @@ impl Writer {
     }
 
     fn drain(&mut self) {
+        self.steps += 1;
+        if self.steps.is_multiple_of(10) {
+            crate::timer::rearm_closed(state::period_ns());
+        }
         let ev = hooks::SIGPROF_EVENTS.swap(0, Ordering::Relaxed);
         if ev & hooks::EV_OWN_HANDLER != 0 {
             self.say("the program installed its own SIGPROF handler: prof keeps sampling with its own timers and passes the program's other SIGPROF signals to that handler");
@@ -345,13 +379,7 @@ impl Writer {
         if ev & hooks::EV_BLOCKED != 0 {
             self.say("the program blocks SIGPROF in some threads: they are not sampled while it is blocked");
         }
-        let (added, removed) = self.modules.refresh();
-        for m in &added {
-            self.log.module(m);
-        }
-        for id in removed {
-            self.log.module_unload(id);
-        }
+        self.refresh_modules();
         for n in std::mem::take(&mut self.notices) {
             self.log.notice(&n);
         }
@@ -429,6 +457,18 @@ impl Writer {
         }
     }
 
+    /// Rescans the loaded modules: records new and unloaded ones, and publishes the unwind
+    /// tables of the current set to the signal handler.
+    fn refresh_modules(&mut self) {
+        let (added, removed) = self.modules.refresh();
+        for m in &added {
+            self.log.module(m);
+        }
+        for id in removed {
+            self.log.module_unload(id);
+        }
+    }
+
     /// Tells the user once per message (stderr and a NOTICE record).
     fn say(&mut self, text: &str) {
         if !self.said.iter().any(|s| s == text) {
@@ -452,7 +492,6 @@ impl Writer {
 impl Drop for Writer {
     fn drop(&mut self) {
         let _ = self.log.flush();
-        let _ = self.log.get_ref().sync_data();
         let _ = std::io::stderr().flush();
     }
 }
