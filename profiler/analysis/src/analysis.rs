@@ -230,6 +230,7 @@ impl Builder<'_> {
                 };
                 vec![Frame::bare(name, "[kernel]")]
             }
+            node_kind::FRAME => vec![crate::import::sym_frame(p, node.value)],
             k => vec![Frame::bare(format!("[unknown frame kind {k}]"), "")],
         };
         let span = self.push_frames(&frames);
@@ -437,17 +438,21 @@ impl Analysis {
     fn classify(&mut self, pi: usize, p: &Process, rules: &TierRules) {
         let mut ids = Vec::new();
         let mut leaf_tier = HashMap::new();
+        // Imported profiles may carry tiers on their frames (PyPy's JIT tags).
+        let hinted = crate::import::has_tier_hints(p);
         for lw in &self.procs[pi].leaves {
             if leaf_tier.contains_key(&lw.leaf) {
                 continue;
             }
-            self.stack_into(pi, lw.leaf, &mut ids);
-            let t = ids
-                .iter()
-                .rev()
-                .find_map(|&id| self.frame_tier[id as usize])
-                .unwrap_or(Tier::Native);
-            leaf_tier.insert(lw.leaf, t);
+            let t = if hinted {
+                self.hinted_leaf_tier(pi, p, lw.leaf)
+            } else {
+                self.stack_into(pi, lw.leaf, &mut ids);
+                ids.iter()
+                    .rev()
+                    .find_map(|&id| self.frame_tier[id as usize])
+            };
+            leaf_tier.insert(lw.leaf, t.unwrap_or(Tier::Native));
         }
         let thread_tier: HashMap<u32, Tier> = self.procs[pi]
             .thread_names
@@ -495,6 +500,39 @@ impl Analysis {
         d.bucket_ns = bucket_ns;
     }
 
+    /// The tier of a stack whose nodes may carry tiers (FRAME nodes of imported profiles):
+    /// from the leaf outwards, a node's own tier decides, else the rules on its frames
+    /// (innermost first). None when nothing decides.
+    fn hinted_leaf_tier(&self, pi: usize, p: &Process, leaf: u32) -> Option<Tier> {
+        let d = self.procs.get(pi)?;
+        let mut node = leaf;
+        let mut is_leaf = true;
+        while node != 0 {
+            let n = p.nodes.get(node as usize)?;
+            if n.kind == node_kind::FRAME {
+                if let Some(t) = crate::import::frame_hint(p, n.value) {
+                    return Some(t);
+                }
+            }
+            let span = if is_leaf {
+                d.leaf.get(&node).copied()
+            } else {
+                d.caller.get(node as usize).copied()
+            };
+            let ids = self.span(span.unwrap_or(Span::NONE));
+            if let Some(t) = ids
+                .iter()
+                .rev()
+                .find_map(|&id| self.frame_tier[id as usize])
+            {
+                return Some(t);
+            }
+            is_leaf = false;
+            node = d.parent.get(node as usize).copied().unwrap_or(0);
+        }
+        None
+    }
+
     /// The tier of a sample of process `process`, thread `tid`, with leaf node `leaf`.
     pub fn sample_tier(&self, process: usize, tid: u32, leaf: u32) -> Tier {
         let Some(p) = self.procs.get(process) else {
@@ -532,7 +570,7 @@ pub(crate) fn merge_buckets(
     let fine_ns = fine_ns.max(1);
     let want_ns = match bucket_s {
         Some(s) if s > 0.0 => (s * 1e9) as u64,
-        _ => (fine.len() as u64 * fine_ns / 50).max(fine_ns),
+        _ => ((fine.len() as u64).saturating_mul(fine_ns) / 50).max(fine_ns),
     };
     let k = (want_ns / fine_ns).max(1) as usize;
     let out = fine
@@ -545,7 +583,7 @@ pub(crate) fn merge_buckets(
             t
         })
         .collect();
-    ((k as u64 * fine_ns) as f64 / 1e9, out)
+    ((k as u64).saturating_mul(fine_ns) as f64 / 1e9, out)
 }
 
 fn is_agent(path: &str) -> bool {

@@ -18,6 +18,8 @@
 //!   stacks for flamegraphs.
 
 mod analysis;
+pub mod export;
+pub mod import;
 mod python;
 mod summary;
 mod symbolize;

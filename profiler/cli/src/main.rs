@@ -99,13 +99,27 @@ pub enum Format {
     Json,
     /// Folded stacks, one per line: `main;f;g 42`.
     Collapsed,
+    /// speedscope JSON (one sampled profile per thread).
+    Speedscope,
+    /// pprof protobuf, gzipped (`go tool pprof`); binary: use -o FILE.
+    Pprof,
+    /// Firefox Profiler processed profile (tiers as categories).
+    Firefox,
+    /// A self-contained HTML page with an interactive flamegraph.
+    Html,
+    /// A flamegraph SVG coloured by tier.
+    Svg,
 }
 
 #[derive(clap::Args)]
 pub struct ReportArgs {
-    /// The profile written by `prof run`.
+    /// The profile: written by `prof run`, or a vmprof log, `perf script` output or
+    /// folded stacks (recognized from their content).
     #[arg(value_name = "PATH", default_value = "prof.data")]
     path: PathBuf,
+    /// Write the report to FILE instead of standard output.
+    #[arg(short, long, value_name = "FILE")]
+    output: Option<PathBuf>,
     /// How many functions to show (text: default 20; json: default all).
     #[arg(long, value_name = "N")]
     top: Option<usize>,

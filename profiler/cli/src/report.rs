@@ -1,10 +1,12 @@
-//! `prof report`: load a profile (recovering what a cut or damaged file still holds) and
-//! print it as text, JSON or folded stacks.
+//! `prof report`: load a profile (recovering what a cut or damaged file still holds; vmprof
+//! logs, `perf script` output and folded stacks are imported) and print it as text, JSON
+//! or folded stacks, or export it (speedscope, pprof, Firefox, HTML, SVG).
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::Path;
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
+use prof_analysis::export::{ExportFormat, ExportOptions};
 use prof_format::{read_profile, Error as FormatError, Profile, HEADER_LEN};
 
 use crate::{Format, ReportArgs};
@@ -18,6 +20,12 @@ pub fn load(path: &Path) -> Result<(Profile, Vec<String>)> {
 
 /// Decodes profile bytes; a file corrupt midway yields the records before the corruption.
 pub fn decode(bytes: &[u8]) -> Result<(Profile, Vec<String>), String> {
+    // Other tools' profiles are recognized from their content.
+    if !bytes.starts_with(prof_format::MAGIC) && prof_analysis::import::detect(bytes).is_some() {
+        return prof_analysis::import::import_bytes(bytes)
+            .map(|i| (i.profile, Vec::new()))
+            .map_err(|e| e.to_string());
+    }
     let mut warnings = Vec::new();
     let mut cut = bytes.len();
     let profile = loop {
@@ -30,9 +38,13 @@ pub fn decode(bytes: &[u8]) -> Result<(Profile, Vec<String>), String> {
                 cut = offset;
             }
             Err(FormatError::BadMagic) => {
-                return Err(
-                    "not a prof profile (it does not start with the prof magic bytes)".into(),
-                )
+                // Says what the bytes look like and which formats were expected.
+                return Err(match prof_analysis::import::import_bytes(bytes) {
+                    Err(e) => e.to_string(),
+                    Ok(_) => {
+                        "not a prof profile (it does not start with the prof magic bytes)".into()
+                    }
+                });
             }
             Err(FormatError::TooShort(n)) => {
                 return Err(format!(
@@ -86,8 +98,40 @@ pub fn report(args: ReportArgs) -> Result<()> {
             s
         }
         Format::Collapsed => analysis.collapsed(),
+        Format::Speedscope => return export(&args, ExportFormat::Speedscope, &profile, &analysis),
+        Format::Pprof => return export(&args, ExportFormat::Pprof, &profile, &analysis),
+        Format::Firefox => return export(&args, ExportFormat::Firefox, &profile, &analysis),
+        Format::Html => return export(&args, ExportFormat::Html, &profile, &analysis),
+        Format::Svg => return export(&args, ExportFormat::Svg, &profile, &analysis),
     };
-    write_stdout(out.as_bytes())
+    emit(&args, out.as_bytes())
+}
+
+fn export(
+    args: &ReportArgs,
+    format: ExportFormat,
+    profile: &Profile,
+    analysis: &prof_analysis::Analysis,
+) -> Result<()> {
+    if format.is_binary() && args.output.is_none() && std::io::stdout().is_terminal() {
+        bail!(
+            "the {} output is binary: write it to a file with -o FILE (or redirect stdout)",
+            format.name()
+        );
+    }
+    let bytes = prof_analysis::export::export(format, profile, analysis, &ExportOptions::default())
+        .with_context(|| format!("exporting {}", args.path.display()))?;
+    emit(args, &bytes)
+}
+
+/// Writes the report to `-o FILE`, else to stdout.
+fn emit(args: &ReportArgs, bytes: &[u8]) -> Result<()> {
+    match &args.output {
+        Some(path) => {
+            std::fs::write(path, bytes).with_context(|| format!("{}: cannot write", path.display()))
+        }
+        None => write_stdout(bytes),
+    }
 }
 
 /// Writes to stdout; a closed pipe (`prof report | head`) is not an error.

@@ -1,0 +1,430 @@
+use std::collections::HashMap;
+use std::io::Read;
+
+use prof_format::Profile;
+use serde_json::Value;
+
+use super::*;
+use crate::import::import_bytes;
+use crate::{analyze, Analysis, Symbolizer};
+
+/// A small profile with times, two threads, tiers and source lines: perf script text.
+const PERF: &str = "\
+app 10/10 1.000000: 1000000 cpu-clock:
+\t400500 hot_loop+0x1 (/opt/app)
+  app.c:12
+\t400400 main+0x2 (/opt/app)
+  app.c:30
+
+app 10/10 1.001000: 1000000 cpu-clock:
+\t400500 hot_loop+0x1 (/opt/app)
+  app.c:12
+\t400400 main+0x2 (/opt/app)
+  app.c:30
+
+app 10/11 1.001500: 1000000 cpu-clock:
+\tffffffff81000000 do_syscall_64+0x10 ([kernel.kallsyms])
+\t400600 worker+0x3 (/opt/app)
+  app.c:40
+
+app 10/10 1.002000: 1000000 cpu-clock:
+\t400400 main+0x2 (/opt/app)
+  app.c:31
+";
+
+fn fixture() -> (Profile, Analysis) {
+    let imp = import_bytes(PERF.as_bytes()).unwrap();
+    let a = analyze(&imp.profile, &mut Symbolizer::without_debug_dirs());
+    (imp.profile, a)
+}
+
+fn render(format: ExportFormat) -> Vec<u8> {
+    let (p, a) = fixture();
+    export(format, &p, &a, &ExportOptions::default()).unwrap()
+}
+
+#[test]
+fn names_round_trip() {
+    for f in ExportFormat::ALL {
+        assert_eq!(ExportFormat::from_name(f.name()), Some(f));
+    }
+    assert_eq!(ExportFormat::from_name("png"), None);
+}
+
+#[test]
+fn collapsed_golden() {
+    let out = String::from_utf8(render(ExportFormat::Collapsed)).unwrap();
+    assert_eq!(out, "main 1\nmain;hot_loop 2\nworker;do_syscall_64 1\n");
+}
+
+#[test]
+fn speedscope_structure() {
+    let v: Value = serde_json::from_slice(&render(ExportFormat::Speedscope)).unwrap();
+    assert_eq!(v["$schema"], speedscope::SCHEMA);
+    let frames = v["shared"]["frames"].as_array().unwrap();
+    let profiles = v["profiles"].as_array().unwrap();
+    assert_eq!(profiles.len(), 2, "one per thread");
+    let names: Vec<&str> = frames.iter().map(|f| f["name"].as_str().unwrap()).collect();
+    let hot = names.iter().position(|&n| n == "hot_loop").unwrap();
+    assert_eq!(frames[hot]["file"], "app.c");
+    assert_eq!(frames[hot]["line"], 12);
+    let main_thread = &profiles[0];
+    assert_eq!(main_thread["type"], "sampled");
+    assert_eq!(main_thread["unit"], "nanoseconds");
+    assert_eq!(main_thread["name"], "app (pid 10): app (tid 10)");
+    // Samples in time order, root first, weights in ns.
+    let samples: Vec<Vec<&str>> = main_thread["samples"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            s.as_array()
+                .unwrap()
+                .iter()
+                .map(|i| names[i.as_u64().unwrap() as usize])
+                .collect()
+        })
+        .collect();
+    assert_eq!(
+        samples,
+        vec![
+            vec!["main", "hot_loop"],
+            vec!["main", "hot_loop"],
+            vec!["main"]
+        ]
+    );
+    assert_eq!(
+        main_thread["weights"],
+        serde_json::json!([1000000, 1000000, 1000000])
+    );
+    let (start, end) = (
+        main_thread["startValue"].as_u64().unwrap(),
+        main_thread["endValue"].as_u64().unwrap(),
+    );
+    assert_eq!(start, 0);
+    assert_eq!(end, 3_000_000);
+    assert_eq!(v["activeProfileIndex"], 0);
+}
+
+// --- a minimal protobuf reader for checking the pprof output
+
+#[derive(Debug, Clone)]
+enum Field {
+    Varint(u64),
+    Bytes(Vec<u8>),
+}
+
+fn varint(b: &[u8], pos: &mut usize) -> u64 {
+    let mut v = 0u64;
+    let mut shift = 0;
+    loop {
+        let byte = b[*pos];
+        *pos += 1;
+        v |= ((byte & 0x7f) as u64) << shift;
+        if byte & 0x80 == 0 {
+            return v;
+        }
+        shift += 7;
+    }
+}
+
+fn fields(b: &[u8]) -> Vec<(u32, Field)> {
+    let mut out = Vec::new();
+    let mut pos = 0;
+    while pos < b.len() {
+        let key = varint(b, &mut pos);
+        let (num, wire) = ((key >> 3) as u32, key & 7);
+        match wire {
+            0 => out.push((num, Field::Varint(varint(b, &mut pos)))),
+            2 => {
+                let n = varint(b, &mut pos) as usize;
+                out.push((num, Field::Bytes(b[pos..pos + n].to_vec())));
+                pos += n;
+            }
+            w => panic!("unexpected wire type {w}"),
+        }
+    }
+    out
+}
+
+fn get(fs: &[(u32, Field)], num: u32) -> u64 {
+    fs.iter()
+        .find_map(|(n, f)| match f {
+            Field::Varint(v) if *n == num => Some(*v),
+            _ => None,
+        })
+        .unwrap_or(0)
+}
+
+fn all_bytes(fs: &[(u32, Field)], num: u32) -> Vec<Vec<u8>> {
+    fs.iter()
+        .filter_map(|(n, f)| match f {
+            Field::Bytes(b) if *n == num => Some(b.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn packed(b: &[u8]) -> Vec<u64> {
+    let mut pos = 0;
+    let mut out = Vec::new();
+    while pos < b.len() {
+        out.push(varint(b, &mut pos));
+    }
+    out
+}
+
+#[test]
+fn pprof_decodes_back() {
+    let gz = render(ExportFormat::Pprof);
+    assert_eq!(&gz[..2], &[0x1f, 0x8b], "gzipped");
+    let mut raw = Vec::new();
+    flate2::read::GzDecoder::new(&gz[..])
+        .read_to_end(&mut raw)
+        .unwrap();
+    let top = fields(&raw);
+    let strings: Vec<String> = all_bytes(&top, 6)
+        .into_iter()
+        .map(|b| String::from_utf8(b).unwrap())
+        .collect();
+    assert_eq!(strings[0], "");
+    let vt = |b: &[u8]| {
+        let f = fields(b);
+        (
+            strings[get(&f, 1) as usize].clone(),
+            strings[get(&f, 2) as usize].clone(),
+        )
+    };
+    let types: Vec<(String, String)> = all_bytes(&top, 1).iter().map(|b| vt(b)).collect();
+    assert_eq!(
+        types,
+        vec![
+            ("samples".into(), "count".into()),
+            ("cpu".into(), "nanoseconds".into())
+        ]
+    );
+    assert_eq!(get(&top, 12), 1_000_000, "period");
+    // functions and locations
+    let funcs: HashMap<u64, (String, String)> = all_bytes(&top, 5)
+        .iter()
+        .map(|b| {
+            let f = fields(b);
+            (
+                get(&f, 1),
+                (
+                    strings[get(&f, 2) as usize].clone(),
+                    strings[get(&f, 4) as usize].clone(),
+                ),
+            )
+        })
+        .collect();
+    let locs: HashMap<u64, (String, u64)> = all_bytes(&top, 4)
+        .iter()
+        .map(|b| {
+            let f = fields(b);
+            assert_eq!(get(&f, 2), 1, "mapping id");
+            let line = fields(&all_bytes(&f, 4)[0]);
+            (get(&f, 1), (funcs[&get(&line, 1)].0.clone(), get(&line, 2)))
+        })
+        .collect();
+    assert!(funcs
+        .values()
+        .any(|(n, file)| n == "hot_loop" && file == "app.c"));
+    // samples: totals, innermost-first locations, tier labels
+    let mut total_count = 0;
+    let mut total_ns = 0;
+    let mut by_stack: HashMap<Vec<String>, (u64, String)> = HashMap::new();
+    for s in all_bytes(&top, 2) {
+        let f = fields(&s);
+        let locs_of: Vec<String> = packed(&all_bytes(&f, 1)[0])
+            .iter()
+            .map(|id| locs[id].0.clone())
+            .collect();
+        let values = packed(&all_bytes(&f, 2)[0]);
+        total_count += values[0];
+        total_ns += values[1];
+        let mut tier = String::new();
+        for l in all_bytes(&f, 3) {
+            let lf = fields(&l);
+            if strings[get(&lf, 1) as usize] == "tier" {
+                tier = strings[get(&lf, 2) as usize].clone();
+            }
+        }
+        by_stack.insert(locs_of, (values[0], tier));
+    }
+    assert_eq!(total_count, 4);
+    assert_eq!(total_ns, 4_000_000);
+    assert_eq!(
+        by_stack[&vec!["hot_loop".to_string(), "main".to_string()]],
+        (2, "native".to_string())
+    );
+    assert_eq!(
+        by_stack[&vec!["do_syscall_64".to_string(), "worker".to_string()]],
+        (1, "kernel".to_string())
+    );
+}
+
+#[test]
+fn firefox_structure() {
+    let v: Value = serde_json::from_slice(&render(ExportFormat::Firefox)).unwrap();
+    let meta = &v["meta"];
+    assert!(meta["preprocessedProfileVersion"].as_u64().unwrap() >= 40);
+    let cats: Vec<&str> = meta["categories"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    for t in Tier::ALL {
+        assert!(cats.contains(&t.name()), "{cats:?}");
+    }
+    let threads = v["threads"].as_array().unwrap();
+    assert_eq!(threads.len(), 2);
+    let mut samples = 0;
+    for t in threads {
+        let n = t["samples"]["length"].as_u64().unwrap();
+        samples += t["samples"]["weight"]
+            .as_array()
+            .map(|w| w.iter().map(|x| x.as_u64().unwrap()).sum::<u64>())
+            .unwrap_or(n);
+        let strings: Vec<&str> = t["stringArray"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s.as_str().unwrap())
+            .collect();
+        let ft = &t["funcTable"];
+        let names = ft["name"].as_array().unwrap();
+        for (i, n) in names.iter().enumerate() {
+            let name = strings[n.as_u64().unwrap() as usize];
+            if name == "hot_loop" {
+                let file = ft["fileName"][i].as_u64().unwrap() as usize;
+                assert_eq!(strings[file], "app.c");
+                assert_eq!(ft["lineNumber"][i], 12);
+            }
+        }
+        // Every frame's category is a tier (the sample's), never the default "Other".
+        for c in t["frameTable"]["category"].as_array().unwrap() {
+            assert!(c.as_u64().unwrap() >= 1);
+        }
+    }
+    assert_eq!(samples, 4);
+}
+
+#[test]
+fn svg_is_xml_with_the_hot_function() {
+    let svg = String::from_utf8(render(ExportFormat::Svg)).unwrap();
+    let doc = roxmltree::Document::parse(&svg).unwrap();
+    let root = doc.root_element();
+    assert_eq!(root.tag_name().name(), "svg");
+    let titles: Vec<&str> = doc
+        .descendants()
+        .filter(|n| n.has_tag_name("title"))
+        .filter_map(|n| n.text())
+        .collect();
+    let hot = titles
+        .iter()
+        .find(|t| t.starts_with("hot_loop"))
+        .unwrap_or_else(|| panic!("{titles:?}"));
+    assert!(hot.contains("total 2 (50.00%)"), "{hot}");
+    assert!(hot.contains("native 100.0%"), "{hot}");
+    assert!(hot.contains("app.c:12"), "{hot}");
+    assert!(titles.iter().any(|t| t.contains("kernel 100.0%")));
+}
+
+#[test]
+fn svg_and_html_escape_names() {
+    let (p, a) = analyze_folded("a<b>&\"c\";</script><!--x 3\n");
+    let svg = String::from_utf8(
+        export(
+            ExportFormat::Svg,
+            &p,
+            &a,
+            &ExportOptions {
+                title: Some("<t>".into()),
+            },
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    roxmltree::Document::parse(&svg).unwrap();
+    let html = String::from_utf8(
+        export(
+            ExportFormat::Html,
+            &p,
+            &a,
+            &ExportOptions {
+                title: Some("<t>".into()),
+            },
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert!(html.contains("<title>&lt;t&gt;</title>"));
+    let data = html_data(&html);
+    assert!(!data.contains("</script"));
+    let v: Value = serde_json::from_str(&data).unwrap();
+    let names: Vec<&str> = v["functions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f[0].as_str().unwrap())
+        .collect();
+    assert!(names.contains(&"</script><!--x"), "{names:?}");
+}
+
+fn analyze_folded(text: &str) -> (Profile, Analysis) {
+    let imp = import_bytes(text.as_bytes()).unwrap();
+    let a = analyze(&imp.profile, &mut Symbolizer::without_debug_dirs());
+    (imp.profile, a)
+}
+
+/// The JSON inside `<script id="prof-data">`.
+pub(crate) fn html_data(html: &str) -> String {
+    let start = html
+        .find(r#"<script id="prof-data" type="application/json">"#)
+        .unwrap();
+    let rest = &html[start..];
+    let open = rest.find('>').unwrap() + 1;
+    let close = rest.find("</script>").unwrap();
+    rest[open..close].to_string()
+}
+
+#[test]
+fn html_is_self_contained_with_the_tree() {
+    let html = String::from_utf8(render(ExportFormat::Html)).unwrap();
+    assert!(html.starts_with("<!DOCTYPE html>"));
+    // Self-contained: no external scripts, styles or fetches.
+    for needle in [
+        "<script src",
+        "<link ",
+        "fetch(",
+        "XMLHttpRequest",
+        "import(",
+    ] {
+        assert!(!html.contains(needle), "{needle}");
+    }
+    let v: Value = serde_json::from_str(&html_data(&html)).unwrap();
+    let names: Vec<&str> = v["functions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f[0].as_str().unwrap())
+        .collect();
+    let n = v["parent"].as_array().unwrap().len();
+    assert_eq!(v["func"].as_array().unwrap().len(), n);
+    assert_eq!(
+        v["tierCounts"].as_array().unwrap().len(),
+        n * Tier::ALL.len()
+    );
+    assert_eq!(v["total"][0], 4);
+    let hot = v["func"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .position(|f| names[f.as_u64().unwrap() as usize] == "hot_loop")
+        .unwrap();
+    assert_eq!(v["total"][hot], 2);
+    assert_eq!(v["nsPerWeight"], 1_000_000);
+    assert!(v["timeline"]["buckets"].as_u64().unwrap() > 0);
+}
