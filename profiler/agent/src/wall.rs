@@ -45,6 +45,20 @@ struct Cached {
     key: (u64, u64, u64),
     frames: Vec<u64>,
     flags: u32,
+    /// Ticks the thread has spent blocked at `key` not yet recorded: a thread blocked in
+    /// one place gets one sample of weight N per `BATCH_TICKS` ticks, not N samples.
+    pending: u32,
+}
+
+const BATCH_TICKS: u32 = 10;
+
+impl Cached {
+    fn flush(&mut self, tid: i32) {
+        if self.pending > 0 {
+            push(tid, self.key.0, &self.frames, self.flags, self.pending);
+            self.pending = 0;
+        }
+    }
 }
 
 extern "C" fn sampler_main(_: *mut c_void) -> *mut c_void {
@@ -87,29 +101,45 @@ extern "C" fn sampler_main(_: *mut c_void) -> *mut c_void {
                         key: (u64::MAX, 0, 0),
                         frames: Vec::new(),
                         flags: 0,
+                        pending: 0,
                     })
                 }
             };
             if !blocked(&c.stat) {
+                c.flush(tid);
                 continue;
             }
             let Some((nr, sp, pc)) = read_syscall(&c.syscall) else {
+                c.flush(tid);
                 continue;
             };
             if c.key != (nr, sp, pc) {
+                c.flush(tid);
                 c.key = (nr, sp, pc);
                 let (frames, flags) = unwind_blocked(pc, sp, hi, &ranges, &mut buf);
                 c.frames = frames;
                 c.flags = flags;
             }
-            push(tid, nr, &c.frames, c.flags);
+            c.pending += 1;
+            if c.pending >= BATCH_TICKS {
+                c.flush(tid);
+            }
         }
-        cache.retain(|tid, _| seen.contains(tid));
+        cache.retain(|tid, c| {
+            let alive = seen.contains(tid);
+            if !alive {
+                c.flush(*tid);
+            }
+            alive
+        });
+    }
+    for (tid, c) in cache.iter_mut() {
+        c.flush(*tid);
     }
     core::ptr::null_mut()
 }
 
-fn push(tid: i32, nr: u64, frames: &[u64], flags: u32) {
+fn push(tid: i32, nr: u64, frames: &[u64], flags: u32, weight: u32) {
     let Some(ring) = state::ring() else { return };
     let Some(claim) = ring.claim() else {
         crate::handler::LOST.fetch_add(1, Ordering::Relaxed);
@@ -117,7 +147,7 @@ fn push(tid: i32, nr: u64, frames: &[u64], flags: u32) {
     };
     let d = claim.data();
     d.tid = tid as u32;
-    d.weight = 1;
+    d.weight = weight.max(1);
     d.flags = flags | OFF_CPU;
     d.time_ns = sys::monotonic_ns().saturating_sub(state::start_ns());
     d.syscall = if nr == u64::MAX { NO_SYSCALL } else { nr };
