@@ -8,9 +8,9 @@ use core::sync::atomic::{AtomicUsize, Ordering};
 
 /// Frames a slot holds: the unwinder's hard depth limit.
 pub const MAX_FRAMES: usize = 256;
-/// Slots in the ring (power of two). At 1 kHz per busy thread and a 10 ms drain period,
-/// 1024 slots absorb ~100 busy threads before anything is lost.
-pub const SLOTS: usize = 1024;
+/// Slots in the ring (power of two). The writer drains every 10 ms: 512 slots absorb
+/// ~50 threads busy at 1 kHz before a sample is lost; each slot is ~5 KB, touched lazily.
+pub const SLOTS: usize = 512;
 const MASK: usize = SLOTS - 1;
 /// How often a producer retries a contended claim before giving up (the sample is lost).
 const MAX_RETRIES: u32 = 64;
