@@ -11,6 +11,10 @@ if ! command -v gcc >/dev/null 2>&1; then
 elif [ "$(gcc -print-file-name=libc.a)" = "libc.a" ]; then
     need+=(libc6-dev)
 fi
+# The JIT tests (tests/tests/jit.rs) run node, OpenJDK 17 and PyPy.
+command -v node >/dev/null 2>&1 || need+=(nodejs)
+command -v javac >/dev/null 2>&1 || need+=(openjdk-17-jdk-headless)
+command -v pypy3 >/dev/null 2>&1 || need+=(pypy3)
 if [ ${#need[@]} -gt 0 ]; then
     echo "scripts/test.sh: installing ${need[*]}" >&2
     sudo=""

@@ -95,6 +95,42 @@ impl Jit {
         }
     }
 
+    /// At exit: node 20 writes a V8 log (`isolate-0xADDR-PID-v8.log`, in its working
+    /// directory) whenever `--perf-basic-prof` is on, and NODE_OPTIONS may not carry
+    /// `--logfile`. When `prof run` added the flag (`PROF_V8_LOG=remove`) and this
+    /// process's command line asked for no V8 log of its own, the file is prof's
+    /// by-product: remove it.
+    pub fn at_exit(&self) {
+        if std::env::var_os("PROF_V8_LOG").is_none_or(|v| v != "remove") {
+            return;
+        }
+        if crate::argv()
+            .iter()
+            .any(|a| a.starts_with("--prof") || a.starts_with("--log") || a.starts_with("--perf"))
+        {
+            return;
+        }
+        // SAFETY: getpid cannot fail.
+        let suffix = format!("-{}-v8.log", unsafe { libc::getpid() });
+        let Ok(dir) = std::fs::read_dir(".") else {
+            return;
+        };
+        for e in dir.flatten() {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            if !name.starts_with("isolate-0x") || !name.ends_with(&suffix) {
+                continue;
+            }
+            let mut head = [0u8; 10];
+            let v8 = File::open(e.path())
+                .and_then(|mut f| f.read_exact(&mut head))
+                .is_ok_and(|()| &head == b"v8-version");
+            if v8 {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+
     fn named_code<W: std::io::Write>(
         &mut self,
         log: &mut LogWriter<W>,

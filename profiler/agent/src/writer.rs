@@ -308,6 +308,7 @@ pub fn finish() {
         return;
     }
     guard.step(true);
+    guard.jit.at_exit(); // [issue 5]
     let mut ru: libc::rusage = unsafe { core::mem::zeroed() };
     // SAFETY: ru is a valid, writable rusage.
     unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };

@@ -4,7 +4,7 @@
 use std::collections::{BinaryHeap, HashMap};
 use std::fmt::Write as _;
 
-use prof_format::{flags, node_kind, Mode, Module, Node, Process, Profile};
+use prof_format::{flags, node_kind, Mode, Module, Process, Profile};
 
 use crate::symbolize::{Frame, Symbolizer};
 use crate::syscalls::syscall_name;
@@ -83,6 +83,11 @@ pub(crate) struct ProcData {
     /// process started (wall time in wall mode).
     pub timeline: Vec<TierCounts>,
     pub bucket_ns: u64,
+    /// [issue 5] Weight per tier of the samples a runtime phase classified, by (tid, leaf).
+    pub phased: HashMap<(u32, u32), Vec<(Tier, u64)>>,
+    /// [issue 5] The process's runtime phases, and the tier each gives (by phase index).
+    pub phases: std::sync::Arc<crate::jit::JitIndex>,
+    pub phase_tiers: Vec<Option<Tier>>,
 }
 
 /// A symbolized profile. Built by [`analyze`]; reports are methods and [`crate::summary`].
@@ -169,6 +174,8 @@ struct Builder<'s> {
     frame_index: HashMap<Frame, FrameId>,
     ids: Vec<FrameId>,
     warnings: Vec<String>,
+    /// [issue 5] The current process's JIT code, for addresses in no module.
+    jit: crate::jit::JitIndex,
 }
 
 impl Builder<'_> {
@@ -196,15 +203,26 @@ impl Builder<'_> {
 
     fn node_span(
         &mut self,
-        node: Node,
+        id: usize,
         ret: bool,
         p: &Process,
         map: &ModuleMap,
         used: &mut [bool],
         cache: &mut HashMap<(u32, u64, bool), Span>,
     ) -> Span {
+        let node = p.nodes[id];
         let ret = ret && node.kind == node_kind::NATIVE;
-        let key = (node.kind, node.value, ret);
+        // [issue 5] Code in no module: JIT code, resolved per node (crate::jit).
+        let jit = (node.kind == node_kind::NATIVE && map.lookup(node.value).is_none())
+            .then(|| {
+                self.jit
+                    .resolve(p, node.value.wrapping_sub(ret as u64), id as u32)
+            })
+            .flatten();
+        let key = match jit {
+            Some(k) => (u32::MAX, k as u64, false),
+            None => (node.kind, node.value, ret),
+        };
         if let Some(&s) = cache.get(&key) {
             return s;
         }
@@ -217,7 +235,10 @@ impl Builder<'_> {
                     used[mi] = true;
                     self.sym.symbolize(&p.modules[mi], node.value, ret).to_vec()
                 }
-                None => vec![Frame::bare(format!("{:#x}", node.value), "[unknown]")],
+                None => match jit {
+                    Some(k) => vec![self.jit.frame(p, k)],
+                    None => vec![Frame::bare(format!("{:#x}", node.value), "[unknown]")],
+                },
             },
             node_kind::PYTHON => {
                 let code = p.py_code.iter().find(|c| c.id as u64 == node.value >> 32);
@@ -291,6 +312,9 @@ impl Builder<'_> {
             thread_tier: HashMap::new(),
             timeline: Vec::new(),
             bucket_ns: 0,
+            phased: HashMap::new(),
+            phases: Default::default(),
+            phase_tiers: Vec::new(),
         };
 
         let mut agg: HashMap<(u32, u32), (u64, u64)> = HashMap::new();
@@ -354,22 +378,16 @@ impl Builder<'_> {
         }
 
         let map = ModuleMap::new(&p.modules);
+        self.jit = crate::jit::JitIndex::new(p); // [issue 5]
         let mut used = vec![false; p.modules.len()];
         let mut cache = HashMap::new();
         for (id, &needed) in need_caller.iter().enumerate() {
             if needed {
-                d.caller[id] = self.node_span(p.nodes[id], true, p, &map, &mut used, &mut cache);
+                d.caller[id] = self.node_span(id, true, p, &map, &mut used, &mut cache);
             }
         }
         for &leaf in &leaves {
-            let span = self.node_span(
-                p.nodes[leaf as usize],
-                false,
-                p,
-                &map,
-                &mut used,
-                &mut cache,
-            );
+            let span = self.node_span(leaf as usize, false, p, &map, &mut used, &mut cache);
             d.leaf.insert(leaf, span);
         }
 
@@ -406,6 +424,7 @@ pub fn analyze_with(profile: &Profile, sym: &mut Symbolizer, rules: &TierRules) 
         frame_index: HashMap::new(),
         ids: Vec::new(),
         warnings: Vec::new(),
+        jit: Default::default(),
     };
     let procs = profile.processes.iter().map(|p| b.process(p)).collect();
     let frame_tier = b.frames.iter().map(|f| rules.frame_tier(f)).collect();
@@ -473,6 +492,15 @@ impl Analysis {
         let bucket_ns = MIN_BUCKET_NS.max(span / MAX_BUCKETS + 1);
         let mut timeline: Vec<TierCounts> = Vec::new();
         let mut cpu = 0u64;
+        // [issue 5] Runtime phases (PyPy: tracing, GC) decide the tier of the samples in
+        // them, after thread rules and before frames.
+        let jit = crate::jit::JitIndex::new(p);
+        let phase_tier: Vec<Option<Tier>> = p
+            .jit_phases
+            .iter()
+            .map(|ph| rules.phase_tier(&ph.name))
+            .collect();
+        let mut phased: HashMap<(u32, u32), Vec<(Tier, u64)>> = HashMap::new();
         for i in order {
             let s = &p.samples[i];
             let leaf = if (s.leaf as usize) < p.nodes.len() {
@@ -480,9 +508,20 @@ impl Analysis {
             } else {
                 0
             };
+            let in_phase = (jit.has_phases() && !thread_tier.contains_key(&s.tid))
+                .then(|| jit.phase_at(s.time_ns).and_then(|k| phase_tier[k]))
+                .flatten();
+            if let Some(t) = in_phase {
+                let v = phased.entry((s.tid, leaf)).or_default();
+                match v.iter_mut().find(|(x, _)| *x == t) {
+                    Some((_, w)) => *w += s.weight as u64,
+                    None => v.push((t, s.weight as u64)),
+                }
+            }
             let t = thread_tier
                 .get(&s.tid)
                 .copied()
+                .or(in_phase)
                 .or_else(|| leaf_tier.get(&leaf).copied())
                 .unwrap_or(Tier::Native);
             let x = if wall { s.time_ns } else { cpu };
@@ -498,6 +537,9 @@ impl Analysis {
         d.thread_tier = thread_tier;
         d.timeline = timeline;
         d.bucket_ns = bucket_ns;
+        d.phased = phased;
+        d.phases = std::sync::Arc::new(jit);
+        d.phase_tiers = phase_tier;
     }
 
     /// The tier of a stack whose nodes may carry tiers (FRAME nodes of imported profiles):
@@ -531,6 +573,44 @@ impl Analysis {
             node = d.parent.get(node as usize).copied().unwrap_or(0);
         }
         None
+    }
+
+    /// [`sample_tier`](Self::sample_tier) for a sample taken `time_ns` after its process
+    /// started: runtime phases (PyPy's tracing and GC, from JIT_PHASE records) come after
+    /// thread rules and before frames.
+    pub fn sample_tier_at(&self, process: usize, tid: u32, leaf: u32, time_ns: u64) -> Tier {
+        let Some(p) = self.procs.get(process) else {
+            return Tier::Native;
+        };
+        if !p.thread_tier.contains_key(&tid) {
+            if let Some(t) = p
+                .phases
+                .phase_at(time_ns)
+                .and_then(|k| p.phase_tiers.get(k).copied().flatten())
+            {
+                return t;
+            }
+        }
+        self.sample_tier(process, tid, leaf)
+    }
+
+    /// How the weight of `lw` splits into tiers: runtime phases can give some of one
+    /// (thread, leaf)'s samples another tier than the rest.
+    pub fn leaf_tiers(&self, process: usize, lw: &LeafWeight) -> Vec<(Tier, u64)> {
+        let base = self.sample_tier(process, lw.tid, lw.leaf);
+        let Some(split) = self
+            .procs
+            .get(process)
+            .and_then(|p| p.phased.get(&(lw.tid, lw.leaf)))
+        else {
+            return vec![(base, lw.weight)];
+        };
+        let phased: u64 = split.iter().map(|&(_, w)| w).sum();
+        let mut out = split.clone();
+        if lw.weight > phased {
+            out.push((base, lw.weight - phased));
+        }
+        out
     }
 
     /// The tier of a sample of process `process`, thread `tid`, with leaf node `leaf`.

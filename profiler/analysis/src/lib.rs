@@ -20,6 +20,7 @@
 mod analysis;
 pub mod export;
 pub mod import;
+mod jit;
 mod python;
 mod summary;
 mod symbolize;

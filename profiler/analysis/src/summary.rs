@@ -265,9 +265,11 @@ impl Analysis {
             let mut by_leaf: HashMap<(u32, Tier), u64> = HashMap::new();
             let mut ptiers = TierCounts::default();
             for lw in &p.leaves {
-                let t = self.sample_tier(pi, lw.tid, lw.leaf);
-                *by_leaf.entry((lw.leaf, t)).or_default() += lw.weight;
-                ptiers.add(t, lw.weight);
+                // [issue 5] runtime phases can split one leaf's samples across tiers.
+                for (t, w) in self.leaf_tiers(pi, lw) {
+                    *by_leaf.entry((lw.leaf, t)).or_default() += w;
+                    ptiers.add(t, w);
+                }
             }
             tiers.merge(&ptiers);
             if let Some(ps) = processes.last_mut() {

@@ -34,8 +34,8 @@ pub fn tier_index(t: Tier) -> usize {
 }
 
 /// The tier of one sample. Every per-sample tier in this module comes from here.
-fn sample_tier(analysis: &Analysis, process: usize, tid: u32, leaf: u32) -> Tier {
-    analysis.sample_tier(process, tid, leaf)
+fn sample_tier(analysis: &Analysis, process: usize, tid: u32, leaf: u32, time_ns: u64) -> Tier {
+    analysis.sample_tier_at(process, tid, leaf, time_ns)
 }
 
 /// A function: symbolized frames merged by (name, module).
@@ -385,7 +385,7 @@ impl ProfileIndex {
                         id
                     }
                 };
-                let tier = tier_index(sample_tier(analysis, pi, s.tid, leaf)) as u8;
+                let tier = tier_index(sample_tier(analysis, pi, s.tid, leaf, s.time_ns)) as u8;
                 if !tids.contains(&s.tid) {
                     tids.push(s.tid);
                 }

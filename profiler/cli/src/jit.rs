@@ -118,6 +118,13 @@ impl JitMaps {
             return JitMaps::default();
         }
         let user_env = env_asks_for_maps(get);
+        let node_had_maps =
+            get("NODE_OPTIONS").is_some_and(|v| v.to_string_lossy().contains("--perf-basic-prof"));
+        if !node_had_maps {
+            // node writes a V8 log into its working directory when --perf-basic-prof is
+            // on; the agent removes it at exit (profiler/agent/src/jit.rs).
+            cmd.env("PROF_V8_LOG", "remove");
+        }
         cmd.env(
             "NODE_OPTIONS",
             append_flags(get("NODE_OPTIONS").as_deref(), &NODE_FLAGS),
@@ -212,6 +219,7 @@ mod tests {
         );
         assert!(!e.contains_key("PYTHONPERFSUPPORT"), "the user's 0 stays");
         assert!(!e.contains_key("PYPYLOG"), "the user's PYPYLOG stays");
+        assert_eq!(e["PROF_V8_LOG"], "remove");
         assert!(!m.user_env);
 
         let none = |_: &str| None;

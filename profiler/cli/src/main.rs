@@ -6,6 +6,7 @@
 //! `prof run` otherwise exits with the command's own status.
 
 mod error;
+mod jit;
 mod merge;
 mod report;
 mod run;
@@ -77,6 +78,13 @@ pub struct RunArgs {
     /// Show the Python interpreter's own C frames between Python frames (hidden by default).
     #[arg(long)]
     native_internals: bool,
+    /// Do not turn on the runtimes' JIT maps (node --perf-basic-prof, PYTHONPERFSUPPORT,
+    /// HotSpot's DumpPerfMapAtExit, PYPYLOG); see docs/TIERS.md.
+    #[arg(long)]
+    no_jit_maps: bool,
+    /// Tier rules to try before the built-in ones (format: docs/TIERS.md).
+    #[arg(long, value_name = "FILE")]
+    tier_rules: Option<PathBuf>,
     /// Upload the profile to a prof server and print its link: to URL, else to
     /// $PROF_SERVER, else to a local server started on a free port that serves until Ctrl-C.
     #[arg(long, value_name = "URL", num_args = 0..=1, require_equals = true, default_missing_value = "")]
@@ -129,6 +137,9 @@ pub struct ReportArgs {
     /// Show the Python interpreter's own C frames between Python frames (hidden by default).
     #[arg(long)]
     native_internals: bool,
+    /// Tier rules to try before the built-in ones (format: docs/TIERS.md).
+    #[arg(long, value_name = "FILE")]
+    tier_rules: Option<PathBuf>,
 }
 
 fn main() {

@@ -76,8 +76,9 @@ pub fn report(args: ReportArgs) -> Result<()> {
     for w in &warnings {
         eprintln!("prof: warning: {}: {w}", args.path.display());
     }
+    let rules = crate::jit::tier_rules(args.tier_rules.as_deref()).map_err(|e| anyhow!(e))?; // [issue 5]
     let mut sym = prof_analysis::Symbolizer::new();
-    let mut analysis = prof_analysis::analyze(&profile, &mut sym);
+    let mut analysis = prof_analysis::analyze_with(&profile, &mut sym, &rules);
     analysis.set_native_internals(args.native_internals);
     let out = match args.format {
         Format::Text => {

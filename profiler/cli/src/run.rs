@@ -21,6 +21,7 @@ pub fn run(args: RunArgs) -> Result<i32> {
     let program = target::resolve(&args.command[0], search_path.as_deref()).map_err(refuse)?;
     target::check(&program, search_path.as_deref()).map_err(refuse)?;
     let agent = find_agent()?;
+    let rules = crate::jit::tier_rules(args.tier_rules.as_deref()).map_err(refuse)?; // [issue 5]
     let output = Output::prepare(&args.output)?;
     let logs = tempfile::Builder::new()
         .prefix("prof-run-")
@@ -39,6 +40,8 @@ pub fn run(args: RunArgs) -> Result<i32> {
         .env("PROF_DIR", logs.path())
         .env("PROF_RATE", args.rate.to_string())
         .env("PROF_MODE", args.mode.env_value());
+    // [issue 5] the runtimes' JIT maps, appended to the user's settings.
+    let jit_maps = crate::jit::JitMaps::configure(&mut command, args.no_jit_maps, logs.path());
     let mut child = command
         .spawn()
         .map_err(|e| refuse(format!("{shown}: cannot run: {e}")))?;
@@ -54,6 +57,10 @@ pub fn run(args: RunArgs) -> Result<i32> {
     };
 
     let merged = merge::merge_dir(logs.path())?;
+    // [issue 5] the logs hold the JIT maps now: remove the map files only prof asked for.
+    if let Ok((profile, _)) = report::decode(&merged.bytes) {
+        jit_maps.clean_up(&profile);
+    }
     for w in &merged.warnings {
         eprintln!("prof: warning: {w}");
     }
@@ -73,7 +80,7 @@ pub fn run(args: RunArgs) -> Result<i32> {
     output.write(&merged.bytes)?;
 
     if !args.quiet {
-        print_summary(&merged.bytes, &args.output, args.native_internals);
+        print_summary(&merged.bytes, &args.output, args.native_internals, &rules);
     }
     if let Some(web) = &args.web {
         return crate::web::after_run(web, &args.output, code);
@@ -237,7 +244,12 @@ fn io_reason(e: &std::io::Error) -> String {
     }
 }
 
-fn print_summary(bytes: &[u8], path: &Path, native_internals: bool) {
+fn print_summary(
+    bytes: &[u8],
+    path: &Path,
+    native_internals: bool,
+    rules: &prof_analysis::TierRules,
+) {
     let (profile, _) = match report::decode(bytes) {
         Ok(p) => p,
         Err(e) => {
@@ -246,7 +258,7 @@ fn print_summary(bytes: &[u8], path: &Path, native_internals: bool) {
         }
     };
     let mut sym = prof_analysis::Symbolizer::new();
-    let mut analysis = prof_analysis::analyze(&profile, &mut sym);
+    let mut analysis = prof_analysis::analyze_with(&profile, &mut sym, rules);
     analysis.set_native_internals(native_internals);
     let summary = analysis.summary();
     let text = prof_analysis::render_text(&summary, 10);
