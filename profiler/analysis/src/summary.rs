@@ -427,15 +427,27 @@ fn location(f: &FunctionSummary) -> String {
 
 const NAME_WIDTH: usize = 60;
 
+/// Python functions read `qualname (file.py:line)`, as Python users know them.
+fn display_name(f: &FunctionSummary) -> String {
+    let python =
+        f.module.ends_with(".py") || (f.module.starts_with('<') && f.module.ends_with('>'));
+    if python {
+        format!("{} ({})", f.name, location(f))
+    } else {
+        f.name.clone()
+    }
+}
+
 fn table(out: &mut String, title: &str, funcs: &[&FunctionSummary], weight: u64) {
     let _ = writeln!(out, "\n{title}");
     if funcs.is_empty() {
         let _ = writeln!(out, "  (no samples)");
         return;
     }
-    let width = funcs
+    let names: Vec<String> = funcs.iter().map(|f| display_name(f)).collect();
+    let width = names
         .iter()
-        .map(|f| f.name.chars().count())
+        .map(|n| n.chars().count())
         .max()
         .unwrap_or(0)
         .clamp(8, NAME_WIDTH);
@@ -444,7 +456,7 @@ fn table(out: &mut String, title: &str, funcs: &[&FunctionSummary], weight: u64)
         "{:>7} {:>9} {:>7} {:>9}  {:<width$}  location",
         "self%", "self", "total%", "total", "function"
     );
-    for f in funcs {
+    for (f, name) in funcs.iter().zip(&names) {
         let _ = writeln!(
             out,
             "{:>6.1}% {:>9} {:>6.1}% {:>9}  {:<width$}  {}",
@@ -452,7 +464,7 @@ fn table(out: &mut String, title: &str, funcs: &[&FunctionSummary], weight: u64)
             f.self_,
             pct(f.total, weight),
             f.total,
-            clip(&f.name, width),
+            clip(name, width),
             location(f),
         );
     }
