@@ -15,6 +15,12 @@ fi
 command -v node >/dev/null 2>&1 || need+=(nodejs)
 command -v javac >/dev/null 2>&1 || need+=(openjdk-17-jdk-headless)
 command -v pypy3 >/dev/null 2>&1 || need+=(pypy3)
+# The export/import tests (tests/tests/exports.rs) read the pprof export with
+# `go tool pprof`, draw the HTML flamegraph in headless Chromium, and record vmprof logs
+# in venvs (python3 -m venv; pip installs vmprof there from PyPI).
+command -v go >/dev/null 2>&1 || need+=(golang-go)
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3 python3-venv)
 if [ ${#need[@]} -gt 0 ]; then
     echo "scripts/test.sh: installing ${need[*]}" >&2
     sudo=""
