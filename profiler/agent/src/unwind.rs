@@ -280,10 +280,10 @@ pub fn unwind(
                         Some(s) => s,
                         None => fp_step(&mut regs, stack),
                     },
-                    None => fp_step(&mut regs, stack),
+                    None => code_without_cfi_step(&mut regs, stack, depth == 1),
                 },
             },
-            None => fp_step(&mut regs, stack),
+            None => code_without_cfi_step(&mut regs, stack, depth == 1),
         };
         match step {
             Step::End => return (depth, 0),
@@ -301,6 +301,48 @@ pub fn unwind(
         }
         depth += 1;
     }
+}
+
+/// A step through code no module describes (JIT code, trampolines): CPython's perf
+/// trampolines are recognized by their exact code; anything else uses frame pointers.
+fn code_without_cfi_step(regs: &mut Regs, stack: &Stack, leaf: bool) -> Step {
+    if !leaf && is_cpython_trampoline(regs.r[RA]) {
+        // `sub $8,%rsp; call *%rcx` | `add $8,%rsp; ret`: at the return address the
+        // frame is 8 bytes of padding below the trampoline's own return address.
+        let sp = regs.r[RSP];
+        let Some(ret) = stack.read(sp + 8) else {
+            return Step::Stop;
+        };
+        regs.r[RSP] = sp + 16;
+        regs.r[RA] = ret;
+        return Step::Caller;
+    }
+    fp_step(regs, stack)
+}
+
+/// CPython 3.12+'s perf trampoline (Python/asm_trampoline.S), copied into anonymous memory
+/// once per code object: does the code around return address `pc` match it exactly?
+fn is_cpython_trampoline(pc: u64) -> bool {
+    const BEFORE: [u8; 6] = [0x48, 0x83, 0xec, 0x08, 0xff, 0xd1];
+    const AFTER: [u8; 5] = [0x48, 0x83, 0xc4, 0x08, 0xc3];
+    let off = pc & 0xfff;
+    // Stay within pc's page: it holds the code the thread will return to, so it is mapped.
+    if !(6..=0x1000 - 5).contains(&off) {
+        return false;
+    }
+    let byte = |a: u64| {
+        // SAFETY: a lies in the same page as pc, the return address of a live frame:
+        // code the interrupted thread will execute, hence mapped and readable.
+        unsafe { core::ptr::read_volatile(a as *const u8) }
+    };
+    BEFORE
+        .iter()
+        .enumerate()
+        .all(|(i, &b)| byte(pc - 6 + i as u64) == b)
+        && AFTER
+            .iter()
+            .enumerate()
+            .all(|(i, &b)| byte(pc + i as u64) == b)
 }
 
 /// Frame-pointer step: [rbp] = caller's rbp, [rbp+8] = return address.

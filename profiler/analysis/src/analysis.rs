@@ -795,7 +795,7 @@ impl Analysis {
                 if is_py(&id) {
                     return true;
                 }
-                if crate::python::is_eval_frame(f) {
+                if crate::python::is_eval_frame(f) || crate::python::is_perf_trampoline(f) {
                     // Replaced by the Python frames that follow it.
                     return !ids[i + 1..].iter().any(is_py);
                 }

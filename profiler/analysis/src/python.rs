@@ -42,3 +42,9 @@ pub fn is_eval_frame(f: &Frame) -> bool {
         "_PyEval_EvalFrameDefault" | "_PyEval_EvalFrame" | "PyEval_EvalFrameEx"
     )
 }
+
+/// A CPython 3.12+ perf trampoline frame (`py::qualname:file`, named by the perf map when
+/// PYTHONPERFSUPPORT is on): it stands for the Python frame that follows it.
+pub fn is_perf_trampoline(f: &Frame) -> bool {
+    f.name.starts_with("py::")
+}
