@@ -24,6 +24,36 @@ pub fn tier_names() -> [&'static str; TIERS] {
     Tier::ALL.map(|t| t.name())
 }
 
+/// Weak ETag of a query's answer: the prepared profile (re-prepared when new symbols
+/// arrive) and the request's path and query.
+fn etag(p: &Prepared, req: &HttpRequest) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    req.path().hash(&mut h);
+    req.query_string().hash(&mut h);
+    format!("W/\"{:016x}-{:016x}\"", p.nonce, h.finish())
+}
+
+/// 304 when the client already has this answer (`If-None-Match`).
+fn not_modified(req: &HttpRequest, tag: &str) -> Option<HttpResponse> {
+    let inm = req.headers().get(header::IF_NONE_MATCH)?.to_str().ok()?;
+    inm.split(',')
+        .any(|t| t.trim() == tag || t.trim() == "*")
+        .then(|| {
+            HttpResponse::NotModified()
+                .insert_header((header::ETAG, tag.to_string()))
+                .finish()
+        })
+}
+
+fn json_body(body: Vec<u8>, tag: String) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .insert_header((header::ETAG, tag))
+        .insert_header((header::CACHE_CONTROL, "no-cache"))
+        .body(body)
+}
+
 // ---------------------------------------------------------------------------------------
 // Authorization
 
@@ -496,6 +526,10 @@ pub async fn tree(
         ),
     };
     let (_, p) = load(&st, &path).await?;
+    let tag = etag(&p, &req);
+    if let Some(r) = not_modified(&req, &tag) {
+        return Ok(r);
+    }
     let body = blocking(move || {
         let pred = search.map(|re| move |f: &Function| re.is_match(&f.name));
         let pred_ref = pred.as_ref().map(|f| f as &dyn Fn(&Function) -> bool);
@@ -541,9 +575,7 @@ pub async fn tree(
         serde_json::to_vec(&out).map_err(|e| ApiError::Internal(e.to_string()))
     })
     .await?;
-    Ok(HttpResponse::Ok()
-        .content_type("application/json")
-        .body(body))
+    Ok(json_body(body, tag))
 }
 
 pub async fn timeline(
@@ -558,6 +590,10 @@ pub async fn timeline(
     let filter = params.filter()?;
     let buckets = params.u64_in("buckets", 1, 10_000)?.unwrap_or(200) as usize;
     let (_, p) = load(&st, &path).await?;
+    let tag = etag(&p, &req);
+    if let Some(r) = not_modified(&req, &tag) {
+        return Ok(r);
+    }
     let body = blocking(move || {
         let t = p.index.timeline(&filter, buckets).map_err(query_error)?;
         let v = serde_json::json!({
@@ -572,9 +608,7 @@ pub async fn timeline(
         serde_json::to_vec(&v).map_err(|e| ApiError::Internal(e.to_string()))
     })
     .await?;
-    Ok(HttpResponse::Ok()
-        .content_type("application/json")
-        .body(body))
+    Ok(json_body(body, tag))
 }
 
 pub async fn functions(
@@ -598,6 +632,10 @@ pub async fn functions(
         }
     };
     let (_, p) = load(&st, &path).await?;
+    let tag = etag(&p, &req);
+    if let Some(r) = not_modified(&req, &tag) {
+        return Ok(r);
+    }
     let body = blocking(move || {
         let mut rows = p.index.functions(&filter).map_err(query_error)?;
         if by_total {
@@ -636,9 +674,7 @@ pub async fn functions(
         serde_json::to_vec(&out).map_err(|e| ApiError::Internal(e.to_string()))
     })
     .await?;
-    Ok(HttpResponse::Ok()
-        .content_type("application/json")
-        .body(body))
+    Ok(json_body(body, tag))
 }
 
 pub async fn download(

@@ -26,6 +26,8 @@ pub struct Prepared {
     pub uploaded_symbols: Vec<String>,
     /// How long preparation took.
     pub seconds: f64,
+    /// Random, per preparation: ETags of query answers start with it.
+    pub nonce: u64,
 }
 
 /// Weight per tier name.
@@ -105,6 +107,12 @@ pub fn prepare(storage: &Storage, rec: &ProfileRecord, gen: u64) -> Result<Prepa
         gen,
         uploaded_symbols: uploaded,
         seconds: start.elapsed().as_secs_f64(),
+        nonce: {
+            let mut b = [0u8; 8];
+            getrandom::fill(&mut b)
+                .map_err(|e| ApiError::Internal(format!("no randomness: {e}")))?;
+            u64::from_le_bytes(b)
+        },
     })
 }
 

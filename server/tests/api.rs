@@ -111,10 +111,36 @@ fn upload_list_summary_tree_timeline_download_delete() {
     }
     let tiers = t["nodes"]["tiers"].as_array().unwrap();
     assert_eq!(tiers.len(), n * 6);
-    // The root's tier split.
-    let root: Vec<u64> = tiers[..6].iter().map(|v| v.as_u64().unwrap()).collect();
-    assert_eq!(root, [N, 0, 0, N, N / 4, 0]);
+    // The root's tier split, and every node's adds up to its total.
+    let row = |i: usize| -> Vec<u64> {
+        tiers[6 * i..6 * i + 6]
+            .iter()
+            .map(|v| v.as_u64().unwrap())
+            .collect()
+    };
+    assert_eq!(row(0), [N, 0, 0, N, N / 4, 0]);
+    for i in 0..n {
+        assert_eq!(
+            row(i).iter().sum::<u64>(),
+            t["nodes"]["total"][i].as_u64().unwrap()
+        );
+    }
     assert_eq!(t["matched"], Value::Null);
+
+    // Conditional requests: the same query answers 304 to its ETag.
+    let r = get(&format!("{base}/api/v1/profiles/{id}/tree"));
+    let tag = r.header("etag").unwrap().to_string();
+    assert!(tag.starts_with("W/\""), "{tag}");
+    let mut again = ureq::get(&format!("{base}/api/v1/profiles/{id}/tree"))
+        .set("If-None-Match", &tag)
+        .call()
+        .unwrap();
+    assert_eq!(again.status(), 304);
+    again = ureq::get(&format!("{base}/api/v1/profiles/{id}/tree?tier=gc"))
+        .set("If-None-Match", &tag)
+        .call()
+        .unwrap();
+    assert_eq!(again.status(), 200);
 
     // Tree filters.
     let tq = |q: &str| {
@@ -200,6 +226,10 @@ fn upload_list_summary_tree_timeline_download_delete() {
     assert_eq!(f["functions"]["name"][0], "prof_srv_outer");
     assert_eq!(f["total_weight"][0], weight);
     assert_eq!(f["self_tiers"].as_array().unwrap().len(), 5 * 6);
+    assert_eq!(
+        f["total_tiers"].as_array().unwrap()[..6],
+        [N, 0, 0, N, N / 4, 0].map(Value::from)
+    );
 
     // Download: the same bytes.
     let d = get(&format!("{base}/api/v1/profiles/{id}/download"));

@@ -249,6 +249,145 @@ impl Trie {
     }
 }
 
+/// A tree's static layout: children lists and preorder numbering, so that a subtree is
+/// a contiguous range of preorder positions.
+#[derive(Debug, Clone, Default)]
+struct Shape {
+    /// Children of node `v`: `children[first[v]..first[v + 1]]`.
+    first: Vec<u32>,
+    children: Vec<u32>,
+    /// Preorder position of each node, and the size of its subtree.
+    pre: Vec<u32>,
+    size: Vec<u32>,
+}
+
+impl Shape {
+    fn new(t: &Trie) -> Shape {
+        let n = t.len();
+        let mut first = vec![0u32; n + 1];
+        for &p in t.parent.iter().skip(1) {
+            first[p as usize + 1] += 1;
+        }
+        for i in 1..=n {
+            first[i] += first[i - 1];
+        }
+        let mut fill = first.clone();
+        let mut children = vec![0u32; n.saturating_sub(1)];
+        for (i, &p) in t.parent.iter().enumerate().skip(1) {
+            children[fill[p as usize] as usize] = i as u32;
+            fill[p as usize] += 1;
+        }
+        // Subtree sizes: children have larger ids than their parents.
+        let mut size = vec![1u32; n];
+        for i in (1..n).rev() {
+            let p = t.parent[i] as usize;
+            size[p] += size[i];
+        }
+        // Preorder: a node's first child comes right after it, each next child after the
+        // previous child's subtree.
+        let mut pre = vec![0u32; n];
+        for v in 0..n {
+            let mut next = pre[v] + 1;
+            for &c in &children[first[v] as usize..first[v + 1] as usize] {
+                pre[c as usize] = next;
+                next += size[c as usize];
+            }
+        }
+        Shape {
+            first,
+            children,
+            pre,
+            size,
+        }
+    }
+
+    fn children(&self, v: u32) -> &[u32] {
+        &self.children[self.first[v as usize] as usize..self.first[v as usize + 1] as usize]
+    }
+}
+
+/// Tier weights of a tree's end nodes as prefix sums in preorder: any subtree's weights
+/// are one difference.
+struct Sums {
+    /// Preorder positions of the ends, sorted.
+    pos: Vec<u32>,
+    /// `cum[i]`: weights of the first `i` ends.
+    cum: Vec<TierArray>,
+}
+
+impl Sums {
+    fn new(shape: &Shape, ends: &[(u32, u32)], weights: &[TierArray]) -> Sums {
+        let mut order: Vec<(u32, u32)> = ends
+            .iter()
+            .map(|&(node, s)| (shape.pre[node as usize], s))
+            .collect();
+        order.sort_unstable();
+        let mut cum = Vec::with_capacity(order.len() + 1);
+        let mut acc = [0u64; TIERS];
+        cum.push(acc);
+        for &(_, s) in &order {
+            for (a, w) in acc.iter_mut().zip(&weights[s as usize]) {
+                *a += w;
+            }
+            cum.push(acc);
+        }
+        Sums {
+            pos: order.into_iter().map(|(p, _)| p).collect(),
+            cum,
+        }
+    }
+
+    /// Weights of the ends with preorder positions in [lo, hi).
+    fn range(&self, lo: u32, hi: u32) -> TierArray {
+        let a = self.pos.partition_point(|&p| p < lo);
+        let b = self.pos.partition_point(|&p| p < hi);
+        let mut t = self.cum[b];
+        for (x, y) in t.iter_mut().zip(&self.cum[a]) {
+            *x -= y;
+        }
+        t
+    }
+
+    fn total(&self, shape: &Shape, v: u32) -> TierArray {
+        let lo = shape.pre[v as usize];
+        self.range(lo, lo + shape.size[v as usize])
+    }
+
+    fn self_tiers(&self, shape: &Shape, v: u32) -> TierArray {
+        let lo = shape.pre[v as usize];
+        self.range(lo, lo + 1)
+    }
+}
+
+/// FxHash (rustc's hasher): fast for small integer keys, which is all it is used for here.
+#[derive(Default, Clone, Copy)]
+struct Fx(u64);
+
+impl std::hash::Hasher for Fx {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(b as u64);
+        }
+    }
+    fn write_u8(&mut self, i: u8) {
+        self.write_u64(i as u64);
+    }
+    fn write_u32(&mut self, i: u32) {
+        self.write_u64(i as u64);
+    }
+    fn write_u64(&mut self, i: u64) {
+        self.0 = (self.0.rotate_left(5) ^ i).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+    fn write_usize(&mut self, i: usize) {
+        self.write_u64(i as u64);
+    }
+}
+
+type FxMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<Fx>>;
+
 /// A profile prepared for queries. See the module docs.
 #[derive(Debug, Clone)]
 pub struct ProfileIndex {
@@ -263,6 +402,7 @@ pub struct ProfileIndex {
     /// Per stack: its leaf node in `full`.
     stack_node: Vec<u32>,
     full: Trie,
+    full_shape: Shape,
     /// Samples in wall-clock order, in columns.
     s_wall: Vec<u64>,
     s_cpu_all: Vec<u64>,
@@ -315,7 +455,6 @@ impl ProfileIndex {
             .collect();
         let mut no_stack: Option<u32> = None;
 
-        let mut stack_ids: HashMap<(u32, u32), u32> = HashMap::new();
         let mut stack_proc = Vec::new();
         let mut stack_start = vec![0u32];
         let mut stack_funcs: Vec<u32> = Vec::new();
@@ -340,21 +479,23 @@ impl ProfileIndex {
         }
         let mut raw: Vec<Raw> = Vec::new();
         let mut procs = Vec::new();
-        let mut group_index: HashMap<(u32, u32, u8), usize> = HashMap::new();
+        let mut group_index: FxMap<(u32, u32, u8), usize> = FxMap::default();
         let mut groups: Vec<Group> = Vec::new();
         let mut frames = Vec::new();
         for (pi, p) in profile.processes.iter().enumerate() {
             let offset = p.info.start_unix_ns.saturating_sub(start_unix_ns);
             let mut tids: Vec<u32> = Vec::new();
+            // Stack id of each leaf node of this process (u32::MAX: not seen yet).
+            let mut stack_ids: Vec<u32> = vec![u32::MAX; p.nodes.len().max(1)];
             for s in &p.samples {
                 let leaf = if (s.leaf as usize) < p.nodes.len() {
                     s.leaf
                 } else {
                     0
                 };
-                let stack = match stack_ids.get(&(pi as u32, leaf)) {
-                    Some(&id) => id,
-                    None => {
+                let stack = match stack_ids[leaf as usize] {
+                    id if id != u32::MAX => id,
+                    _ => {
                         let id = stack_proc.len() as u32;
                         frames.clear();
                         frames.extend(
@@ -381,7 +522,7 @@ impl ProfileIndex {
                         stack_start.push(stack_funcs.len() as u32);
                         stack_proc.push(pi as u32);
                         stack_node.push(full.insert(frames.iter().copied()));
-                        stack_ids.insert((pi as u32, leaf), id);
+                        stack_ids[leaf as usize] = id;
                         id
                     }
                 };
@@ -415,7 +556,14 @@ impl ProfileIndex {
                 tids,
             });
         }
-        raw.sort_by_key(|r| r.wall);
+        // Wall-clock order. The samples of one SAMPLES record are sorted already, so a
+        // stable sort of compact keys mostly merges runs.
+        let mut order: Vec<(u64, u32)> = raw
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (r.wall, i as u32))
+            .collect();
+        order.sort_by_key(|&(w, _)| w);
 
         let period: Vec<u64> = profile
             .processes
@@ -430,6 +578,7 @@ impl ProfileIndex {
             stack_start,
             stack_funcs,
             stack_node,
+            full_shape: Shape::new(&full),
             full,
             s_wall: Vec::with_capacity(n),
             s_cpu_all: Vec::with_capacity(n),
@@ -450,7 +599,8 @@ impl ProfileIndex {
             start_unix_ns,
         };
         let mut cpu_all = 0u64;
-        for (i, r) in raw.iter().enumerate() {
+        for (i, &(_, ri)) in order.iter().enumerate() {
+            let r = &raw[ri as usize];
             let pi = r.proc as usize;
             let dt = (r.weight as u64).saturating_mul(period[pi]);
             idx.s_wall.push(r.wall);
@@ -668,6 +818,10 @@ impl ProfileIndex {
     /// The call tree of the samples `filter` selects. `matches` marks the functions a
     /// search looks for: [`CallTree::matched`] is the weight of samples with a matching
     /// frame anywhere on their stack.
+    ///
+    /// Cost: O(weighted stacks + emitted nodes x their children x log stacks) for the
+    /// plain tree (its shape is precomputed), plus building the tree for focused or
+    /// inverted views; never O(samples) unless the filter has a time range.
     pub fn tree(
         &self,
         filter: &Filter,
@@ -676,97 +830,80 @@ impl ProfileIndex {
     ) -> Result<CallTree, QueryError> {
         let focus = self.focus_mask(filter)?;
         let sel = self.select(filter)?;
+        let weighted: Vec<u32> = (0..self.stack_proc.len() as u32)
+            .filter(|&s| sel.weights[s as usize].iter().any(|&w| w > 0))
+            .collect();
+
         let mut matched = 0u64;
-        let mut match_cache: Vec<Option<bool>> = vec![None; self.functions.len()];
-
-        // Build (or reuse) the tree and put each stack's weights on its end node.
-        let owned;
-        let (trie, ends): (&Trie, Vec<(u32, u32)>) = if focus.is_none() && !opts.invert {
-            let ends = (0..self.stack_proc.len() as u32)
-                .filter(|&s| sel.weights[s as usize].iter().any(|&w| w > 0))
-                .map(|s| (s, self.stack_node[s as usize]))
-                .collect();
-            (&self.full, ends)
-        } else {
-            let mut t = Trie::new();
-            let mut ends = Vec::new();
-            for s in 0..self.stack_proc.len() as u32 {
-                if sel.weights[s as usize].iter().all(|&w| w == 0) {
-                    continue;
-                }
-                let st = self.stack(s);
-                let node = match (&focus, opts.invert) {
-                    (None, false) => t.insert(st.iter().copied()),
-                    (None, true) => t.insert(st.iter().rev().copied()),
-                    (Some(fm), inv) => {
-                        let Some(k) = self.focus_pos(s, fm) else {
-                            continue;
-                        };
-                        if inv {
-                            t.insert(st[..=k].iter().rev().copied())
-                        } else {
-                            t.insert(st[k..].iter().copied())
-                        }
-                    }
-                };
-                ends.push((s, node));
-            }
-            owned = t;
-            (&owned, ends)
-        };
-
-        let n = trie.len();
-        let mut self_w = vec![0u64; n];
-        let mut tiers = vec![[0u64; TIERS]; n];
-        for &(s, node) in &ends {
-            let w = &sel.weights[s as usize];
-            let sum: u64 = w.iter().sum();
-            self_w[node as usize] += sum;
-            for t in 0..TIERS {
-                tiers[node as usize][t] += w[t];
-            }
-            if let Some(pred) = matches {
+        if let Some(pred) = matches {
+            let mut cache: Vec<Option<bool>> = vec![None; self.functions.len()];
+            for &s in &weighted {
                 let hit = self.stack(s).iter().any(|&f| {
-                    *match_cache[f as usize]
-                        .get_or_insert_with(|| pred(&self.functions[f as usize]))
+                    *cache[f as usize].get_or_insert_with(|| pred(&self.functions[f as usize]))
                 });
                 if hit {
-                    matched += sum;
+                    matched += sel.weights[s as usize].iter().sum::<u64>();
                 }
             }
         }
-        // Totals: children have larger ids than their parents.
-        let mut total: Vec<u64> = self_w.clone();
-        for i in (1..n).rev() {
-            let p = trie.parent[i] as usize;
-            total[p] += total[i];
-            let t = tiers[i];
-            for (k, v) in t.iter().enumerate() {
-                tiers[p][k] += v;
-            }
-        }
 
-        // Children lists of non-empty nodes (CSR).
-        let mut child_count = vec![0u32; n + 1];
-        for i in 1..n {
+        // The tree and, per weighted stack, the node its samples end at.
+        let owned: (Trie, Shape);
+        let (trie, shape, ends): (&Trie, &Shape, Vec<(u32, u32)>) =
+            if focus.is_none() && !opts.invert {
+                let ends = weighted
+                    .iter()
+                    .map(|&s| (self.stack_node[s as usize], s))
+                    .collect();
+                (&self.full, &self.full_shape, ends)
+            } else {
+                let mut t = Trie::new();
+                let mut ends = Vec::new();
+                for &s in &weighted {
+                    let st = self.stack(s);
+                    let node = match (&focus, opts.invert) {
+                        (None, false) => t.insert(st.iter().copied()),
+                        (None, true) => t.insert(st.iter().rev().copied()),
+                        (Some(fm), inv) => {
+                            let Some(k) = self.focus_pos(s, fm) else {
+                                continue;
+                            };
+                            if inv {
+                                t.insert(st[..=k].iter().rev().copied())
+                            } else {
+                                t.insert(st[k..].iter().copied())
+                            }
+                        }
+                    };
+                    ends.push((node, s));
+                }
+                let shape = Shape::new(&t);
+                owned = (t, shape);
+                (&owned.0, &owned.1, ends)
+            };
+        let sums = Sums::new(shape, &ends, &sel.weights);
+
+        // Scalar self and total weights of every node (children have larger ids).
+        let n = trie.len();
+        let mut self_w = vec![0u64; n];
+        for &(node, s) in &ends {
+            self_w[node as usize] += sel.weights[s as usize].iter().sum::<u64>();
+        }
+        let mut total = self_w.clone();
+        let mut nonempty = usize::from(n > 0);
+        for i in (1..n).rev() {
             if total[i] > 0 {
-                child_count[trie.parent[i] as usize + 1] += 1;
+                nonempty += 1;
+                total[trie.parent[i] as usize] += total[i];
             }
         }
-        for i in 1..=n {
-            child_count[i] += child_count[i - 1];
-        }
-        let first = child_count;
-        let mut fill = first.clone();
-        let mut children = vec![0u32; first[n] as usize];
-        for (i, &p) in trie.parent.iter().enumerate().skip(1) {
-            if total[i] > 0 {
-                children[fill[p as usize] as usize] = i as u32;
-                fill[p as usize] += 1;
-            }
-        }
-        let kids = |i: usize| &children[first[i] as usize..first[i + 1] as usize];
-        let nonempty = 1 + children.len();
+        let kids = |v: usize| {
+            shape
+                .children(v as u32)
+                .iter()
+                .copied()
+                .filter(|&c| total[c as usize] > 0)
+        };
 
         // Budget: grow the kept set from the root, heaviest candidate first, counting one
         // `[other]` node per kept node that still has children left out.
@@ -774,32 +911,31 @@ impl ProfileIndex {
         let mut kept = vec![false; n];
         let mut left_out = vec![0u32; n];
         kept[0] = true;
-        left_out[0] = kids(0).len() as u32;
+        left_out[0] = kids(0).count() as u32;
         let mut others = usize::from(left_out[0] > 0);
         let mut size = 1usize;
-        let mut heap: BinaryHeap<(u64, Reverse<u32>)> = kids(0)
-            .iter()
-            .map(|&c| (total[c as usize], Reverse(c)))
-            .collect();
+        let mut heap: BinaryHeap<(u64, Reverse<u32>)> =
+            kids(0).map(|c| (total[c as usize], Reverse(c))).collect();
         while let Some((_, Reverse(c))) = heap.pop() {
             let c = c as usize;
             let p = trie.parent[c] as usize;
-            let has_kids = !kids(c).is_empty();
-            let new_others = others + usize::from(has_kids) - usize::from(left_out[p] == 1);
+            let c_kids = kids(c).count() as u32;
+            let new_others = others + usize::from(c_kids > 0) - usize::from(left_out[p] == 1);
             if size + 1 + new_others > budget {
                 break;
             }
             kept[c] = true;
             size += 1;
             left_out[p] -= 1;
-            left_out[c] = kids(c).len() as u32;
+            left_out[c] = c_kids;
             others = new_others;
-            heap.extend(kids(c).iter().map(|&k| (total[k as usize], Reverse(k))));
+            heap.extend(kids(c).map(|k| (total[k as usize], Reverse(k))));
         }
 
-        // Emit in preorder, remapping functions to a compact table.
+        // Emit in preorder, remapping functions to a compact table. Tier splits come from
+        // the preorder prefix sums, for emitted nodes only.
         let mut out = CallTree {
-            total: total[0],
+            total: total.first().copied().unwrap_or(0),
             matched,
             functions: vec![Function {
                 name: ROOT_NAME.to_string(),
@@ -807,25 +943,25 @@ impl ProfileIndex {
                 file: None,
                 line: None,
             }],
-            parent: Vec::new(),
-            func: Vec::new(),
-            self_: Vec::new(),
-            total_weight: Vec::new(),
-            tiers: Vec::new(),
+            parent: Vec::with_capacity(size + others),
+            func: Vec::with_capacity(size + others),
+            self_: Vec::with_capacity(size + others),
+            total_weight: Vec::with_capacity(size + others),
+            tiers: Vec::with_capacity((size + others) * TIERS),
             folded_nodes: (nonempty - size) as u64,
         };
         let mut fmap: HashMap<u32, u32> = HashMap::new();
         let mut other_func: Option<u32> = None;
         enum Item {
             Node(u32, i64),
-            Other(i64, u64, TierArray),
+            Other(i64, TierArray),
         }
         let mut work: Vec<Item> = vec![Item::Node(0, -1)];
         let mut sorted: Vec<u32> = Vec::new();
         while let Some(item) = work.pop() {
             let me = out.parent.len() as i64;
-            let node = match item {
-                Item::Other(parent_out, w, t) => {
+            let (node, parent_out) = match item {
+                Item::Other(parent_out, t) => {
                     let of = *other_func.get_or_insert_with(|| {
                         out.functions.push(Function {
                             name: OTHER_NAME.to_string(),
@@ -835,6 +971,7 @@ impl ProfileIndex {
                         });
                         out.functions.len() as u32 - 1
                     });
+                    let w: u64 = t.iter().sum();
                     out.parent.push(parent_out);
                     out.func.push(of);
                     out.self_.push(w);
@@ -842,10 +979,7 @@ impl ProfileIndex {
                     out.tiers.extend_from_slice(&t);
                     continue;
                 }
-                Item::Node(node, parent_out) => {
-                    out.parent.push(parent_out);
-                    node as usize
-                }
+                Item::Node(node, parent_out) => (node as usize, parent_out),
             };
             let fidx = if node == 0 {
                 0
@@ -856,25 +990,30 @@ impl ProfileIndex {
                     out.functions.len() as u32 - 1
                 })
             };
+            let tiers = sums.total(shape, node as u32);
+            out.parent.push(parent_out);
             out.func.push(fidx);
             out.self_.push(self_w[node]);
             out.total_weight.push(total[node]);
-            out.tiers.extend_from_slice(&tiers[node]);
+            out.tiers.extend_from_slice(&tiers);
 
-            // The folded children become one `[other]` leaf, emitted after the kept ones.
+            sorted.clear();
+            sorted.extend(kids(node).filter(|&c| kept[c as usize]));
+            // The folded children become one `[other]` leaf, emitted after the kept ones:
+            // what is left of the node's total after its self and its kept children.
             if left_out[node] > 0 {
-                let mut w = 0u64;
-                let mut t = [0u64; TIERS];
-                for &c in kids(node).iter().filter(|&&c| !kept[c as usize]) {
-                    w += total[c as usize];
-                    for (k, v) in tiers[c as usize].iter().enumerate() {
-                        t[k] += v;
+                let mut t = tiers;
+                let own = sums.self_tiers(shape, node as u32);
+                for (x, y) in t.iter_mut().zip(&own) {
+                    *x -= y;
+                }
+                for &c in &sorted {
+                    for (x, y) in t.iter_mut().zip(&sums.total(shape, c)) {
+                        *x -= y;
                     }
                 }
-                work.push(Item::Other(me, w, t));
+                work.push(Item::Other(me, t));
             }
-            sorted.clear();
-            sorted.extend(kids(node).iter().copied().filter(|&c| kept[c as usize]));
             sorted.sort_by(|&a, &b| {
                 total[b as usize].cmp(&total[a as usize]).then_with(|| {
                     let (fa, fb) = (trie.func[a as usize], trie.func[b as usize]);
