@@ -114,7 +114,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 /// Reads a request body of at most `max` bytes. A larger body is drained (up to a bound,
 /// so the client gets to read the 413 rather than a reset connection) and refused.
-async fn read_body(
+pub(crate) async fn read_body(
     req: &HttpRequest,
     mut payload: web::Payload,
     max: u64,
@@ -169,7 +169,7 @@ pub fn base_url(req: &HttpRequest, st: &AppState) -> String {
 }
 
 /// Profile ids are 16 lower-case hex digits; anything else names no profile.
-fn check_id(id: &str) -> Result<(), ApiError> {
+pub(crate) fn check_id(id: &str) -> Result<(), ApiError> {
     let ok = id.len() == 16
         && id
             .bytes()
@@ -181,7 +181,7 @@ fn check_id(id: &str) -> Result<(), ApiError> {
     }
 }
 
-fn new_id() -> Result<String, ApiError> {
+pub(crate) fn new_id() -> Result<String, ApiError> {
     let mut b = [0u8; 8];
     getrandom::fill(&mut b)
         .map_err(|e| ApiError::Internal(format!("no randomness for an id: {e}")))?;
@@ -211,7 +211,7 @@ pub fn iso8601(ms: i64) -> String {
     )
 }
 
-async fn blocking<T, F>(f: F) -> Result<T, ApiError>
+pub(crate) async fn blocking<T, F>(f: F) -> Result<T, ApiError>
 where
     F: FnOnce() -> Result<T, ApiError> + Send + 'static,
     T: Send + 'static,
@@ -367,57 +367,8 @@ pub async fn upload(
     let st2 = st.clone();
     let id2 = id.clone();
     let size = bytes.len() as u64;
-    let rec = blocking(move || {
-        let profile =
-            prof_format::read_profile(&bytes).map_err(|e| ApiError::bad(e.to_string()))?;
-        if profile.processes.is_empty() {
-            return Err(ApiError::bad(
-                "the profile holds no process (nothing was recorded)",
-            ));
-        }
-        let (command, processes, threads, samples, weight, duration_s, start, mode) =
-            describe(&profile);
-        let rec = ProfileRecord {
-            id: id2,
-            name: name.unwrap_or_else(|| clip(&command, 200)),
-            tags,
-            created_unix_ms: crate::store::now_ms(),
-            size: 0,
-            blob: String::new(),
-            command,
-            processes,
-            threads,
-            samples,
-            weight,
-            duration_s,
-            start_unix_ns: start,
-            mode,
-            truncated: profile.truncated,
-            build_ids: build_ids(&profile),
-            tiers: None,
-        };
-        drop(profile);
-        st2.storage.add_profile(rec.clone(), &bytes)?;
-        Ok(rec)
-    })
-    .await?;
-    st.metrics.uploads.fetch_add(1, Ordering::Relaxed);
-    st.metrics.upload_bytes.fetch_add(size, Ordering::Relaxed);
-
-    // Prepare it in the background (one at a time), so the list shows its tiers and the
-    // first view is fast.
-    let st3 = st.clone();
-    let id3 = id.clone();
-    actix_web::rt::spawn(async move {
-        let Ok(_permit) = st3.warmup.acquire().await else {
-            return;
-        };
-        if let Err(e) = load(&st3, &id3).await {
-            if !matches!(e, ApiError::NotFound(_)) {
-                eprintln!("prof-server: preparing profile {id3}: {e}");
-            }
-        }
-    });
+    let rec = blocking(move || store_profile(&st2, id2, name, tags, bytes)).await?;
+    after_store(&st, &id, size);
 
     let base = base_url(&req, &st);
     Ok(HttpResponse::Created()
@@ -429,6 +380,66 @@ pub async fn upload(
             "size": size,
             "truncated": rec.truncated,
         })))
+}
+
+/// Decodes an uploaded profile (other tools' formats are imported into a prof log, which
+/// is what gets stored), describes it and stores it under `id`. Runs on a blocking thread.
+pub(crate) fn store_profile(
+    st: &AppState,
+    id: String,
+    name: Option<String>,
+    tags: Vec<String>,
+    bytes: Vec<u8>,
+) -> Result<ProfileRecord, ApiError> {
+    let (profile, bytes) = crate::exports::decode_upload(bytes)?;
+    if profile.processes.is_empty() {
+        return Err(ApiError::bad(
+            "the profile holds no process (nothing was recorded)",
+        ));
+    }
+    let (command, processes, threads, samples, weight, duration_s, start, mode) =
+        describe(&profile);
+    let rec = ProfileRecord {
+        id,
+        name: name.unwrap_or_else(|| clip(&command, 200)),
+        tags,
+        created_unix_ms: crate::store::now_ms(),
+        size: 0,
+        blob: String::new(),
+        command,
+        processes,
+        threads,
+        samples,
+        weight,
+        duration_s,
+        start_unix_ns: start,
+        mode,
+        truncated: profile.truncated,
+        build_ids: build_ids(&profile),
+        tiers: None,
+    };
+    drop(profile);
+    st.storage.add_profile(rec.clone(), &bytes)?;
+    Ok(rec)
+}
+
+/// Counts a stored upload and prepares it in the background (one at a time), so the list
+/// shows its tiers and the first view is fast.
+pub(crate) fn after_store(st: &State, id: &str, size: u64) {
+    st.metrics.uploads.fetch_add(1, Ordering::Relaxed);
+    st.metrics.upload_bytes.fetch_add(size, Ordering::Relaxed);
+    let st3 = st.clone();
+    let id3 = id.to_string();
+    actix_web::rt::spawn(async move {
+        let Ok(_permit) = st3.warmup.acquire().await else {
+            return;
+        };
+        if let Err(e) = load(&st3, &id3).await {
+            if !matches!(e, ApiError::NotFound(_)) {
+                eprintln!("prof-server: preparing profile {id3}: {e}");
+            }
+        }
+    });
 }
 
 pub async fn list(req: HttpRequest, st: State) -> Result<HttpResponse, ApiError> {
@@ -683,8 +694,11 @@ pub async fn download(
     st: State,
 ) -> Result<HttpResponse, ApiError> {
     authorize(&req, &st, Access::Read)?;
-    Params::parse(req.query_string(), &[])?;
+    let params = Params::parse(req.query_string(), &["format"])?;
     let rec = record(&st, &path).await?;
+    if let Some(format) = params.string("format", 32)? {
+        return crate::exports::download(&st, rec, &format).await;
+    }
     let st2 = st.clone();
     let rec2 = rec.clone();
     let bytes = blocking(move || Ok(st2.storage.profile_bytes(&rec2)?)).await?;

@@ -14,6 +14,7 @@
 pub mod api;
 pub mod cache;
 pub mod error;
+pub mod exports;
 pub mod metrics;
 pub mod pages;
 pub mod params;
@@ -238,6 +239,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     )
     .service(resource("/healthz").route(web::get().to(api::healthz)))
     .service(resource("/metrics").route(web::get().to(api::metrics)))
+    // Exports on download (`?format=`) and the vmprof client's upload API.
+    .configure(exports::routes)
     .service(resource("/").route(web::get().to(pages::index)))
     .service(resource("/p/{id}").route(web::get().to(pages::profile)));
 }

@@ -42,7 +42,7 @@ pub fn tier_totals(t: &[u64; TIERS]) -> TierTotals {
 /// Module paths that exist but are not regular files (FIFOs, devices, directories) are
 /// made relative, so the symbolizer treats them as pseudo modules instead of opening
 /// them: a profile must not make the server block on a FIFO or read a device.
-fn defuse_paths(profile: &mut Profile) {
+pub(crate) fn defuse_paths(profile: &mut Profile) {
     for p in &mut profile.processes {
         for m in &mut p.modules {
             if !m.path.starts_with('/') {

@@ -17,6 +17,8 @@ use std::time::{Duration, Instant};
 
 pub use serde_json::Value;
 
+pub mod vmprof;
+
 /// `prof` and `libprof_agent.so` as built for these tests.
 pub struct Bins {
     pub prof: PathBuf,

@@ -12,8 +12,9 @@
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::{Mutex, OnceLock};
+use std::sync::OnceLock;
 
+use prof_e2e::vmprof::{cpu_script, require, vmprof_venv};
 use prof_e2e::*;
 
 const SPEEDSCOPE_SCHEMA: &str = include_str!("../data/speedscope-file-format-schema.json");
@@ -60,18 +61,6 @@ fn export(profile: &Path, format: &str) -> Vec<u8> {
     );
     assert!(o.stdout.is_empty(), "-o writes nothing to stdout");
     std::fs::read(&out).unwrap()
-}
-
-fn require(tool: &str, args: &[&str], install: &str) {
-    let ok = Command::new(tool)
-        .args(args)
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    assert!(
-        ok,
-        "`{tool}` is needed by this test and is missing: {install} (scripts/test.sh does)"
-    );
 }
 
 #[test]
@@ -374,54 +363,9 @@ fn pprof_to_a_terminal_is_refused_and_unknown_inputs_are_named() {
 
 // ---------------------------------------------------------------- vmprof imports
 
-/// A venv with vmprof installed, made once per interpreter under the target directory.
-fn vmprof_venv(interpreter: &str, install: &str) -> PathBuf {
-    static LOCK: Mutex<()> = Mutex::new(());
-    let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    require(interpreter, &["--version"], install);
-    let venv = bins().dir.join("prof-e2e-venvs").join(interpreter);
-    let python = venv.join("bin/python");
-    let has_vmprof = |py: &Path| {
-        Command::new(py)
-            .args(["-c", "import vmprof"])
-            .output()
-            .map(|o| o.status.success())
-            .unwrap_or(false)
-    };
-    if has_vmprof(&python) {
-        return python;
-    }
-    let _ = std::fs::remove_dir_all(&venv);
-    let o = run_captured(
-        Command::new(interpreter).args(["-m", "venv"]).arg(&venv),
-        TIMEOUT,
-    );
-    assert!(
-        o.status.success(),
-        "`{interpreter} -m venv` failed (install the venv module: apt-get install -y python3-venv): {}",
-        o.stderr
-    );
-    let o = run_captured(
-        Command::new(venv.join("bin/pip")).args(["install", "-q", "vmprof"]),
-        std::time::Duration::from_secs(600),
-    );
-    assert!(
-        o.status.success(),
-        "`pip install vmprof` into {} failed (it needs PyPI): {}",
-        venv.display(),
-        o.stderr
-    );
-    assert!(
-        has_vmprof(&python),
-        "vmprof does not import in {}",
-        venv.display()
-    );
-    python
-}
-
 /// Records `python -m vmprof -o LOG vmprof_cpu.py ROUNDS`; returns the log's path.
 fn record_vmprof(python: &Path, rounds: &str, dir: &Path) -> PathBuf {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/vmprof_cpu.py");
+    let script = cpu_script();
     let log = dir.join("cpu.vmprof");
     let o = run_captured(
         Command::new(python)
@@ -463,10 +407,7 @@ fn vmprof_log_from_cpython_imports() {
         let func = function(&report, f);
         assert_eq!(
             func["file"].as_str().unwrap(),
-            Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("fixtures/vmprof_cpu.py")
-                .to_str()
-                .unwrap()
+            cpu_script().to_str().unwrap()
         );
         assert!(func["total"].as_u64().unwrap() > 0);
     }
