@@ -96,7 +96,7 @@ pub fn firefox(profile: &Profile, analysis: &Analysis, title: &str) -> Result<St
             fx.set_thread_name(thread, &tname);
             for &i in &idx {
                 let s = &p.samples[i];
-                let tier = analysis.sample_tier(pi, s.tid, s.leaf);
+                let tier = analysis.sample_tier_at(pi, s.tid, s.leaf, s.time_ns);
                 let category = categories[&tier].into();
                 let ids = stacks.get(pi, s.leaf).to_vec();
                 let mut frames: Vec<FrameInfo> = Vec::with_capacity(ids.len().max(1));

@@ -195,24 +195,27 @@ pub fn pprof_protobuf(profile: &Profile, analysis: &Analysis) -> Vec<u8> {
                 };
                 loc_ids.push(id);
             }
-            let mut s = Pb::default();
-            s.packed(1, &loc_ids);
-            let mut values = vec![lw.weight];
-            if timed {
-                values.push(lw.weight.saturating_mul(period));
+            // One sample per tier the stack's weight splits into (runtime phases can
+            // give some of a stack's samples another tier).
+            for (tier, weight) in analysis.leaf_tiers(pi, lw) {
+                let mut s = Pb::default();
+                s.packed(1, &loc_ids);
+                let mut values = vec![weight];
+                if timed {
+                    values.push(weight.saturating_mul(period));
+                }
+                // Values are int64: keep them in range.
+                let values: Vec<u64> = values.into_iter().map(|v| v.min(i64::MAX as u64)).collect();
+                s.packed(2, &values);
+                s.message(3, label_str(&mut strings, "tier", tier.name()));
+                let tname = names.get(&lw.tid).map(String::as_str).unwrap_or("");
+                if !tname.is_empty() {
+                    s.message(3, label_str(&mut strings, "thread", tname));
+                }
+                s.message(3, label_num(&mut strings, "tid", lw.tid as u64));
+                s.message(3, label_num(&mut strings, "pid", p.info.pid as u64));
+                out.message(2, s);
             }
-            // Values are int64: keep them in range.
-            let values: Vec<u64> = values.into_iter().map(|v| v.min(i64::MAX as u64)).collect();
-            s.packed(2, &values);
-            let tier = analysis.sample_tier(pi, lw.tid, lw.leaf);
-            s.message(3, label_str(&mut strings, "tier", tier.name()));
-            let tname = names.get(&lw.tid).map(String::as_str).unwrap_or("");
-            if !tname.is_empty() {
-                s.message(3, label_str(&mut strings, "thread", tname));
-            }
-            s.message(3, label_num(&mut strings, "tid", lw.tid as u64));
-            s.message(3, label_num(&mut strings, "pid", p.info.pid as u64));
-            out.message(2, s);
         }
     }
     // One mapping, the main program's, marked as already symbolized so pprof never
