@@ -257,14 +257,14 @@ fn html_export_draws_in_headless_chromium() {
         &["--version"],
         "install Chromium (apt-get install -y chromium)",
     );
-    let (profile, _) = c_profile();
+    let (profile, report) = c_profile();
     let html = String::from_utf8(export(profile, "html")).unwrap();
     assert!(html.contains("\"work_d\""), "the call tree is inlined");
     let dir = tempfile::tempdir().unwrap();
     let page = dir.path().join("flame.html");
     std::fs::write(&page, &html).unwrap();
     let url = format!("file://{}", page.display());
-    let chromium = |extra: &[&str]| {
+    let chromium = |extra: &[&str], url: &str| {
         let o = run_captured(
             Command::new("chromium")
                 .args([
@@ -281,7 +281,7 @@ fn html_export_draws_in_headless_chromium() {
                     dir.path().join("chrome").display()
                 ))
                 .args(extra)
-                .arg(&url)
+                .arg(url)
                 .env("HOME", dir.path()),
             TIMEOUT,
         );
@@ -289,7 +289,7 @@ fn html_export_draws_in_headless_chromium() {
         o.stdout
     };
     // The script ran to the end and drew frames on the canvas.
-    let dom = chromium(&["--dump-dom"]);
+    let dom = chromium(&["--dump-dom"], &url);
     let body = dom
         .find("<body")
         .map(|i| &dom[i..dom[i..].find('>').map(|j| i + j).unwrap_or(dom.len())])
@@ -307,13 +307,28 @@ fn html_export_draws_in_headless_chromium() {
     assert!(drawn >= 10, "only {drawn} frames drawn: {body}");
     // And it paints: the screenshot is a real PNG of the page.
     let shot = dir.path().join("shot.png");
-    chromium(&[&format!("--screenshot={}", shot.display())]);
+    chromium(&[&format!("--screenshot={}", shot.display())], &url);
     let png = std::fs::read(&shot).expect("chromium wrote the screenshot");
     assert!(
         png.starts_with(b"\x89PNG") && png.len() > 5000,
         "{} bytes",
         png.len()
     );
+    // The search (state in the URL: #q=REGEX&zoom=NODE) matches work_d's share of the
+    // samples, and zooming shows the path to the zoomed frame.
+    let dom = chromium(&["--dump-dom"], &format!("{url}#q=%5Ework_d%24&zoom=1"));
+    let matched: f64 = dom
+        .split("<span id=\"matched\">matched ")
+        .nth(1)
+        .and_then(|r| r.split('%').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no search result in the page: {dom}"));
+    let want = 100.0 * total_of(report, "work_d") / num(report, "weight");
+    assert!(
+        (matched - want).abs() < 0.15,
+        "search matched {matched}%, work_d is {want}%"
+    );
+    assert!(dom.contains("Zoomed into: "), "{dom}");
 }
 
 #[test]
