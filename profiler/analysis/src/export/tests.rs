@@ -114,37 +114,48 @@ enum Field {
     Bytes(Vec<u8>),
 }
 
-fn varint(b: &[u8], pos: &mut usize) -> u64 {
+fn varint(b: &[u8], pos: &mut usize) -> Option<u64> {
     let mut v = 0u64;
     let mut shift = 0;
     loop {
-        let byte = b[*pos];
+        let byte = *b.get(*pos)?;
         *pos += 1;
-        v |= ((byte & 0x7f) as u64) << shift;
+        v |= ((byte & 0x7f) as u64).checked_shl(shift)?;
         if byte & 0x80 == 0 {
-            return v;
+            return Some(v);
         }
         shift += 7;
+        if shift > 63 {
+            return None;
+        }
     }
 }
 
-fn fields(b: &[u8]) -> Vec<(u32, Field)> {
+fn try_fields(b: &[u8]) -> Option<Vec<(u32, Field)>> {
     let mut out = Vec::new();
     let mut pos = 0;
     while pos < b.len() {
-        let key = varint(b, &mut pos);
+        let key = varint(b, &mut pos)?;
         let (num, wire) = ((key >> 3) as u32, key & 7);
+        if num == 0 {
+            return None;
+        }
         match wire {
-            0 => out.push((num, Field::Varint(varint(b, &mut pos)))),
+            0 => out.push((num, Field::Varint(varint(b, &mut pos)?))),
             2 => {
-                let n = varint(b, &mut pos) as usize;
-                out.push((num, Field::Bytes(b[pos..pos + n].to_vec())));
-                pos += n;
+                let n = varint(b, &mut pos)? as usize;
+                let end = pos.checked_add(n)?;
+                out.push((num, Field::Bytes(b.get(pos..end)?.to_vec())));
+                pos = end;
             }
-            w => panic!("unexpected wire type {w}"),
+            _ => return None,
         }
     }
-    out
+    Some(out)
+}
+
+fn fields(b: &[u8]) -> Vec<(u32, Field)> {
+    try_fields(b).expect("a protobuf message")
 }
 
 fn get(fs: &[(u32, Field)], num: u32) -> u64 {
@@ -165,13 +176,17 @@ fn all_bytes(fs: &[(u32, Field)], num: u32) -> Vec<Vec<u8>> {
         .collect()
 }
 
-fn packed(b: &[u8]) -> Vec<u64> {
+fn try_packed(b: &[u8]) -> Option<Vec<u64>> {
     let mut pos = 0;
     let mut out = Vec::new();
     while pos < b.len() {
-        out.push(varint(b, &mut pos));
+        out.push(varint(b, &mut pos)?);
     }
-    out
+    Some(out)
+}
+
+fn packed(b: &[u8]) -> Vec<u64> {
+    try_packed(b).expect("packed varints")
 }
 
 #[test]
@@ -427,4 +442,93 @@ fn html_is_self_contained_with_the_tree() {
     assert_eq!(v["total"][hot], 2);
     assert_eq!(v["nsPerWeight"], 1_000_000);
     assert!(v["timeline"]["buckets"].as_u64().unwrap() > 0);
+}
+
+/// Compares `actual` with `testdata/golden/NAME` (the crate version replaced by
+/// `VERSION`); `PROF_BLESS=1` rewrites the file instead.
+fn golden(name: &str, actual: &str) {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("testdata/golden")
+        .join(name);
+    let actual = actual.replace(env!("CARGO_PKG_VERSION"), "VERSION");
+    if std::env::var_os("PROF_BLESS").is_some() {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, &actual).unwrap();
+        return;
+    }
+    let want = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e} (PROF_BLESS=1 cargo test writes it)",
+            path.display()
+        )
+    });
+    assert!(
+        want == actual,
+        "{name} differs from {} (if the change is intended, rerun with PROF_BLESS=1):\n{}",
+        path.display(),
+        first_difference(&want, &actual)
+    );
+}
+
+fn first_difference(a: &str, b: &str) -> String {
+    for (i, (x, y)) in a.lines().zip(b.lines()).enumerate() {
+        if x != y {
+            return format!("line {}:\n- {x}\n+ {y}", i + 1);
+        }
+    }
+    format!("{} lines vs {} lines", a.lines().count(), b.lines().count())
+}
+
+fn pretty(bytes: &[u8]) -> String {
+    let v: Value = serde_json::from_slice(bytes).unwrap();
+    serde_json::to_string_pretty(&v).unwrap() + "\n"
+}
+
+#[test]
+fn golden_files() {
+    golden(
+        "speedscope.json",
+        &pretty(&render(ExportFormat::Speedscope)),
+    );
+    golden("firefox.json", &pretty(&render(ExportFormat::Firefox)));
+    golden(
+        "flamegraph.svg",
+        &String::from_utf8(render(ExportFormat::Svg)).unwrap(),
+    );
+    let html = String::from_utf8(render(ExportFormat::Html)).unwrap();
+    golden(
+        "flamegraph-data.json",
+        &(pretty(html_data(&html).as_bytes())),
+    );
+    // pprof: the decoded message, field by field.
+    let mut raw = Vec::new();
+    flate2::read::GzDecoder::new(&render(ExportFormat::Pprof)[..])
+        .read_to_end(&mut raw)
+        .unwrap();
+    golden("pprof.txt", &dump(&raw, 0));
+}
+
+/// A protobuf message as text: `field: value` lines, nested messages indented. The
+/// string table (field 6) is shown as strings; other length-delimited fields as a
+/// message when they parse as one, else as packed varints.
+fn dump(b: &[u8], depth: usize) -> String {
+    let mut out = String::new();
+    for (num, f) in fields(b) {
+        let pad = "  ".repeat(depth);
+        match f {
+            Field::Varint(v) => out.push_str(&format!("{pad}{num}: {v}\n")),
+            Field::Bytes(bytes) if depth == 0 && num == 6 => out.push_str(&format!(
+                "{pad}{num}: {:?}\n",
+                String::from_utf8_lossy(&bytes)
+            )),
+            Field::Bytes(bytes) => match (try_fields(&bytes), try_packed(&bytes)) {
+                (Some(_), _) if !bytes.is_empty() && !(depth == 1 && num <= 2) => out.push_str(
+                    &format!("{pad}{num} {{\n{}{pad}}}\n", dump(&bytes, depth + 1)),
+                ),
+                (_, Some(vs)) => out.push_str(&format!("{pad}{num}: {vs:?}\n")),
+                _ => out.push_str(&format!("{pad}{num}: {bytes:?}\n")),
+            },
+        }
+    }
+    out
 }
