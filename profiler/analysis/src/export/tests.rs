@@ -522,7 +522,7 @@ fn dump(b: &[u8], depth: usize) -> String {
                 String::from_utf8_lossy(&bytes)
             )),
             Field::Bytes(bytes) => match (try_fields(&bytes), try_packed(&bytes)) {
-                (Some(_), _) if !bytes.is_empty() && !(depth == 1 && num <= 2) => out.push_str(
+                (Some(_), _) if !(bytes.is_empty() || depth == 1 && num <= 2) => out.push_str(
                     &format!("{pad}{num} {{\n{}{pad}}}\n", dump(&bytes, depth + 1)),
                 ),
                 (_, Some(vs)) => out.push_str(&format!("{pad}{num}: {vs:?}\n")),
