@@ -21,6 +21,9 @@ command -v pypy3 >/dev/null 2>&1 || need+=(pypy3)
 command -v go >/dev/null 2>&1 || need+=(golang-go)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3 python3-venv)
+# The unwinder tests (tests/tests/unwind.rs) profile Debian's own python3.11, built
+# without frame pointers, by its full path (python3 on PATH may be another build).
+[ -x /usr/bin/python3.11 ] || need+=(python3)
 if [ ${#need[@]} -gt 0 ]; then
     echo "scripts/test.sh: installing ${need[*]}" >&2
     sudo=""

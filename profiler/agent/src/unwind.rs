@@ -219,13 +219,35 @@ impl Regs {
     }
 }
 
+/// Where the unwinder reads stack words from: the interrupted thread's live stack (in the
+/// handler), or a copy of a blocked thread's stack (wall mode).
+pub trait ReadStack {
+    /// The 8-byte word at `addr`, if it lies in the readable range.
+    fn read(&self, addr: u64) -> Option<u64>;
+    /// May code bytes next to a return address be read in place? (Only on the thread
+    /// that will execute them: elsewhere, the code could be unmapped meanwhile.)
+    const CODE_READABLE: bool;
+}
+
+impl Regs {
+    /// A blocked thread's registers as /proc tells them: pc and sp only. The others are
+    /// unknown: a CFA computed from one (a frame-pointer frame before any callee restored
+    /// rbp from its save slot) points nowhere readable, and the walk stops there.
+    pub fn from_pc_sp(pc: u64, sp: u64) -> Regs {
+        let mut r = [u64::MAX; NREGS];
+        r[RSP] = sp;
+        r[RA] = pc;
+        Regs { r }
+    }
+}
+
 /// Bounded reader of the interrupted thread's stack.
 pub struct Stack {
     pub lo: u64,
     pub hi: u64,
 }
 
-impl Stack {
+impl ReadStack for Stack {
     #[inline]
     fn read(&self, addr: u64) -> Option<u64> {
         if addr < self.lo || addr > self.hi.checked_sub(8)? || !addr.is_multiple_of(8) {
@@ -235,6 +257,26 @@ impl Stack {
         // interrupted thread's own stack.
         Some(unsafe { core::ptr::read_volatile(addr as *const u64) })
     }
+    const CODE_READABLE: bool = true;
+}
+
+/// A copy of another thread's stack: `bytes` held what was at [base, base + len).
+pub struct CopiedStack<'a> {
+    pub base: u64,
+    pub bytes: &'a [u8],
+}
+
+impl ReadStack for CopiedStack<'_> {
+    #[inline]
+    fn read(&self, addr: u64) -> Option<u64> {
+        let off = usize::try_from(addr.checked_sub(self.base)?).ok()?;
+        if !off.is_multiple_of(8) {
+            return None;
+        }
+        let b = self.bytes.get(off..off.checked_add(8)?)?;
+        Some(u64::from_ne_bytes(b.try_into().ok()?))
+    }
+    const CODE_READABLE: bool = false;
 }
 
 enum Step {
@@ -248,10 +290,10 @@ enum Step {
 
 /// Unwinds from `regs` (the interrupted context), writing return addresses after the leaf
 /// (`d.frames[0]`, already set). Returns (depth, flags).
-pub fn unwind(
+pub fn unwind<S: ReadStack>(
     d: &mut SampleData,
     mut regs: Regs,
-    stack: &Stack,
+    stack: &S,
     ctx: Option<&mut Ctx>,
     max_depth: usize,
 ) -> (usize, u32) {
@@ -305,8 +347,8 @@ pub fn unwind(
 
 /// A step through code no module describes (JIT code, trampolines): CPython's perf
 /// trampolines are recognized by their exact code; anything else uses frame pointers.
-fn code_without_cfi_step(regs: &mut Regs, stack: &Stack, leaf: bool) -> Step {
-    if !leaf && is_cpython_trampoline(regs.r[RA]) {
+fn code_without_cfi_step<S: ReadStack>(regs: &mut Regs, stack: &S, leaf: bool) -> Step {
+    if S::CODE_READABLE && !leaf && is_cpython_trampoline(regs.r[RA]) {
         // `sub $8,%rsp; call *%rcx` | `add $8,%rsp; ret`: at the return address the
         // frame is 8 bytes of padding below the trampoline's own return address.
         let sp = regs.r[RSP];
@@ -346,7 +388,7 @@ fn is_cpython_trampoline(pc: u64) -> bool {
 }
 
 /// Frame-pointer step: [rbp] = caller's rbp, [rbp+8] = return address.
-fn fp_step(regs: &mut Regs, stack: &Stack) -> Step {
+fn fp_step<S: ReadStack>(regs: &mut Regs, stack: &S) -> Step {
     let fp = regs.r[RBP];
     if fp == 0 {
         return Step::End;
@@ -368,7 +410,13 @@ fn fp_step(regs: &mut Regs, stack: &Stack) -> Step {
 
 /// A step from the cache, if this address's row is there.
 #[inline]
-fn cached_step(c: &Ctx, pc: u64, regs: &mut Regs, stack: &Stack, stale: &mut bool) -> Option<Step> {
+fn cached_step<S: ReadStack>(
+    c: &Ctx,
+    pc: u64,
+    regs: &mut Regs,
+    stack: &S,
+    stale: &mut bool,
+) -> Option<Step> {
     let e = c.cache.get(slot(pc))?;
     if e.pc != pc || e.cfa_reg == 0 {
         return None;
@@ -394,12 +442,12 @@ fn cached_step(c: &Ctx, pc: u64, regs: &mut Regs, stack: &Stack, stale: &mut boo
     Some(Step::Caller)
 }
 
-fn cfi_step(
+fn cfi_step<S: ReadStack>(
     m: &UnwindModule,
     c: &mut Ctx,
     pc: u64,
     regs: &mut Regs,
-    stack: &Stack,
+    stack: &S,
     stale: &mut bool,
 ) -> Option<Step> {
     let table = m.hdr.table()?;
@@ -486,11 +534,11 @@ fn compact_row(pc: u64, row: &UnwindTableRow<usize, Storage>) -> Option<Compact>
 /// A small, allocation-free DWARF expression evaluator covering what CFI uses in practice:
 /// register-relative addresses, dereferences (signal frames, stack realignment) and the
 /// arithmetic of PLT entries.
-fn eval(
+fn eval<S: ReadStack>(
     m: &UnwindModule,
     e: &gimli::UnwindExpression<usize>,
     regs: &Regs,
-    stack: &Stack,
+    stack: &S,
     _: bool,
 ) -> Option<u64> {
     let expr = e.get(&m.eh).ok()?;

@@ -5,8 +5,9 @@
 //! Blocked threads are never signalled (a signal would make nanosleep, poll, epoll_wait
 //! and friends fail with EINTR). Instead the `prof-sampler` thread, every period, reads
 //! each blocked thread's state and its user pc/sp from /proc/self/task/TID/syscall, copies
-//! its stack with process_vm_readv (which fails cleanly instead of faulting), recovers the
-//! frame-pointer chain by scanning for a valid frame record, and records an off-CPU
+//! its stack with process_vm_readv (which fails cleanly instead of faulting), unwinds the
+//! copy with the handler's DWARF unwinder from that pc/sp (falling back to recovering the
+//! frame-pointer chain by scanning for a valid frame record), and records an off-CPU
 //! sample whose leaf is the system call.
 
 use core::ffi::c_void;
@@ -21,6 +22,9 @@ use crate::{hooks, modules, state, sys, threads};
 static RUN: AtomicBool = AtomicBool::new(false);
 /// Bytes above the blocked sp scanned for the first frame record.
 const SCAN_BYTES: usize = 16 * 1024;
+/// Bytes of a blocked thread's stack copied for the DWARF unwinder (once per blocking
+/// episode: results are cached while the thread stays blocked at the same pc/sp).
+const COPY_BYTES: usize = 256 * 1024;
 
 pub fn start() {
     RUN.store(true, Ordering::Release);
@@ -65,7 +69,12 @@ extern "C" fn sampler_main(_: *mut c_void) -> *mut c_void {
     let period = state::period_ns().max(10_000);
     let mut cache: HashMap<i32, Cached> = HashMap::new();
     let mut next = sys::monotonic_ns();
-    let mut buf = vec![0u8; SCAN_BYTES];
+    let mut buf = vec![0u8; COPY_BYTES];
+    let mut dwarf = Dwarf {
+        ctx: crate::unwind::new_context(),
+        // SAFETY: SampleData is plain integers; all-zero is a valid value.
+        data: Box::new(unsafe { core::mem::zeroed() }),
+    };
     let mut ranges: Vec<(u64, u64)> = Vec::new();
     while RUN.load(Ordering::Acquire) {
         next += period;
@@ -116,7 +125,7 @@ extern "C" fn sampler_main(_: *mut c_void) -> *mut c_void {
             if c.key != (nr, sp, pc) {
                 c.flush(tid);
                 c.key = (nr, sp, pc);
-                let (frames, flags) = unwind_blocked(pc, sp, hi, &ranges, &mut buf);
+                let (frames, flags) = unwind_blocked(pc, sp, hi, &ranges, &mut buf, &mut dwarf);
                 c.frames = frames;
                 c.flags = flags;
             }
@@ -234,24 +243,73 @@ fn is_return_address(ranges: &[(u64, u64)], a: u64) -> bool {
     in_exec(ranges, a) && after_call(a)
 }
 
-/// Stack of a blocked thread: its pc, the return address into the syscall wrapper's caller
-/// (the first return address above sp), then the frame-pointer chain from the first valid
-/// frame record above it.
+/// The sampler thread's DWARF unwinding state (the handler's unwinder, run on a copy).
+struct Dwarf {
+    ctx: Box<crate::unwind::Ctx>,
+    data: Box<crate::ring::SampleData>,
+}
+
+/// Stack of a blocked thread. First the DWARF unwinder, from the pc and sp /proc gives,
+/// over a copy of the stack; it knows no other register, so a frame whose CFA is rbp-based
+/// stops it unless a callee saved rbp. If it stops early, the frame-pointer scan below
+/// runs too, and the longer result is kept.
 fn unwind_blocked(
     pc: u64,
     sp: u64,
     hi: u64,
     ranges: &[(u64, u64)],
     buf: &mut [u8],
+    dwarf: &mut Dwarf,
 ) -> (Vec<u64>, u32) {
-    let mut frames = vec![pc];
     if sp == 0 || sp >= hi {
-        return (frames, prof_format::flags::UNWIND_STOPPED);
+        return (vec![pc], prof_format::flags::UNWIND_STOPPED);
     }
     let len = ((hi - sp) as usize).min(buf.len()) & !7;
     let n = read_remote(sp, &mut buf[..len]) & !7;
-    let word = |off: usize| u64::from_ne_bytes(buf[off..off + 8].try_into().unwrap_or([0; 8]));
     let max = state::max_depth().min(MAX_FRAMES);
+    let stack = crate::unwind::CopiedStack {
+        base: sp,
+        bytes: &buf[..n],
+    };
+    dwarf.data.frames[0] = pc;
+    // The unwinder's register numbering is x86_64's.
+    let (depth, flags) = if cfg!(target_arch = "x86_64") {
+        crate::unwind::unwind(
+            &mut dwarf.data,
+            crate::unwind::Regs::from_pc_sp(pc, sp),
+            &stack,
+            Some(&mut dwarf.ctx),
+            max,
+        )
+    } else {
+        (1, prof_format::flags::UNWIND_STOPPED)
+    };
+    let by_cfi = dwarf.data.frames[..depth].to_vec();
+    if flags & prof_format::flags::UNWIND_STOPPED == 0 {
+        return (by_cfi, flags);
+    }
+    let scanned = scan_frame_records(pc, sp, hi, ranges, &buf[..n], max);
+    if scanned.0.len() > by_cfi.len() {
+        scanned
+    } else {
+        (by_cfi, flags)
+    }
+}
+
+/// The fallback: the pc, the return address into the syscall wrapper's caller (the first
+/// return address above sp), then the frame-pointer chain from the first valid frame
+/// record above it. `buf` holds the stack copied from `sp`.
+fn scan_frame_records(
+    pc: u64,
+    sp: u64,
+    hi: u64,
+    ranges: &[(u64, u64)],
+    buf: &[u8],
+    max: usize,
+) -> (Vec<u64>, u32) {
+    let mut frames = vec![pc];
+    let n = buf.len().min(SCAN_BYTES) & !7;
+    let word = |off: usize| u64::from_ne_bytes(buf[off..off + 8].try_into().unwrap_or([0; 8]));
     let mut off = 0;
     // The wrapper's own return address.
     while off + 8 <= n {

@@ -329,13 +329,21 @@ pub fn finish() {
 /// samples (without frame pointers) would stop at their leaf.
 pub fn modules_changed() {
     let Some(w) = writer() else { return };
-    // Never wait here: a dlopen nested in a library constructor holds the loader lock
-    // that the writer thread, mid-scan, may be waiting for. A busy writer rescans anyway
-    // within one drain period.
-    let mut w = match w.try_lock() {
-        Ok(w) => w,
-        Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
-        Err(std::sync::TryLockError::WouldBlock) => return,
+    // Never wait for long: a dlopen nested in a library constructor holds the loader lock
+    // that the writer thread, mid-scan, may be waiting for. A writer step takes well under
+    // a millisecond, so a short bounded wait almost always gets the lock (giving up at
+    // once lost the new library's stacks for a drain period about once in 50 dlopens);
+    // past it, the writer rescans anyway within one drain period.
+    let deadline = Instant::now() + Duration::from_millis(5);
+    let mut w = loop {
+        match w.try_lock() {
+            Ok(w) => break w,
+            Err(std::sync::TryLockError::Poisoned(p)) => break p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_micros(50))
+            }
+            Err(std::sync::TryLockError::WouldBlock) => return,
+        }
     };
     if !w.finished && !w.failed {
         w.refresh_modules();
