@@ -128,11 +128,13 @@ stop_server
 
 ms() { python3 -c "import sys; print(f'{float(sys.argv[1])*1000:.1f} ms')" "$1"; }
 cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')
+load=$(cut -d' ' -f1-3 /proc/loadavg)
 report=$(cat <<EOF
 # Server benchmark (bench/server.sh)
 
 $(date -u +%Y-%m-%d), $(nproc) CPUs ($cpu), release build, server and wrk on the same
-machine over loopback; wrk: 2 threads, $CONNECTIONS connections, $DURATION.
+machine over loopback; wrk: 2 threads, $CONNECTIONS connections, $DURATION. Load average
+when done (other work on the machine competes for the same CPUs): $load.
 
 Profile: ${gen_line#bench_profile: wrote *: }; $size bytes on disk.
 
@@ -141,7 +143,7 @@ Profile: ${gen_line#bench_profile: wrote *: }; $size bytes on disk.
 | upload (POST, 1M samples) | $(ms "$upload_s") | |
 | first tree after a restart (cold: read, decode, symbolize, index, aggregate) | $(ms "$cold") | <= 1 s |
 | warm tree, one client (median / max of 20) | $(ms "$warm_median") / $(ms "$warm_max") | |
-| warm tree under load, same URL: requests/s, p50, p99 | $same_rps req/s, $same_p50, $same_p99 | p99 <= 50 ms |
+| warm tree under load, same URL (answered from the per-profile answer cache): requests/s, p50, p99 | $same_rps req/s, $same_p50, $same_p99 | p99 <= 50 ms |
 | warm tree under load, random time ranges (a new aggregation over ~50k samples each): requests/s, p50, p99 | $range_rps req/s, $range_p50, $range_p99 | p99 <= 50 ms |
 | timeline (200 buckets), functions (warm, one request) | $(ms "$timeline_s"), $(ms "$functions_s") | |
 

@@ -27,11 +27,43 @@ pub fn tier_names() -> [&'static str; TIERS] {
 /// Weak ETag of a query's answer: the prepared profile (re-prepared when new symbols
 /// arrive) and the request's path and query.
 fn etag(p: &Prepared, req: &HttpRequest) -> String {
+    format!("W/\"{:016x}-{:016x}\"", p.nonce, answer_key(req))
+}
+
+/// Hash of the request's path and query: the key of [`Prepared::answers`].
+fn answer_key(req: &HttpRequest) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
     req.path().hash(&mut h);
     req.query_string().hash(&mut h);
-    format!("W/\"{:016x}-{:016x}\"", p.nonce, h.finish())
+    h.finish()
+}
+
+/// The answer to a query route: 304 for the client's copy, else a remembered answer,
+/// else `compute` (on a blocking thread), remembered.
+async fn answer<F>(
+    req: &HttpRequest,
+    p: Arc<Prepared>,
+    compute: F,
+) -> Result<HttpResponse, ApiError>
+where
+    F: FnOnce(&Prepared) -> Result<Vec<u8>, ApiError> + Send + 'static,
+{
+    let tag = etag(&p, req);
+    if let Some(r) = not_modified(req, &tag) {
+        return Ok(r);
+    }
+    let key = answer_key(req);
+    let body = match p.answers.get(key) {
+        Some(b) => b,
+        None => {
+            let p2 = p.clone();
+            let b = web::Bytes::from(blocking(move || compute(&p2)).await?);
+            p.answers.put(key, b.clone());
+            b
+        }
+    };
+    Ok(json_body(body, tag))
 }
 
 /// 304 when the client already has this answer (`If-None-Match`).
@@ -46,7 +78,7 @@ fn not_modified(req: &HttpRequest, tag: &str) -> Option<HttpResponse> {
         })
 }
 
-fn json_body(body: Vec<u8>, tag: String) -> HttpResponse {
+fn json_body(body: web::Bytes, tag: String) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("application/json")
         .insert_header((header::ETAG, tag))
@@ -537,11 +569,7 @@ pub async fn tree(
         ),
     };
     let (_, p) = load(&st, &path).await?;
-    let tag = etag(&p, &req);
-    if let Some(r) = not_modified(&req, &tag) {
-        return Ok(r);
-    }
-    let body = blocking(move || {
+    answer(&req, p, move |p| {
         let pred = search.map(|re| move |f: &Function| re.is_match(&f.name));
         let pred_ref = pred.as_ref().map(|f| f as &dyn Fn(&Function) -> bool);
         let t = p
@@ -585,8 +613,7 @@ pub async fn tree(
         };
         serde_json::to_vec(&out).map_err(|e| ApiError::Internal(e.to_string()))
     })
-    .await?;
-    Ok(json_body(body, tag))
+    .await
 }
 
 pub async fn timeline(
@@ -601,11 +628,7 @@ pub async fn timeline(
     let filter = params.filter()?;
     let buckets = params.u64_in("buckets", 1, 10_000)?.unwrap_or(200) as usize;
     let (_, p) = load(&st, &path).await?;
-    let tag = etag(&p, &req);
-    if let Some(r) = not_modified(&req, &tag) {
-        return Ok(r);
-    }
-    let body = blocking(move || {
+    answer(&req, p, move |p| {
         let t = p.index.timeline(&filter, buckets).map_err(query_error)?;
         let v = serde_json::json!({
             "axis": t.axis.name(),
@@ -618,8 +641,7 @@ pub async fn timeline(
         });
         serde_json::to_vec(&v).map_err(|e| ApiError::Internal(e.to_string()))
     })
-    .await?;
-    Ok(json_body(body, tag))
+    .await
 }
 
 pub async fn functions(
@@ -643,11 +665,7 @@ pub async fn functions(
         }
     };
     let (_, p) = load(&st, &path).await?;
-    let tag = etag(&p, &req);
-    if let Some(r) = not_modified(&req, &tag) {
-        return Ok(r);
-    }
-    let body = blocking(move || {
+    answer(&req, p, move |p| {
         let mut rows = p.index.functions(&filter).map_err(query_error)?;
         if by_total {
             rows.sort_by(|a, b| {
@@ -684,8 +702,7 @@ pub async fn functions(
         };
         serde_json::to_vec(&out).map_err(|e| ApiError::Internal(e.to_string()))
     })
-    .await?;
-    Ok(json_body(body, tag))
+    .await
 }
 
 pub async fn download(

@@ -28,6 +28,49 @@ pub struct Prepared {
     pub seconds: f64,
     /// Random, per preparation: ETags of query answers start with it.
     pub nonce: u64,
+    /// Recent serialized answers to queries on this profile.
+    pub answers: Answers,
+}
+
+/// The most recent serialized answers (tree, timeline, functions) of one prepared
+/// profile, by a hash of the request's path and query: the same view asked again (a
+/// shared link opened by several people, back/forward, a reload) costs a lookup.
+#[derive(Default)]
+pub struct Answers {
+    entries: std::sync::Mutex<std::collections::VecDeque<(u64, actix_web::web::Bytes)>>,
+}
+
+impl Answers {
+    const MAX_ENTRIES: usize = 32;
+    const MAX_BYTES: usize = 32 << 20;
+
+    pub fn get(&self, key: u64) -> Option<actix_web::web::Bytes> {
+        let mut e = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let i = e.iter().position(|(k, _)| *k == key)?;
+        let hit = e.remove(i)?;
+        let body = hit.1.clone();
+        e.push_front(hit);
+        Some(body)
+    }
+
+    pub fn put(&self, key: u64, body: actix_web::web::Bytes) {
+        if body.len() > Self::MAX_BYTES / 4 {
+            return;
+        }
+        let mut e = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        e.retain(|(k, _)| *k != key);
+        e.push_front((key, body));
+        let mut total = 0usize;
+        let keep = e
+            .iter()
+            .take(Self::MAX_ENTRIES)
+            .take_while(|(_, b)| {
+                total += b.len();
+                total <= Self::MAX_BYTES
+            })
+            .count();
+        e.truncate(keep.max(1));
+    }
 }
 
 /// Weight per tier name.
@@ -107,6 +150,7 @@ pub fn prepare(storage: &Storage, rec: &ProfileRecord, gen: u64) -> Result<Prepa
         gen,
         uploaded_symbols: uploaded,
         seconds: start.elapsed().as_secs_f64(),
+        answers: Answers::default(),
         nonce: {
             let mut b = [0u8; 8];
             getrandom::fill(&mut b)
