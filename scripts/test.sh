@@ -20,6 +20,8 @@ command -v pypy3 >/dev/null 2>&1 || need+=(pypy3)
 # in venvs (python3 -m venv; pip installs vmprof there from PyPI).
 command -v go >/dev/null 2>&1 || need+=(golang-go)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
+# The viewer tests (tests/tests/viewer.rs) drive headless Chromium through chromedriver.
+command -v chromedriver >/dev/null 2>&1 || need+=(chromium chromium-driver)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3 python3-venv)
 # The unwinder tests (tests/tests/unwind.rs) profile Debian's own python3.11, built
 # without frame pointers, by its full path (python3 on PATH may be another build).

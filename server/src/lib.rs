@@ -20,6 +20,7 @@ pub mod pages;
 pub mod params;
 pub mod prepare;
 pub mod store;
+pub mod viewer;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -241,8 +242,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     .service(resource("/metrics").route(web::get().to(api::metrics)))
     // Exports on download (`?format=`) and the vmprof client's upload API.
     .configure(exports::routes)
-    .service(resource("/").route(web::get().to(pages::index)))
-    .service(resource("/p/{id}").route(web::get().to(pages::profile)));
+    // The interactive viewer at / and /p/{id}; the plain pages at /plain.
+    .configure(viewer::routes);
 }
 
 /// A server running on its own thread.

@@ -486,7 +486,9 @@ fn tokens_guard_uploads_and_deletes_and_private_reads() {
         1
     );
     assert_eq!(get(&format!("{url}/{id}/tree")).status, 401);
-    assert_eq!(get(&format!("{base}/p/{id}")).status, 401);
+    assert_eq!(get(&format!("{base}/plain/p/{id}")).status, 401);
+    // The viewer's page holds no data (its script asks the API, with a token): served.
+    assert_eq!(get(&format!("{base}/p/{id}")).status, 200);
     assert_eq!(
         request("GET", &format!("{url}/{id}/tree"), None, Some("s3cret")).status,
         200
@@ -753,7 +755,7 @@ fn health_metrics_and_pages() {
     assert!(text.contains("prof_analyses_total 1"), "{text}");
 
     // Pages: names are text, never markup.
-    let p = get(&format!("{base}/p/{id}"));
+    let p = get(&format!("{base}/plain/p/{id}"));
     assert_eq!(p.status, 200);
     assert!(p
         .header("content-security-policy")
@@ -763,7 +765,7 @@ fn health_metrics_and_pages() {
     assert!(!html.contains(evil));
     assert!(html.contains("&lt;img src=x onerror=alert(1)&gt;"));
     assert!(html.contains("prof_srv_leaf"));
-    let index = get(&format!("{base}/"));
+    let index = get(&format!("{base}/plain"));
     assert_eq!(index.status, 200);
     assert!(index.text().contains(&format!("href=\"/p/{id}\"")));
     assert!(!index.text().contains(evil));

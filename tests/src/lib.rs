@@ -19,6 +19,8 @@ pub use serde_json::Value;
 
 pub mod vmprof;
 
+pub mod browser;
+
 /// `prof` and `libprof_agent.so` as built for these tests.
 pub struct Bins {
     pub prof: PathBuf,

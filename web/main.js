@@ -1,0 +1,27 @@
+// Entry point: `/` is the profile list, `/p/{id}` the viewer of one profile.
+
+import { initTheme } from "./colors.js";
+import { startList } from "./list.js";
+import { h, setChildren, showError } from "./util.js";
+import { startViewer } from "./viewer.js";
+
+function main() {
+  initTheme(() => window.dispatchEvent(new Event("prof-theme")));
+  const app = document.getElementById("app");
+  const m = /^\/p\/([^/]+)\/?$/.exec(window.location.pathname);
+  if (m) {
+    startViewer(app, decodeURIComponent(m[1]));
+  } else if (window.location.pathname === "/") {
+    startList(app);
+  } else {
+    setChildren(app, h("p", null, h("a", { href: "/" }, "all profiles")));
+    showError(`Nothing here: ${window.location.pathname}`);
+  }
+}
+
+window.addEventListener("error", (ev) => showError(`The viewer failed: ${ev.message}`));
+window.addEventListener("unhandledrejection", (ev) =>
+  showError(`The viewer failed: ${ev.reason && ev.reason.message ? ev.reason.message : ev.reason}`),
+);
+
+main();

@@ -1,0 +1,121 @@
+// The viewer's state lives in the URL's query string, so a link reopens exactly the
+// same view and the browser's back/forward buttons walk through it.
+//
+//   view=icicle            icicle (root on top) instead of a flamegraph (root at bottom)
+//   color=module           colour frames by module instead of by dominant tier
+//   q=REGEX  re=1          search (a substring unless re=1)
+//   z=NAME (repeated)      zoomed frame: the function names from the root down
+//   from=S  to=S  axis=A   time range on the timeline's axis (cpu or wall)
+//   process=PID thread=TID tier=jit,warmup
+//   focus=NAME             the function whose callers and callees are shown
+//   sort=total|-name|...   function table order
+//   nodes=N                node budget asked of the server
+
+import { TIERS } from "./colors.js";
+import { escapeRegex } from "./util.js";
+
+export const DEFAULT_NODES = 20000;
+
+export function defaults() {
+  return {
+    view: "flame",
+    color: "tier",
+    q: "",
+    re: false,
+    zoom: [],
+    from: null,
+    to: null,
+    axis: "",
+    process: "",
+    thread: "",
+    tiers: [],
+    focus: "",
+    sort: "self",
+    nodes: 0,
+  };
+}
+
+const SORTS = ["self", "total", "name", "module"];
+
+function num(v) {
+  if (v === null || v === "") return null;
+  const x = Number(v);
+  return Number.isFinite(x) && x >= 0 ? x : null;
+}
+
+function int(v) {
+  return /^\d{1,10}$/.test(v || "") ? v : "";
+}
+
+export function parse(search) {
+  const p = new URLSearchParams(search);
+  const s = defaults();
+  if (p.get("view") === "icicle") s.view = "icicle";
+  if (p.get("color") === "module") s.color = "module";
+  s.q = p.get("q") || "";
+  s.re = p.get("re") === "1";
+  s.zoom = p.getAll("z").filter((z) => z !== "");
+  s.from = num(p.get("from"));
+  s.to = num(p.get("to"));
+  if (s.from !== null && s.to !== null && s.to <= s.from) s.from = s.to = null;
+  if (s.from === null || s.to === null) s.from = s.to = null;
+  const axis = p.get("axis");
+  if (axis === "cpu" || axis === "wall") s.axis = axis;
+  s.process = int(p.get("process"));
+  s.thread = int(p.get("thread"));
+  s.tiers = (p.get("tier") || "")
+    .split(",")
+    .filter((t) => TIERS.includes(t))
+    .sort((a, b) => TIERS.indexOf(a) - TIERS.indexOf(b));
+  s.focus = p.get("focus") || "";
+  const sort = p.get("sort") || "self";
+  if (SORTS.includes(sort.replace(/^-/, ""))) s.sort = sort;
+  const nodes = Number(p.get("nodes"));
+  if (Number.isInteger(nodes) && nodes >= 2 && nodes <= 1000000) s.nodes = nodes;
+  return s;
+}
+
+/** The query string of `s` ("" or "?..."), listing only what differs from the defaults. */
+export function serialize(s) {
+  const p = new URLSearchParams();
+  if (s.process) p.set("process", s.process);
+  if (s.thread) p.set("thread", s.thread);
+  if (s.tiers.length) p.set("tier", s.tiers.join(","));
+  if (s.axis) p.set("axis", s.axis);
+  if (s.from !== null && s.to !== null) {
+    p.set("from", String(s.from));
+    p.set("to", String(s.to));
+  }
+  if (s.focus) p.set("focus", s.focus);
+  if (s.q) p.set("q", s.q);
+  if (s.q && s.re) p.set("re", "1");
+  if (s.view !== "flame") p.set("view", s.view);
+  if (s.color !== "tier") p.set("color", s.color);
+  if (s.sort !== "self") p.set("sort", s.sort);
+  if (s.nodes) p.set("nodes", String(s.nodes));
+  for (const z of s.zoom) p.append("z", z);
+  const q = p.toString();
+  return q ? `?${q}` : "";
+}
+
+/** The regular expression the server gets for the search box (a substring is escaped). */
+export function searchRegex(s) {
+  if (!s.q) return "";
+  return s.re ? s.q : escapeRegex(s.q);
+}
+
+/** The API's sample filter for `s`: which samples count. `range` and `focus` say whether
+ * the time range and the focused function apply. */
+export function filterParams(s, { range = true, focus = true, tiers = true } = {}) {
+  const p = new URLSearchParams();
+  if (s.process) p.set("process", s.process);
+  if (s.thread) p.set("thread", s.thread);
+  if (tiers && s.tiers.length) p.set("tier", s.tiers.join(","));
+  if (s.axis) p.set("axis", s.axis);
+  if (range && s.from !== null && s.to !== null) {
+    p.set("from", String(s.from));
+    p.set("to", String(s.to));
+  }
+  if (focus && s.focus) p.set("focus", s.focus);
+  return p;
+}
