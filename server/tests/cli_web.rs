@@ -93,10 +93,14 @@ fn prof_run_web_url_uploads_the_profile_and_missing_symbols_then_upload_sends_no
     assert!(url.starts_with(&format!("{base}/p/")), "{url}");
     let id = url.rsplit('/').next().unwrap().to_string();
 
-    // The link answers, and the tree has the fixture's functions with real names.
+    // The link answers (the viewer's page), and the tree has the fixture's functions with
+    // real names.
     let page = get(&url);
     assert_eq!(page.status, 200);
-    assert!(page.text().contains("web_burn"), "{}", page.text());
+    assert!(page
+        .header("content-type")
+        .unwrap()
+        .starts_with("text/html"));
     let tree = get(&format!("{base}/api/v1/profiles/{id}/tree")).json();
     let paths = tree_paths(&tree);
     assert!(
@@ -218,7 +222,14 @@ fn prof_run_web_without_url_serves_locally_until_interrupted() {
     assert!(url.starts_with("http://127.0.0.1:"), "{url}");
     let page = get(&url);
     assert_eq!(page.status, 200, "{}", page.text());
-    assert!(page.text().contains("web_burn"));
+    let (base, id) = url.split_once("/p/").unwrap();
+    let tree = get(&format!("{base}/api/v1/profiles/{id}/tree")).json();
+    assert!(
+        tree_paths(&tree)
+            .iter()
+            .any(|(p, _)| p.ends_with("web_burn;web_burn_inner")),
+        "{tree}"
+    );
     // Data went to $XDG_DATA_HOME/prof.
     assert!(xdg.path().join("prof/prof.db").is_file());
 
