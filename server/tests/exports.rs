@@ -299,3 +299,27 @@ fn vmprofs_own_client_uploads_here() {
     assert_eq!(get(&format!("{base}/p/{rid}")).status, 200);
     server.stop();
 }
+
+#[test]
+fn prof_upload_imports_other_formats() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(config(dir.path()));
+    let base = server.url();
+    let folded = dir.path().join("stacks.folded");
+    std::fs::write(&folded, "main;parse 3\nmain;run;crunch_numbers 7\n").unwrap();
+    let o = prof_e2e::run_captured(
+        prof_e2e::prof()
+            .args(["upload"])
+            .arg(&folded)
+            .args(["--server", &base]),
+        prof_e2e::TIMEOUT,
+    );
+    assert!(o.status.success(), "prof upload: {}", o.stderr);
+    let url = o.stdout.trim();
+    let id = url.rsplit('/').next().unwrap();
+    let text = get(&format!("{base}/api/v1/profiles/{id}"))
+        .json()
+        .to_string();
+    assert!(text.contains("\"crunch_numbers\""), "{text}");
+    server.stop();
+}

@@ -223,8 +223,21 @@ impl Client {
         tags: &[String],
         symbols: bool,
     ) -> Result<String> {
-        let profile = prof_format::read_profile(bytes)
-            .map_err(|e| anyhow!("not an uploadable profile: {e}"))?;
+        // Other tools' profiles (vmprof, perf script, folded stacks) are imported here,
+        // as `prof report` does, and uploaded as the prof log they become.
+        let imported;
+        let (profile, bytes) = match prof_analysis::import::detect(bytes) {
+            Some(f) if f != prof_analysis::import::InputFormat::Prof => {
+                imported = prof_analysis::import::import_bytes(bytes)
+                    .map_err(|e| anyhow!("not an uploadable profile: {e}"))?;
+                (imported.profile.clone(), &imported.log[..])
+            }
+            _ => (
+                prof_format::read_profile(bytes)
+                    .map_err(|e| anyhow!("not an uploadable profile: {e}"))?,
+                bytes,
+            ),
+        };
         if symbols {
             for (build_id, file) in symbol_files(&profile) {
                 if self.has_symbols(&build_id)? {
