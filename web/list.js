@@ -103,6 +103,7 @@ export function startList(app) {
         await deleteProfile(p.id);
         tr.remove();
         showError(null);
+        reload();
       } catch (e) {
         showError(`Could not delete: ${e.message}`);
       }

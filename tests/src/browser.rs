@@ -414,10 +414,16 @@ pub struct Server {
 
 impl Server {
     pub fn start(prof: &Path) -> Server {
+        Server::start_with(prof, &[])
+    }
+
+    /// [`Server::start`] with more `prof serve` options (`--token T`...).
+    pub fn start_with(prof: &Path, extra: &[&str]) -> Server {
         let data = tempfile::tempdir().unwrap();
         let mut child = Command::new(prof)
             .args(["serve", "--addr", "127.0.0.1:0", "--workers", "2", "--data"])
             .arg(data.path())
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -455,9 +461,17 @@ impl Server {
 
     /// Uploads a profile file; returns its id.
     pub fn upload(&self, path: &Path, name: &str) -> String {
+        self.upload_with_token(path, name, None)
+    }
+
+    /// Uploads with `Authorization: Bearer TOKEN` when a token is given.
+    pub fn upload_with_token(&self, path: &Path, name: &str, token: Option<&str>) -> String {
         let bytes = std::fs::read(path).unwrap();
-        let resp = ureq::post(&format!("{}/api/v1/profiles", self.url))
-            .query("name", name)
+        let mut req = ureq::post(&format!("{}/api/v1/profiles", self.url)).query("name", name);
+        if let Some(t) = token {
+            req = req.set("Authorization", &format!("Bearer {t}"));
+        }
+        let resp = req
             .send_bytes(&bytes)
             .unwrap_or_else(|e| panic!("uploading {}: {e}", path.display()));
         let v: Value = resp.into_json().unwrap();

@@ -24,6 +24,11 @@ struct Setup {
 }
 
 fn setup(name: &str) -> Setup {
+    setup_with(name, None)
+}
+
+/// A profile of the fixture on a fresh server (with `--token TOKEN` if given).
+fn setup_with(name: &str, token: Option<&str>) -> Setup {
     let exe = gcc(
         "viewer",
         &[],
@@ -41,8 +46,11 @@ fn setup(name: &str) -> Setup {
     let o = run_captured(&mut prof_run(&["-q"], &data, &[exe.as_os_str()]), TIMEOUT);
     assert!(o.status.success(), "prof run failed: {}", o.stderr);
     let report = report_json(&data);
-    let server = Server::start(&bins().prof);
-    let id = server.upload(&data, "viewer fixture");
+    let server = match token {
+        Some(t) => Server::start_with(&bins().prof, &["--token", t]),
+        None => Server::start(&bins().prof),
+    };
+    let id = server.upload_with_token(&data, "viewer fixture", token);
     let artifacts = bins().dir.join("viewer-artifacts").join(name);
     let _ = std::fs::remove_dir_all(&artifacts);
     std::fs::create_dir_all(&artifacts).unwrap();
@@ -559,4 +567,43 @@ fn pages_carry_a_content_security_policy() {
     assert_eq!(r.status(), 304);
     let missing = ureq::get(&format!("{}/static/nope.js", s.server.url)).call();
     assert!(matches!(missing, Err(ureq::Error::Status(404, _))));
+}
+
+#[test]
+fn profile_list_deletes_with_a_token() {
+    let s = setup_with("list-delete", Some("s3cret-token"));
+    let b = browser(&s.artifacts);
+    b.goto(&format!("{}/", s.server.url));
+    wait_ready(&b);
+    let rows = "document.querySelectorAll('table.profiles tbody tr').length";
+    assert_eq!(b.js(&format!("return {rows};"), json!([])), json!(1));
+    // Confirm the deletion (the dialog hook answers no otherwise).
+    b.js("window.confirm = () => true;", json!([]));
+    // Without the token the server refuses, and the page says so.
+    b.click("table.profiles button.danger");
+    b.wait_for("!document.getElementById('error').hidden", WAIT);
+    assert!(
+        text(&b, "#error").contains("token"),
+        "{}",
+        text(&b, "#error")
+    );
+    assert_eq!(b.js(&format!("return {rows};"), json!([])), json!(1));
+    // With it, the profile goes.
+    b.type_into("#token", "s3cret-token");
+    b.click("#token ~ button");
+    wait_ready(&b);
+    b.js("window.confirm = () => true;", json!([]));
+    b.click("table.profiles button.danger");
+    b.wait_for(&format!("{rows} === 0"), WAIT);
+    b.screenshot("deleted");
+    let list = s.server.json("/api/v1/profiles");
+    assert_eq!(list["total"], json!(0), "{list}");
+    let gone = ureq::get(&format!("{}/api/v1/profiles/{}", s.server.url, s.id)).call();
+    assert!(matches!(gone, Err(ureq::Error::Status(404, _))));
+    // Only the 401 of the refused deletion reached the console.
+    let errors = b.console_errors();
+    assert!(
+        errors.iter().all(|e| e.contains("401")),
+        "console errors: {errors:#?}"
+    );
 }
