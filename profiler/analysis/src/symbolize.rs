@@ -153,9 +153,14 @@ impl Mapped {
             path: path.display().to_string(),
             reason: e.to_string(),
         };
+        // Check before opening: opening a FIFO (a profile can name any path) would block.
+        if !std::fs::metadata(path).map_err(unreadable)?.is_file() {
+            return Err(SymbolError::NotAFile {
+                path: path.display().to_string(),
+            });
+        }
         let file = File::open(path).map_err(unreadable)?;
-        let meta = file.metadata().map_err(unreadable)?;
-        if !meta.is_file() {
+        if !file.metadata().map_err(unreadable)?.is_file() {
             return Err(SymbolError::NotAFile {
                 path: path.display().to_string(),
             });

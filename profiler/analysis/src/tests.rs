@@ -669,3 +669,31 @@ fn aggregation_scales() {
         "{t_analyze:?} + {t_report:?}"
     );
 }
+
+#[test]
+fn a_module_path_naming_a_fifo_does_not_block() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("not-a-library.so");
+    let ok = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "mkfifo failed");
+    let m = Module {
+        id: 0,
+        path: fifo.display().to_string(),
+        build_id: vec![],
+        bias: 0,
+        ranges: vec![(0x1000, 0x2000)],
+    };
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut sym = Symbolizer::new();
+        tx.send(sym.symbolize(&m, 0x1234, false).to_vec()).unwrap();
+    });
+    let frames = rx
+        .recv_timeout(std::time::Duration::from_secs(10))
+        .expect("symbolizing a FIFO path blocked");
+    assert_eq!(frames[0].name, "not-a-library.so+0x1234");
+}
