@@ -5,9 +5,23 @@ import { startList } from "./list.js";
 import { h, setChildren, showError } from "./util.js";
 import { startViewer } from "./viewer.js";
 
+// vmprof's client prints HOST/#/{id} (its own viewer's route): open the same profile here.
+function openVmprofLink() {
+  const legacy = /^#\/([0-9a-f]{16})\/?$/.exec(window.location.hash);
+  if (window.location.pathname !== "/" || !legacy) {
+    return false;
+  }
+  window.location.replace(`/p/${legacy[1]}`);
+  return true;
+}
+
 function main() {
   initTheme(() => window.dispatchEvent(new Event("prof-theme")));
   const app = document.getElementById("app");
+  if (openVmprofLink()) {
+    return;
+  }
+  window.addEventListener("hashchange", openVmprofLink);
   const m = /^\/p\/([^/]+)\/?$/.exec(window.location.pathname);
   if (m) {
     startViewer(app, decodeURIComponent(m[1]));

@@ -520,6 +520,15 @@ fn viewer_in_headless_chromium() {
     assert!(bars.as_u64().unwrap() >= 4, "tier mini-bar: {bars}");
     b.screenshot("12-list");
     assert_no_console_errors(&b, "on the list page");
+
+    // --- the link vmprof's own client prints (HOST/#/{id}) opens the profile ------------
+    b.goto(&format!("{}/#/{}", s.server.url, s.id));
+    wait_ready(&b);
+    assert_eq!(
+        b.current_url(),
+        page,
+        "vmprof's link is redirected to the viewer"
+    );
     eprintln!("viewer screenshots: {}", s.artifacts.display());
 }
 
