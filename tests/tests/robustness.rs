@@ -10,7 +10,10 @@ fn closing_all_descriptors_neither_corrupts_files_nor_stops_profiling() {
     let dir = tempfile::tempdir().unwrap();
     let files = tempfile::tempdir().unwrap();
     let out = dir.path().join("prof.data");
-    let o = run_captured(&mut prof_run(&[], &out, &[exe.as_os_str(), files.path().as_os_str()]), TIMEOUT);
+    let o = run_captured(
+        &mut prof_run(&[], &out, &[exe.as_os_str(), files.path().as_os_str()]),
+        TIMEOUT,
+    );
     assert_eq!(o.code(), Some(0), "{}\n{}", o.stdout, o.stderr);
     assert_eq!(o.stdout.trim(), "opened 1000 dirty 0", "{}", o.stderr);
     let r = report_json(&out);
@@ -19,5 +22,9 @@ fn closing_all_descriptors_neither_corrupts_files_nor_stops_profiling() {
     let (before, after) = (total_of(&r, "burn_before"), total_of(&r, "burn_after"));
     assert!(before > 50.0, "{}", describe(&r));
     let ratio = after / before;
-    assert!((4.5..=7.5).contains(&ratio), "burn_after/burn_before = {ratio:.2}: {}", describe(&r));
+    assert!(
+        (4.5..=7.5).contains(&ratio),
+        "burn_after/burn_before = {ratio:.2}: {}",
+        describe(&r)
+    );
 }
