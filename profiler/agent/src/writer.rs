@@ -141,11 +141,15 @@ fn merged_stack(
                 .enumerate()
                 .filter(|&(i, &a)| is_eval(i, a))
                 .count();
-            let node = |codes: &mut CodeTable, f: &python::PyFrame| {
-                let id = codes.id(py, f.code, f.fingerprint);
-                let at = codes.line_start(id, f.offset);
-                (node_kind::PYTHON, ((id as u64) << 32) | at as u64)
-            };
+            // Appends Python frames (given innermost first) outermost first.
+            let push_py =
+                |codes: &mut CodeTable, frames: &[python::PyFrame], out: &mut Vec<(u32, u64)>| {
+                    for f in frames.iter().rev() {
+                        let id = codes.id(py, f.code, f.fingerprint);
+                        let at = codes.line_start(id, f.offset);
+                        out.push((node_kind::PYTHON, ((id as u64) << 32) | at as u64));
+                    }
+                };
             if evals == groups.len() {
                 // Root first: the outermost eval frame runs the outermost group.
                 let mut g = groups.len();
@@ -153,10 +157,7 @@ fn merged_stack(
                     out.push((node_kind::NATIVE, a));
                     if is_eval(i, a) && g > 0 {
                         g -= 1;
-                        for f in groups[g].iter().rev() {
-                            let n = node(codes, f);
-                            out.push(n);
-                        }
+                        push_py(codes, groups[g], out);
                     }
                 }
             } else {
@@ -172,18 +173,12 @@ fn merged_stack(
                     .find(|&(i, &a)| is_eval(i, a))
                     .map(|(i, _)| i);
                 if outer.is_none() {
-                    for f in pyf.iter().rev() {
-                        let n = node(codes, f);
-                        out.push(n);
-                    }
+                    push_py(codes, pyf, out);
                 }
                 for (i, &a) in native.iter().enumerate().rev() {
                     out.push((node_kind::NATIVE, a));
                     if Some(i) == outer {
-                        for f in pyf.iter().rev() {
-                            let n = node(codes, f);
-                            out.push(n);
-                        }
+                        push_py(codes, pyf, out);
                     }
                 }
             }
@@ -288,21 +283,34 @@ extern "C" fn writer_main(_: *mut c_void) -> *mut c_void {
     core::ptr::null_mut()
 }
 
+/// The writer lock, waiting at most `limit` (polling every `poll`): the agent must never
+/// make the program hang on it.
+fn lock_within(
+    m: &Mutex<Writer>,
+    limit: Duration,
+    poll: Duration,
+) -> Option<std::sync::MutexGuard<'_, Writer>> {
+    let deadline = Instant::now() + limit;
+    loop {
+        match m.try_lock() {
+            Ok(g) => return Some(g),
+            Err(std::sync::TryLockError::Poisoned(p)) => return Some(p.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) if Instant::now() < deadline => {
+                std::thread::sleep(poll)
+            }
+            Err(std::sync::TryLockError::WouldBlock) => return None,
+        }
+    }
+}
+
 /// Final drain at exit, from the exiting thread. The writer thread may be mid-step: wait
 /// for it briefly, never forever (exit must not hang because of prof).
 pub fn finish() {
     STOP.store(true, Ordering::Release);
     let Some(m) = writer() else { return };
-    let deadline = Instant::now() + Duration::from_millis(500);
-    let mut guard = loop {
-        match m.try_lock() {
-            Ok(g) => break g,
-            Err(std::sync::TryLockError::Poisoned(p)) => break p.into_inner(),
-            Err(std::sync::TryLockError::WouldBlock) if Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(1))
-            }
-            Err(_) => return,
-        }
+    let Some(mut guard) = lock_within(m, Duration::from_millis(500), Duration::from_millis(1))
+    else {
+        return;
     };
     if guard.finished {
         return;
@@ -334,16 +342,8 @@ pub fn modules_changed() {
     // a millisecond, so a short bounded wait almost always gets the lock (giving up at
     // once lost the new library's stacks for a drain period about once in 50 dlopens);
     // past it, the writer rescans anyway within one drain period.
-    let deadline = Instant::now() + Duration::from_millis(5);
-    let mut w = loop {
-        match w.try_lock() {
-            Ok(w) => break w,
-            Err(std::sync::TryLockError::Poisoned(p)) => break p.into_inner(),
-            Err(std::sync::TryLockError::WouldBlock) if Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_micros(50))
-            }
-            Err(std::sync::TryLockError::WouldBlock) => return,
-        }
+    let Some(mut w) = lock_within(w, Duration::from_millis(5), Duration::from_micros(50)) else {
+        return;
     };
     if !w.finished && !w.failed {
         w.refresh_modules();
