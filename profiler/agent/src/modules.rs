@@ -2,8 +2,8 @@
 //! ranges. Rescanned by the writer when the loader's add/remove counters change.
 
 use core::ffi::{c_int, c_void, CStr};
+use core::sync::atomic::{AtomicPtr, Ordering};
 use std::collections::HashMap;
-use std::sync::Mutex;
 
 use prof_format::Module;
 
@@ -29,7 +29,16 @@ struct Scan<'a> {
 }
 
 /// Executable ranges of every loaded module, for the wall sampler's return-address check.
-pub static EXEC_RANGES: Mutex<Vec<(u64, u64)>> = Mutex::new(Vec::new());
+/// Published as an immutable snapshot behind an atomic pointer, never a lock: the sampler
+/// thread reads it every tick, and a fork at that moment would leave a lock held forever
+/// in the child. Old snapshots are leaked (module sets change rarely).
+static EXEC_RANGES: AtomicPtr<Vec<(u64, u64)>> = AtomicPtr::new(core::ptr::null_mut());
+
+/// The executable ranges of every loaded module, as of the last scan.
+pub fn exec_ranges() -> &'static [(u64, u64)] {
+    // SAFETY: null or a leaked, never-mutated Box<Vec>.
+    unsafe { EXEC_RANGES.load(Ordering::Acquire).as_ref() }.map(|v| &v[..]).unwrap_or(&[])
+}
 
 const NT_GNU_BUILD_ID: u32 = 3;
 
@@ -190,7 +199,7 @@ impl Tracker {
             keep
         });
         unwind::publish(unwind_entries);
-        *EXEC_RANGES.lock().unwrap_or_else(|e| e.into_inner()) = ranges;
+        EXEC_RANGES.store(Box::into_raw(Box::new(ranges)), Ordering::Release);
         (added, removed)
     }
 }

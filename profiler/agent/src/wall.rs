@@ -87,11 +87,8 @@ extern "C" fn sampler_main(_: *mut c_void) -> *mut c_void {
         if !state::sampling() {
             continue;
         }
-        ranges.clone_from(
-            &modules::EXEC_RANGES
-                .lock()
-                .unwrap_or_else(|e| e.into_inner()),
-        );
+        ranges.clear();
+        ranges.extend_from_slice(modules::exec_ranges());
         let mut seen = Vec::new();
         for e in threads::live() {
             let tid = e.tid.load(Ordering::Acquire);
