@@ -37,7 +37,9 @@ static EXEC_RANGES: AtomicPtr<Vec<(u64, u64)>> = AtomicPtr::new(core::ptr::null_
 /// The executable ranges of every loaded module, as of the last scan.
 pub fn exec_ranges() -> &'static [(u64, u64)] {
     // SAFETY: null or a leaked, never-mutated Box<Vec>.
-    unsafe { EXEC_RANGES.load(Ordering::Acquire).as_ref() }.map(|v| &v[..]).unwrap_or(&[])
+    unsafe { EXEC_RANGES.load(Ordering::Acquire).as_ref() }
+        .map(|v| &v[..])
+        .unwrap_or(&[])
 }
 
 const NT_GNU_BUILD_ID: u32 = 3;

@@ -95,7 +95,11 @@ fn roundtrip() {
     assert_eq!(pr.jit_code.len(), 2);
     assert_eq!(pr.jit_code[0].name, "JS:*hot /app.js:4:19");
     assert_eq!(
-        (pr.jit_code[0].start, pr.jit_code[0].size, pr.jit_code[0].time_ns),
+        (
+            pr.jit_code[0].start,
+            pr.jit_code[0].size,
+            pr.jit_code[0].time_ns
+        ),
         (0x7f00_0000_1000, 0x2c0, 5_000_000)
     );
     assert_eq!(pr.jit_code[0].nodes_before, 0);
@@ -203,24 +207,36 @@ fn malformed_jit_records_are_corruption() {
     put_u64(&mut p, 0);
     put_u64(&mut p, 0);
     put_bytes(&mut p, b"x");
-    assert!(matches!(with(kind::JIT_CODE, &p), Err(Error::Corrupt { .. })));
+    assert!(matches!(
+        with(kind::JIT_CODE, &p),
+        Err(Error::Corrupt { .. })
+    ));
     let mut p = Vec::new();
     for v in [1, 2, 3, 9] {
         put_u64(&mut p, v); // source 9 is unknown
     }
     put_bytes(&mut p, b"x");
-    assert!(matches!(with(kind::JIT_CODE, &p), Err(Error::Corrupt { .. })));
+    assert!(matches!(
+        with(kind::JIT_CODE, &p),
+        Err(Error::Corrupt { .. })
+    ));
     let mut p = Vec::new();
     put_u64(&mut p, u64::MAX);
     put_u64(&mut p, 5); // end overflows
     put_bytes(&mut p, b"gc-minor");
-    assert!(matches!(with(kind::JIT_PHASE, &p), Err(Error::Corrupt { .. })));
+    assert!(matches!(
+        with(kind::JIT_PHASE, &p),
+        Err(Error::Corrupt { .. })
+    ));
     let mut p = Vec::new();
     put_u64(&mut p, 1);
     put_u64(&mut p, 5);
     put_bytes(&mut p, b"gc-minor");
     p.push(0); // trailing byte
-    assert!(matches!(with(kind::JIT_PHASE, &p), Err(Error::Corrupt { .. })));
+    assert!(matches!(
+        with(kind::JIT_PHASE, &p),
+        Err(Error::Corrupt { .. })
+    ));
 }
 
 #[test]
