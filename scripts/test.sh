@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test of the workspace (unit, property and end-to-end tests), first installing
-# with apt-get what the end-to-end tests need when it is missing: gcc (build-essential)
-# and glibc's static libraries (libc6-dev) for the C fixtures.
+# with apt-get what the end-to-end tests need when it is missing (compilers, runtimes,
+# browsers: see each line below).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
