@@ -404,6 +404,28 @@ fn note_mask(how: libc::c_int, set: *const libc::sigset_t) {
     }
 }
 
+type MaskFn =
+    unsafe extern "C" fn(libc::c_int, *const libc::sigset_t, *mut libc::sigset_t) -> libc::c_int;
+
+/// Passes a signal-mask change to libc's `name`, noting whether it blocks SIGPROF.
+fn forward_mask(
+    slot: &AtomicUsize,
+    name: &core::ffi::CStr,
+    missing: libc::c_int,
+    how: libc::c_int,
+    set: *const libc::sigset_t,
+    old: *mut libc::sigset_t,
+) -> libc::c_int {
+    note_mask(how, set);
+    let f = real(slot, name);
+    if f == 0 {
+        return missing;
+    }
+    // SAFETY: libc's pthread_sigmask and sigprocmask both have this signature; the
+    // caller's arguments are forwarded unchanged.
+    unsafe { core::mem::transmute::<usize, MaskFn>(f)(how, set, old) }
+}
+
 /// The interposed `pthread_sigmask`: passed through unchanged, noting SIGPROF blocks.
 ///
 /// # Safety
@@ -414,18 +436,14 @@ pub unsafe extern "C" fn pthread_sigmask(
     set: *const libc::sigset_t,
     old: *mut libc::sigset_t,
 ) -> libc::c_int {
-    type F = unsafe extern "C" fn(
-        libc::c_int,
-        *const libc::sigset_t,
-        *mut libc::sigset_t,
-    ) -> libc::c_int;
-    note_mask(how, set);
-    let f = real(&REAL_SIGMASK, c"pthread_sigmask");
-    if f == 0 {
-        return libc::ENOSYS;
-    }
-    // SAFETY: libc's pthread_sigmask has this signature.
-    unsafe { core::mem::transmute::<usize, F>(f)(how, set, old) }
+    forward_mask(
+        &REAL_SIGMASK,
+        c"pthread_sigmask",
+        libc::ENOSYS,
+        how,
+        set,
+        old,
+    )
 }
 
 /// The interposed `sigprocmask`: passed through unchanged, noting SIGPROF blocks.
@@ -438,18 +456,7 @@ pub unsafe extern "C" fn sigprocmask(
     set: *const libc::sigset_t,
     old: *mut libc::sigset_t,
 ) -> libc::c_int {
-    type F = unsafe extern "C" fn(
-        libc::c_int,
-        *const libc::sigset_t,
-        *mut libc::sigset_t,
-    ) -> libc::c_int;
-    note_mask(how, set);
-    let f = real(&REAL_PROCMASK, c"sigprocmask");
-    if f == 0 {
-        return -1;
-    }
-    // SAFETY: libc's sigprocmask has this signature.
-    unsafe { core::mem::transmute::<usize, F>(f)(how, set, old) }
+    forward_mask(&REAL_PROCMASK, c"sigprocmask", -1, how, set, old)
 }
 
 /// The interposed `dlopen`: passed through, then the new library's unwind tables are
