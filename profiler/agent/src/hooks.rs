@@ -62,17 +62,12 @@ pub fn real_pthread_sigmask(
     set: *const libc::sigset_t,
     old: *mut libc::sigset_t,
 ) -> libc::c_int {
-    type F = unsafe extern "C" fn(
-        libc::c_int,
-        *const libc::sigset_t,
-        *mut libc::sigset_t,
-    ) -> libc::c_int;
     let f = REAL_SIGMASK.load(Ordering::Acquire);
     if f == 0 {
         return libc::ENOSYS;
     }
     // SAFETY: libc's pthread_sigmask, resolved at load; the caller passes valid pointers.
-    unsafe { core::mem::transmute::<usize, F>(f)(how, set, old) }
+    unsafe { core::mem::transmute::<usize, MaskFn>(f)(how, set, old) }
 }
 
 fn real_create() -> Option<CreateFn> {
