@@ -547,9 +547,7 @@ pub async fn tree(
     st: State,
 ) -> Result<HttpResponse, ApiError> {
     authorize(&req, &st, Access::Read)?;
-    let mut allowed = FILTER.to_vec();
-    allowed.extend(["invert", "max_nodes", "search"]);
-    let params = Params::parse(req.query_string(), &allowed)?;
+    let params = query_params(&req, &["invert", "max_nodes", "search"])?;
     let filter = params.filter()?;
     let opts = TreeOptions {
         invert: params.bool("invert")?,
@@ -611,7 +609,7 @@ pub async fn tree(
                 tiers: &t.tiers,
             },
         };
-        serde_json::to_vec(&out).map_err(|e| ApiError::Internal(e.to_string()))
+        json_bytes(&out)
     })
     .await
 }
@@ -622,9 +620,7 @@ pub async fn timeline(
     st: State,
 ) -> Result<HttpResponse, ApiError> {
     authorize(&req, &st, Access::Read)?;
-    let mut allowed = FILTER.to_vec();
-    allowed.push("buckets");
-    let params = Params::parse(req.query_string(), &allowed)?;
+    let params = query_params(&req, &["buckets"])?;
     let filter = params.filter()?;
     let buckets = params.u64_in("buckets", 1, 10_000)?.unwrap_or(200) as usize;
     let (_, p) = load(&st, &path).await?;
@@ -639,7 +635,7 @@ pub async fn timeline(
             "tiers": tier_names(),
             "counts": t.counts,
         });
-        serde_json::to_vec(&v).map_err(|e| ApiError::Internal(e.to_string()))
+        json_bytes(&v)
     })
     .await
 }
@@ -650,9 +646,7 @@ pub async fn functions(
     st: State,
 ) -> Result<HttpResponse, ApiError> {
     authorize(&req, &st, Access::Read)?;
-    let mut allowed = FILTER.to_vec();
-    allowed.extend(["limit", "sort"]);
-    let params = Params::parse(req.query_string(), &allowed)?;
+    let params = query_params(&req, &["limit", "sort"])?;
     let filter = params.filter()?;
     let limit = params.u64_in("limit", 1, 1_000_000)?.unwrap_or(1000) as usize;
     let by_total = match params.get("sort")? {
@@ -700,7 +694,7 @@ pub async fn functions(
             self_tiers: rows.iter().flat_map(|r| r.self_tiers).collect(),
             total_tiers: rows.iter().flat_map(|r| r.total_tiers).collect(),
         };
-        serde_json::to_vec(&out).map_err(|e| ApiError::Internal(e.to_string()))
+        json_bytes(&out)
     })
     .await
 }
@@ -866,6 +860,19 @@ pub async fn not_allowed(req: HttpRequest) -> Result<HttpResponse, ApiError> {
         req.method(),
         req.path()
     )))
+}
+
+/// The query parameters of a tree/timeline/functions request: the shared filter ones plus
+/// the route's own `extra` (any other name is a 400).
+fn query_params(req: &HttpRequest, extra: &[&'static str]) -> Result<Params, ApiError> {
+    let mut allowed = FILTER.to_vec();
+    allowed.extend_from_slice(extra);
+    Params::parse(req.query_string(), &allowed)
+}
+
+/// A JSON answer body.
+fn json_bytes<T: Serialize>(v: &T) -> Result<Vec<u8>, ApiError> {
+    serde_json::to_vec(v).map_err(|e| ApiError::Internal(e.to_string()))
 }
 
 #[cfg(test)]
