@@ -47,11 +47,12 @@ pub fn real_sigaction(
         *const libc::sigaction,
         *mut libc::sigaction,
     ) -> libc::c_int;
-    let f = REAL_SIGACTION.load(Ordering::Acquire);
+    // Resolved at load (`resolve`), so this does not call dlsym from the handler.
+    let f = real(&REAL_SIGACTION, c"sigaction");
     if f == 0 {
         return -1;
     }
-    // SAFETY: libc's sigaction, resolved at load; the caller passes valid pointers.
+    // SAFETY: libc's sigaction; the caller passes valid pointers.
     unsafe { core::mem::transmute::<usize, F>(f)(sig, act, old) }
 }
 
@@ -341,11 +342,6 @@ pub unsafe extern "C" fn sigaction(
     act: *const libc::sigaction,
     old: *mut libc::sigaction,
 ) -> libc::c_int {
-    type F = unsafe extern "C" fn(
-        libc::c_int,
-        *const libc::sigaction,
-        *mut libc::sigaction,
-    ) -> libc::c_int;
     if ours(sig) {
         let prev = match unsafe { act.as_ref() } {
             Some(a) => set_program_action(a),
@@ -356,12 +352,7 @@ pub unsafe extern "C" fn sigaction(
         }
         return 0;
     }
-    let f = real(&REAL_SIGACTION, c"sigaction");
-    if f == 0 {
-        return -1;
-    }
-    // SAFETY: libc's sigaction has this signature; arguments forwarded unchanged.
-    unsafe { core::mem::transmute::<usize, F>(f)(sig, act, old) }
+    real_sigaction(sig, act, old)
 }
 
 /// The interposed `signal` (glibc's own calls sigaction internally, bypassing ours).
