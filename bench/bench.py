@@ -45,8 +45,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The agent's timer mechanism with nothing else: a per-thread perf_event cpu-clock event
 # (user time only), routed to the thread as SIGPROF with F_SETOWN_EX/F_SETSIG and
 # re-armed with PERF_EVENT_IOC_REFRESH from the handler, which does nothing else. Armed by
-# a constructor for the main thread (the nofp fixture is single-threaded); FLOOR_HZ sets
-# the rate.
+# a constructor for the main thread (the fixtures are single-threaded); FLOOR_HZ sets
+# the rate. Linked into a program, or built with -shared -fPIC and preloaded
+# (bench/python_bench.py).
 FLOOR_C = r"""
 #define _GNU_SOURCE
 #include <fcntl.h>

@@ -1,7 +1,9 @@
 //! The SIGPROF handler. Everything here is async-signal-safe: atomics, reads of the
-//! interrupted thread's own stack within its bounds, writes into a pre-claimed ring slot,
-//! and the syscalls gettid, clock_gettime and ioctl. No allocation, no locks, no panics
-//! (no indexing that can fail; the crate is built without overflow checks).
+//! interrupted thread's own stack within its bounds (and of the CPython frames and code
+//! objects that python.rs shows to be live), writes into a pre-claimed ring slot, and the
+//! syscalls gettid, clock_gettime, process_vm_readv (Python state) and ioctl (re-arming
+//! the perf event). No allocation, no locks, no panics (no indexing that can fail; the
+//! crate is built without overflow checks).
 
 use core::ffi::c_void;
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -199,7 +201,13 @@ fn sample(t: &ThreadEntry, uc: *mut c_void, weight: u32) {
     let tstate = t.py_tstate.load(Ordering::Relaxed);
     if tstate != 0 {
         if let Some(py) = crate::python::get() {
-            d.npy = crate::python::walk(py, tstate, &mut d.py) as u32;
+            // [sp, hi) is known mapped only when sp lies in the thread's own stack.
+            let live = if sp >= lo && sp < hi {
+                crate::python::LiveStack { sp, hi }
+            } else {
+                crate::python::LiveStack { sp: 0, hi: 0 }
+            };
+            d.npy = crate::python::walk(py, tstate, d.tid as u64, live, &mut d.py) as u32;
         }
     }
     claim.publish();

@@ -161,6 +161,7 @@ pub fn register_current_thread() -> TimerSource {
             libc::pthread_setspecific(key as libc::pthread_key_t, std::ptr::dangling::<c_void>())
         };
     }
+    crate::writer::wake();
     match timer::arm(e, tid, state::period_ns(), state::timer_pref()) {
         Ok(timer::Source::Perf) => TimerSource::PerfEvent,
         Ok(timer::Source::Posix) => {

@@ -145,12 +145,40 @@ pub fn random_u64(seed: u64) -> u64 {
     x
 }
 
+/// The (device, inode) of perf event descriptors: every perf event shares the kernel's
+/// one anonymous inode. Learned from the first event prof opens.
+static PERF_INODE: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+fn dev_ino(fd: libc::c_int) -> Option<u64> {
+    // SAFETY: stat is plain data; fstat fills it or fails.
+    let mut st: libc::stat = unsafe { core::mem::zeroed() };
+    // SAFETY: as above; fstat is async-signal-safe and only reads the descriptor.
+    if unsafe { libc::fstat(fd, &mut st) } != 0 {
+        return None;
+    }
+    Some((st.st_dev as u64).rotate_left(32) ^ st.st_ino as u64)
+}
+
 /// Is `fd` still one of our perf events? The program may have closed it and reused the
-/// number; then it is not ours to ioctl or close.
+/// number; then it is not ours to ioctl or close. One fstat, compared with the perf
+/// events' shared inode (the writer checks every thread's descriptor at every drain).
 pub fn is_perf_fd(fd: libc::c_int) -> bool {
+    let known = PERF_INODE.load(core::sync::atomic::Ordering::Relaxed);
+    if known != 0 {
+        return dev_ino(fd) == Some(known);
+    }
     let link = format!("/proc/self/fd/{fd}\0");
     let mut buf = [0u8; 64];
     // SAFETY: a NUL-terminated path and a writable buffer of the given length.
     let n = unsafe { libc::readlink(link.as_ptr().cast(), buf.as_mut_ptr().cast(), buf.len()) };
     n > 0 && &buf[..n as usize] == b"anon_inode:[perf_event]"
+}
+
+/// Records the perf events' inode from a descriptor perf_event_open just returned.
+pub fn learn_perf_inode(fd: libc::c_int) {
+    if PERF_INODE.load(core::sync::atomic::Ordering::Relaxed) == 0 {
+        if let Some(k) = dev_ino(fd) {
+            PERF_INODE.store(k, core::sync::atomic::Ordering::Relaxed);
+        }
+    }
 }

@@ -1,8 +1,9 @@
 //! Streaming writer: records are built in memory and reach the sink whole, one flush at a
 //! time, so a process killed mid-run leaves a file that reads up to its last flush.
 
-use std::collections::HashMap;
 use std::io::{self, Write};
+
+use rustc_hash::FxHashMap as HashMap;
 
 use crate::varint::{put_bytes, put_i64, put_u64};
 use crate::{
@@ -24,7 +25,7 @@ pub struct StackInterner {
 impl StackInterner {
     pub fn new() -> Self {
         StackInterner {
-            ids: HashMap::new(),
+            ids: HashMap::default(),
             values: vec![0],
             fresh: Vec::new(),
         }
