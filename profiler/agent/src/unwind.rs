@@ -52,7 +52,8 @@ const NONE: i32 = i32::MIN;
 #[derive(Clone, Copy)]
 struct Compact {
     pc: u64,
-    /// DWARF register the CFA is relative to (6 = rbp, 7 = rsp); 0 = empty slot.
+    /// DWARF register the CFA is relative to (6 = rbp, 7 = rsp); 0 = empty slot;
+    /// FP_ONLY = code no module describes that is not a CPython trampoline.
     cfa_reg: u8,
     cfa_off: i32,
     ra_off: i32,
@@ -74,6 +75,9 @@ pub fn new_context() -> Box<Ctx> {
         generation: 0,
     })
 }
+
+/// Cache mark: a frame-pointer step (see `code_without_cfi_step`).
+const FP_ONLY: u8 = u8::MAX;
 
 #[inline]
 fn slot(pc: u64) -> usize {
@@ -322,10 +326,10 @@ pub fn unwind<S: ReadStack>(
                         Some(s) => s,
                         None => fp_step(&mut regs, stack),
                     },
-                    None => code_without_cfi_step(&mut regs, stack, depth == 1),
+                    None => code_without_cfi_step(Some(c), lookup, &mut regs, stack, depth == 1),
                 },
             },
-            None => code_without_cfi_step(&mut regs, stack, depth == 1),
+            None => code_without_cfi_step(None, lookup, &mut regs, stack, depth == 1),
         };
         match step {
             Step::End => return (depth, 0),
@@ -347,10 +351,45 @@ pub fn unwind<S: ReadStack>(
 
 /// A step through code no module describes (JIT code, trampolines): CPython's perf
 /// trampolines are recognized by their exact code; anything else uses frame pointers.
-fn code_without_cfi_step<S: ReadStack>(regs: &mut Regs, stack: &S, leaf: bool) -> Step {
-    if S::CODE_READABLE && !leaf && is_cpython_trampoline(regs.r[RA]) {
-        // `sub $8,%rsp; call *%rcx` | `add $8,%rsp; ret`: at the return address the
-        // frame is 8 bytes of padding below the trampoline's own return address.
+/// Only where a CPython 3.12+ (the versions with trampolines) runs, and the answer for
+/// each return address is cached (`lookup` is its cache key).
+fn code_without_cfi_step<S: ReadStack>(
+    ctx: Option<&mut Ctx>,
+    lookup: u64,
+    regs: &mut Regs,
+    stack: &S,
+    leaf: bool,
+) -> Step {
+    let may_be_trampoline =
+        S::CODE_READABLE && !leaf && crate::python::get().is_some_and(|p| p.layout.minor >= 12);
+    if !may_be_trampoline {
+        return fp_step(regs, stack);
+    }
+    let cached = ctx
+        .as_deref()
+        .and_then(|c| c.cache.get(slot(lookup)))
+        .filter(|e| e.pc == lookup && e.cfa_reg != 0)
+        .map(|e| e.cfa_reg != FP_ONLY);
+    let trampoline = match cached {
+        Some(t) => t,
+        None => {
+            let t = is_cpython_trampoline(regs.r[RA]);
+            if let Some(e) = ctx.and_then(|c| c.cache.get_mut(slot(lookup))) {
+                // `sub $8,%rsp; call *%rcx` | `add $8,%rsp; ret`: at the return address
+                // the frame is 8 bytes of padding below the trampoline's own return
+                // address: CFA = rsp + 16, return address at CFA - 8, rbp untouched.
+                *e = Compact {
+                    pc: lookup,
+                    cfa_reg: if t { RSP as u8 } else { FP_ONLY },
+                    cfa_off: 16,
+                    ra_off: -8,
+                    rbp_off: NONE,
+                };
+            }
+            t
+        }
+    };
+    if trampoline {
         let sp = regs.r[RSP];
         let Some(ret) = stack.read(sp + 8) else {
             return Step::Stop;
@@ -364,27 +403,15 @@ fn code_without_cfi_step<S: ReadStack>(regs: &mut Regs, stack: &S, leaf: bool) -
 
 /// CPython 3.12+'s perf trampoline (Python/asm_trampoline.S), copied into anonymous memory
 /// once per code object: does the code around return address `pc` match it exactly?
+/// Read with process_vm_readv: `pc` comes from a frame-pointer chain through code without
+/// unwind tables, which may be garbage, so its page may not be mapped.
 fn is_cpython_trampoline(pc: u64) -> bool {
-    const BEFORE: [u8; 6] = [0x48, 0x83, 0xec, 0x08, 0xff, 0xd1];
-    const AFTER: [u8; 5] = [0x48, 0x83, 0xc4, 0x08, 0xc3];
-    let off = pc & 0xfff;
-    // Stay within pc's page: it holds the code the thread will return to, so it is mapped.
-    if !(6..=0x1000 - 5).contains(&off) {
-        return false;
-    }
-    let byte = |a: u64| {
-        // SAFETY: a lies in the same page as pc, the return address of a live frame:
-        // code the interrupted thread will execute, hence mapped and readable.
-        unsafe { core::ptr::read_volatile(a as *const u8) }
-    };
-    BEFORE
-        .iter()
-        .enumerate()
-        .all(|(i, &b)| byte(pc - 6 + i as u64) == b)
-        && AFTER
-            .iter()
-            .enumerate()
-            .all(|(i, &b)| byte(pc + i as u64) == b)
+    const CODE: [u8; 11] = [
+        0x48, 0x83, 0xec, 0x08, 0xff, 0xd1, // before pc: sub $8,%rsp; call *%rcx
+        0x48, 0x83, 0xc4, 0x08, 0xc3, // at pc: add $8,%rsp; ret
+    ];
+    let mut b = [0u8; 11];
+    pc >= 6 && crate::python::safe_read(pc - 6, &mut b) == b.len() && b == CODE
 }
 
 /// Frame-pointer step: [rbp] = caller's rbp, [rbp+8] = return address.
@@ -418,7 +445,7 @@ fn cached_step<S: ReadStack>(
     stale: &mut bool,
 ) -> Option<Step> {
     let e = c.cache.get(slot(pc))?;
-    if e.pc != pc || e.cfa_reg == 0 {
+    if e.pc != pc || e.cfa_reg == 0 || e.cfa_reg == FP_ONLY {
         return None;
     }
     if e.ra_off == NONE {
