@@ -43,9 +43,8 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # The agent's timer mechanism with nothing else: a per-thread perf_event cpu-clock event
-# (user time only), routed to the thread as SIGPROF with F_SETOWN_EX/F_SETSIG and
-# re-armed with PERF_EVENT_IOC_REFRESH from the handler, which does nothing else. Armed by
-# a constructor for the main thread (the fixtures are single-threaded); FLOOR_HZ sets
+# (user time only) whose every overflow is routed to the thread as SIGPROF with
+# F_SETOWN_EX/F_SETSIG, and a handler that does nothing. Armed by a constructor for the main thread (the fixtures are single-threaded); FLOOR_HZ sets
 # the rate. Linked into a program, or built with -shared -fPIC and preloaded
 # (bench/python_bench.py).
 FLOOR_C = r"""
@@ -62,7 +61,6 @@ FLOOR_C = r"""
 static int floor_fd = -1;
 static void floor_handler(int sig, siginfo_t *si, void *uc) {
     (void)sig; (void)si; (void)uc;
-    ioctl(floor_fd, PERF_EVENT_IOC_REFRESH, 1);
 }
 __attribute__((constructor)) static void floor_arm(void) {
     const char *hz = getenv("FLOOR_HZ");
@@ -87,7 +85,7 @@ __attribute__((constructor)) static void floor_arm(void) {
     fcntl(floor_fd, F_SETFL, O_ASYNC);
     fcntl(floor_fd, F_SETSIG, SIGPROF);
     fcntl(floor_fd, F_SETOWN_EX, &o);
-    ioctl(floor_fd, PERF_EVENT_IOC_REFRESH, 1);
+    ioctl(floor_fd, PERF_EVENT_IOC_ENABLE, 0);
 }
 """
 

