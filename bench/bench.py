@@ -44,9 +44,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # The agent's timer mechanism with nothing else: a per-thread perf_event cpu-clock event
 # (user time only) whose every overflow is routed to the thread as SIGPROF with
-# F_SETOWN_EX/F_SETSIG, and a handler that does nothing. Armed by a constructor for the main thread (the fixtures are single-threaded); FLOOR_HZ sets
-# the rate. Linked into a program, or built with -shared -fPIC and preloaded
-# (bench/python_bench.py).
+# F_SETOWN_EX/F_SETSIG, and a handler that does nothing. Armed by a constructor for the
+# main thread (the fixtures are single-threaded); FLOOR_HZ sets the rate. Linked into a
+# program, or built with -shared -fPIC and preloaded (bench/python_bench.py).
 FLOOR_C = r"""
 #define _GNU_SOURCE
 #include <fcntl.h>
