@@ -2,11 +2,14 @@
 """Overhead of `prof run` on a CPU-bound CPython workload, against py-spy and vmprof.
 
 One invocation runs bench/py_cpu.py (pure-Python fib / dict / string phases) unprofiled,
-under `prof run --rate 999`, under `py-spy record -r 999` and under `python -m vmprof`,
-alternating, RUNS times each, and prints (medians) the wall-time and CPU-time ratios to
-the unprofiled run (CPU time of the whole process tree, from os.wait4), samples per
-CPU-second, and whether prof's top-10 Python functions (by total time) agree with
-py-spy's.
+under `prof run --rate 999` (and 4999), under `py-spy record -r 999` and under
+`python -m vmprof`, in rounds (a different order each round), and prints the wall-time
+and CPU-time ratios to the unprofiled run of the same round (CPU time of the whole
+process tree, from os.wait4; medians over rounds), samples per CPU-second, the CPU cost
+per sample (slope between 999 and 4999 Hz) and whether prof's top-10 Python functions
+(by total time) agree with py-spy's. A "floor" row runs the workload with only prof's timer and an empty SIGPROF
+handler preloaded (bench/bench.py's FLOOR_C): what any in-process sampler driven by that
+timer costs on this machine, before it does any work.
 
 Needs: `pip install py-spy vmprof` (into the Python used below) and release binaries
 (`cargo build --release`). Usage: bench/python_bench.py [--runs N] [--scale S] [--python PY]
@@ -27,6 +30,7 @@ WORKLOAD = os.path.join(ROOT, "bench", "py_cpu.py")
 
 
 def timed(argv):
+    """Runs argv; returns (wall s, CPU s of the process tree)."""
     with tempfile.TemporaryFile() as err:
         t0 = time.perf_counter()
         p = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=err)
@@ -75,26 +79,47 @@ def main():
     if subprocess.run([a.python, "-c", "import vmprof"], capture_output=True).returncode != 0:
         sys.exit("vmprof missing: pip install vmprof")
     tmp = tempfile.mkdtemp()
-    out = {k: os.path.join(tmp, k) for k in ("prof", "pyspy", "vmprof")}
+    sys.path.insert(0, os.path.join(ROOT, "bench"))
+    from bench import FLOOR_C
+    floor_c = os.path.join(tmp, "floor.c")
+    with open(floor_c, "w") as f:
+        f.write(FLOOR_C)
+    floor_so = os.path.join(tmp, "floor.so")
+    subprocess.run(["gcc", "-O2", "-shared", "-fPIC", floor_c, "-o", floor_so], check=True)
+    out = {k: os.path.join(tmp, k) for k in ("prof", "prof5k", "pyspy", "vmprof")}
     base = [a.python, WORKLOAD, str(a.scale)]
     tools = {
         "unprofiled": base,
+        "floor 999 Hz": ["env", "LD_PRELOAD=" + floor_so, "FLOOR_HZ=999"] + base,
+        "floor 4999 Hz": ["env", "LD_PRELOAD=" + floor_so, "FLOOR_HZ=4999"] + base,
         "prof 999 Hz": [prof, "run", "-q", "--rate", "999", "-o", out["prof"], "--"] + base,
+        "prof 4999 Hz": [prof, "run", "-q", "--rate", "4999", "-o", out["prof5k"], "--"] + base,
         "py-spy 999 Hz": [py_spy, "record", "-r", "999", "-f", "raw", "-o", out["pyspy"], "--"] + base,
         "vmprof 1 ms": [a.python, "-m", "vmprof", "--period", "0.001", "-o", out["vmprof"], WORKLOAD, str(a.scale)],
     }
     res = {k: [] for k in tools}
-    for _ in range(a.runs):
-        for name, argv in tools.items():
-            res[name].append(timed(argv))
-    w0 = statistics.median(w for w, _ in res["unprofiled"])
-    c0 = statistics.median(c for _, c in res["unprofiled"])
-    print(f"workload: {os.path.basename(a.python)} bench/py_cpu.py {a.scale}, {a.runs} runs each, medians")
+    names = list(tools)
+    for i in range(a.runs):
+        # A different order each round, so no tool always runs right after another.
+        k = i % len(names)
+        for name in names[k:] + names[:k]:
+            res[name].append(timed(tools[name]))
+    # Ratios are medians of per-round ratios to that round's unprofiled run: the machine's
+    # speed drifts over minutes (shared VM), and pairing within a round cancels the drift.
+    def ratio(name, j):
+        return statistics.median(r[j] / u[j] for r, u in zip(res[name], res["unprofiled"]))
+    print(f"workload: {os.path.basename(a.python)} bench/py_cpu.py {a.scale}, {a.runs} rounds; "
+          f"seconds: medians; ratios: medians of per-round ratios")
     print(f"{'tool':<16}{'wall s':>9}{'x wall':>9}{'CPU s':>9}{'x CPU':>9}")
     for name, r in res.items():
         w = statistics.median(x for x, _ in r)
         c = statistics.median(y for _, y in r)
-        print(f"{name:<16}{w:>9.2f}{w / w0:>9.3f}{c:>9.2f}{c / c0:>9.3f}")
+        print(f"{name:<16}{w:>9.2f}{ratio(name, 0):>9.3f}{c:>9.2f}{ratio(name, 1):>9.3f}")
+    # Per-sample cost from the slope between 999 and 4999 Hz: less exposed to the noise
+    # than a few percent at one rate, and it separates the signal floor from prof's work.
+    for who in ("floor", "prof"):
+        slope = (ratio(f"{who} 4999 Hz", 1) - ratio(f"{who} 999 Hz", 1)) / 4000
+        print(f"{who}: {slope * 1e6:.1f} us of CPU per sample (999 -> 4999 Hz slope)")
     rep = json.loads(subprocess.run([prof, "report", "--format", "json", out["prof"]], capture_output=True, check=True).stdout)
     cpu = sum(p["cpu_s"] or 0 for p in rep["processes"])
     print(f"prof: {rep['samples']} samples, {rep['samples'] / cpu:.0f} per CPU-second, "
