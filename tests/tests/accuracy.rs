@@ -167,3 +167,44 @@ fn report_json_top(path: &std::path::Path, n: usize) -> Value {
     assert!(o.status.success(), "{}", o.stderr);
     serde_json::from_str(&o.stdout).unwrap()
 }
+
+/// `prof run` symbolizes while the command runs (profiler/cli/src/warm.rs) and reuses that
+/// work for its summary: the summary must say exactly what `prof report` says of the same
+/// profile. The run lasts long enough (> 1.5 s) for several warming rounds.
+#[test]
+fn run_summary_matches_the_report() {
+    let exe = gcc("c_threads", &[], FLAGS, "c_threads");
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("prof.data");
+    let started = std::time::Instant::now();
+    let o = run_captured(
+        &mut prof_run(&[], &out, &[exe.as_os_str(), OsStr::new("25000000")]),
+        TIMEOUT,
+    );
+    assert_eq!(o.code(), Some(0), "{}", o.stderr);
+    assert!(
+        started.elapsed() > std::time::Duration::from_millis(1500),
+        "the run was too short to warm anything: make the fixture's work larger"
+    );
+    let report = run_captured(prof().arg("report").arg(&out), TIMEOUT);
+    assert!(report.status.success(), "{}", report.stderr);
+    let words = |l: &str| l.split_whitespace().collect::<Vec<_>>().join(" ");
+    let reported: Vec<String> = report.stdout.lines().map(words).collect();
+    // The function lines of the run's summary (between its header and the footer).
+    let rows: Vec<String> = o
+        .stderr
+        .lines()
+        .skip_while(|l| !l.starts_with("Top 10 functions by self"))
+        .filter(|l| l.contains('%') && !l.contains("self%"))
+        .map(words)
+        .collect();
+    assert!(rows.len() >= 5, "no summary rows in:\n{}", o.stderr);
+    for r in &rows {
+        assert!(
+            reported.contains(r),
+            "summary row {r:?} is not in `prof report`:\n{}\n---\n{}",
+            o.stderr,
+            report.stdout
+        );
+    }
+}

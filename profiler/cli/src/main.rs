@@ -12,6 +12,7 @@ mod report;
 mod run;
 mod signals;
 mod target;
+mod warm;
 mod web;
 
 use std::ffi::OsString;

@@ -47,8 +47,15 @@ pub fn run(args: RunArgs) -> Result<i32> {
         .map_err(|e| refuse(format!("{shown}: cannot run: {e}")))?;
     let pid = child.id() as i32;
     signals::child_started(pid);
+    // The summary's symbolization starts while the command runs.
+    let warmer = if args.quiet {
+        None
+    } else {
+        crate::warm::Warmer::start(logs.path().to_path_buf(), rules.clone())
+    };
     wait_exited_unreaped(pid).context("waiting for the command")?;
     signals::child_exited();
+    let sym = warmer.map(|w| w.finish());
     let status = child.wait().context("waiting for the command")?;
     let (code, killed_by) = match (status.code(), status.signal()) {
         (Some(c), _) => (c, None),
@@ -80,7 +87,14 @@ pub fn run(args: RunArgs) -> Result<i32> {
     output.write(&merged.bytes)?;
 
     if !args.quiet {
-        print_summary(&merged.bytes, &args.output, args.native_internals, &rules);
+        let sym = sym.unwrap_or_default();
+        print_summary(
+            &merged.bytes,
+            &args.output,
+            args.native_internals,
+            &rules,
+            sym,
+        );
     }
     if let Some(web) = &args.web {
         return crate::web::after_run(web, &args.output, code);
@@ -249,6 +263,7 @@ fn print_summary(
     path: &Path,
     native_internals: bool,
     rules: &prof_analysis::TierRules,
+    mut sym: prof_analysis::Symbolizer,
 ) {
     let (profile, _) = match report::decode(bytes) {
         Ok(p) => p,
@@ -257,7 +272,6 @@ fn print_summary(
             return;
         }
     };
-    let mut sym = prof_analysis::Symbolizer::new();
     let mut analysis = prof_analysis::analyze_with(&profile, &mut sym, rules);
     analysis.set_native_internals(native_internals);
     let summary = analysis.summary();
