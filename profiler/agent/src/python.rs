@@ -409,8 +409,9 @@ fn readv(local: &[libc::iovec], remote: &[libc::iovec]) -> usize {
 ///   read with process_vm_readv.
 /// - Code objects: a frame holds a strong reference to its code object, and only the
 ///   thread that owns a frame drops it — after unlinking the frame, except that the
-///   innermost frame may be mid-teardown (CPython 3.11 clears a returning frame before
-///   unlinking it). So the code of every in-chunk frame but the innermost is alive and is
+///   innermost frame may be mid-teardown (3.11.0 cleared a returning frame before
+///   unlinking it; 3.11.1+ unlink first, GH-99729). So the code of every in-chunk frame
+///   but the innermost is alive (its frame is linked below a live one) and is
 ///   read directly; the innermost frame's and non-chunk frames' codes go through
 ///   process_vm_readv (batched), and a header that is not a live code object ends the
 ///   stack.
