@@ -162,6 +162,21 @@ fn check_app(python: &Path) {
         procs.len() >= 2,
         "the multiprocessing child is missing: {who}"
     );
+    // The child ends with os._exit (no atexit handlers): the agent's _exit hook still
+    // finishes its log, so it has an end record, and samples for all its CPU time.
+    let rate = num(&r, "rate_hz");
+    for child in &procs[1..] {
+        assert_eq!(
+            child["ended"], true,
+            "a child's log has no end: {who}\n{child}"
+        );
+        let cpu = child["cpu_s"].as_f64().unwrap_or(0.0);
+        let samples = child["samples"].as_f64().unwrap_or(0.0);
+        assert!(
+            cpu > 0.1 && samples >= 0.85 * cpu * rate,
+            "the child has {samples} samples for {cpu} CPU-s at {rate} Hz: {who}"
+        );
+    }
     let threads = r["threads"].as_array().unwrap();
     assert!(threads
         .iter()

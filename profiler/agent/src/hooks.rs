@@ -466,3 +466,58 @@ pub unsafe extern "C" fn dlopen(file: *const libc::c_char, mode: libc::c_int) ->
     }
     handle
 }
+
+/// The interposed `_exit`. CPython's `os._exit` — how multiprocessing children end —
+/// skips atexit handlers, which used to lose the samples of the last drain period (up to
+/// 50 ms, much of a short-lived worker's profile). When the caller is CPython's own code
+/// (its return address lies in the module holding the evaluation loop), the log is
+/// finished first, as at a normal exit. Any other caller passes straight through: `_exit`
+/// is what vfork children and signal handlers call, where finishing the log (locks,
+/// allocation, and in a vfork child the parent's memory) would not be safe. Python code
+/// never runs inside a C signal handler, so a call from CPython is ordinary context.
+#[cfg(target_arch = "x86_64")]
+#[unsafe(naked)]
+#[unsafe(no_mangle)]
+pub extern "C" fn _exit(status: libc::c_int) -> ! {
+    // On entry the caller's return address is at [rsp]: pass it as the second argument,
+    // and tail-call (the stack is as the caller left it).
+    core::arch::naked_asm!("mov rsi, [rsp]", "jmp {hook}", hook = sym exit_hook)
+}
+
+/// See the x86_64 version; the return address is in the link register here.
+#[cfg(target_arch = "aarch64")]
+#[unsafe(naked)]
+#[unsafe(no_mangle)]
+pub extern "C" fn _exit(status: libc::c_int) -> ! {
+    core::arch::naked_asm!("mov x1, x30", "b {hook}", hook = sym exit_hook)
+}
+
+extern "C" fn exit_hook(status: libc::c_int, caller: u64) -> ! {
+    if state::ACTIVE.load(Ordering::Acquire) && called_by_cpython(caller) && own_process() {
+        state::SAMPLING.store(false, Ordering::Release);
+        crate::wall::stop();
+        crate::writer::finish();
+    }
+    loop {
+        // SAFETY: what libc's _exit does: end every thread of the process.
+        unsafe { libc::syscall(libc::SYS_exit_group, status) };
+    }
+}
+
+/// Is `addr` in the executable code of the module that holds CPython's evaluation loop
+/// (libpython, or a python executable with the interpreter linked in)?
+fn called_by_cpython(addr: u64) -> bool {
+    let Some(py) = crate::python::get() else {
+        return false;
+    };
+    crate::modules::exec_ranges()
+        .iter()
+        .any(|&(s, e)| (s..e).contains(&py.eval_start) && (s..e).contains(&addr))
+}
+
+/// Not a vfork child: those share the parent's memory, agent state included, and get
+/// no atfork handler, so the pid the agent recorded is the parent's.
+fn own_process() -> bool {
+    // SAFETY: getpid cannot fail.
+    crate::python::pid() == unsafe { libc::getpid() } as u64
+}

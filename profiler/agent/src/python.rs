@@ -178,6 +178,11 @@ pub fn set_pid() {
     PID.store(unsafe { libc::getpid() } as u64, Ordering::Relaxed);
 }
 
+/// The pid recorded at start (and after fork).
+pub fn pid() -> u64 {
+    PID.load(Ordering::Relaxed)
+}
+
 pub fn get() -> Option<&'static Python> {
     let p = PY.load(Ordering::Acquire);
     // SAFETY: PY is 0 or a leaked Box<Python>, never freed.
