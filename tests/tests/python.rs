@@ -274,3 +274,35 @@ fn interpreter_start_up_at_20_khz_never_crashes() {
         }
     }
 }
+
+/// `--mode wall`: a thread blocked in time.sleep is sampled by the agent's sampler thread
+/// (it is never signalled); its Python frames are read from that thread too, so the
+/// blocked time lands on the Python function that sleeps, not on bare interpreter frames.
+#[test]
+fn wall_mode_blocked_threads_have_python_frames() {
+    for p in pythons() {
+        let who = p.display();
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("prof.data");
+        let script = fixture_py("py_wall.py");
+        let o = run_captured(
+            &mut prof_run(
+                &["-q", "--mode", "wall"],
+                &out,
+                &[p.as_os_str(), script.as_os_str()],
+            ),
+            TIMEOUT,
+        );
+        assert_eq!(o.code(), Some(0), "{who}: {}\n{}", o.stdout, o.stderr);
+        let r = report_json(&out);
+        let weight = num(&r, "weight");
+        let waiter = total_of(&r, "waiter");
+        // ~1 s of ~2 thread-seconds is waiter's sleep.
+        assert!(
+            waiter >= 0.35 * weight,
+            "{who}: waiter has {waiter} of {weight}: {}",
+            describe(&r)
+        );
+        assert!(total_of(&r, "burner") > 0.0, "{who}: {}", describe(&r));
+    }
+}

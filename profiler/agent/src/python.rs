@@ -422,6 +422,27 @@ fn readv(local: &[libc::iovec], remote: &[libc::iovec]) -> usize {
 ///   stack.
 #[inline]
 pub fn walk(py: &Python, tstate: u64, tid: u64, stack: LiveStack, out: &mut [PyFrame]) -> usize {
+    walk_impl(py, tstate, tid, stack, true, out)
+}
+
+/// The Python frames of another, blocked thread (the wall-mode sampler thread): the same
+/// walk with every read through process_vm_readv, since none of the reasons that make
+/// direct reads safe in the thread's own handler hold from another thread. The thread may
+/// wake and change its frames meanwhile: a torn read gives a wrong or short stack (code
+/// headers are still checked to be live code objects), never a fault.
+pub fn walk_other(py: &Python, tstate: u64, tid: u64, out: &mut [PyFrame]) -> usize {
+    walk_impl(py, tstate, tid, LiveStack { sp: 0, hi: 0 }, false, out)
+}
+
+#[inline]
+fn walk_impl(
+    py: &Python,
+    tstate: u64,
+    tid: u64,
+    stack: LiveStack,
+    own: bool,
+    out: &mut [PyFrame],
+) -> usize {
     let l = &py.layout;
     // 1. Thread state: frame pointer (or cframe), datastack chunk/top/limit, native tid.
     let mut ptr = [0u8; 8];
@@ -462,7 +483,7 @@ pub fn walk(py: &Python, tstate: u64, tid: u64, stack: LiveStack, out: &mut [PyF
     let mut chunks = [(0u64, 0u64); MAX_CHUNKS];
     let mut nch = 0;
     let mut next_chunk = 0u64;
-    if chunk0 != 0 && chunk0 < top && top <= limit && limit - chunk0 <= 1 << 30 {
+    if own && chunk0 != 0 && chunk0 < top && top <= limit && limit - chunk0 <= 1 << 30 {
         chunks[0] = (chunk0 + 24, top);
         nch = 1;
         next_chunk = chunk0;

@@ -49,6 +49,8 @@ struct Cached {
     key: (u64, u64, u64),
     frames: Vec<u64>,
     flags: u32,
+    /// Python frames of the blocking episode, innermost first (read once per episode).
+    py: Vec<crate::python::PyFrame>,
     /// Ticks the thread has spent blocked at `key` not yet recorded: a thread blocked in
     /// one place gets one sample of weight N per `BATCH_TICKS` ticks, not N samples.
     pending: u32,
@@ -59,7 +61,14 @@ const BATCH_TICKS: u32 = 10;
 impl Cached {
     fn flush(&mut self, tid: i32) {
         if self.pending > 0 {
-            push(tid, self.key.0, &self.frames, self.flags, self.pending);
+            push(
+                tid,
+                self.key.0,
+                &self.frames,
+                &self.py,
+                self.flags,
+                self.pending,
+            );
             self.pending = 0;
         }
     }
@@ -107,6 +116,7 @@ extern "C" fn sampler_main(_: *mut c_void) -> *mut c_void {
                         key: (u64::MAX, 0, 0),
                         frames: Vec::new(),
                         flags: 0,
+                        py: Vec::new(),
                         pending: 0,
                     })
                 }
@@ -125,6 +135,12 @@ extern "C" fn sampler_main(_: *mut c_void) -> *mut c_void {
                 let (frames, flags) = unwind_blocked(pc, sp, hi, &ranges, &mut buf, &mut dwarf);
                 c.frames = frames;
                 c.flags = flags;
+                c.py.clear();
+                let tstate = e.py_tstate.load(Ordering::Relaxed);
+                if let (Some(py), true) = (crate::python::get(), tstate != 0) {
+                    let n = crate::python::walk_other(py, tstate, tid as u64, &mut dwarf.data.py);
+                    c.py.extend_from_slice(&dwarf.data.py[..n]);
+                }
             }
             c.pending += 1;
             if c.pending >= BATCH_TICKS {
@@ -145,7 +161,7 @@ extern "C" fn sampler_main(_: *mut c_void) -> *mut c_void {
     core::ptr::null_mut()
 }
 
-fn push(tid: i32, nr: u64, frames: &[u64], flags: u32, weight: u32) {
+fn push(tid: i32, nr: u64, frames: &[u64], py: &[crate::python::PyFrame], flags: u32, weight: u32) {
     let Some(ring) = state::ring() else { return };
     let Some(claim) = ring.claim() else {
         crate::handler::LOST.fetch_add(1, Ordering::Relaxed);
@@ -160,7 +176,9 @@ fn push(tid: i32, nr: u64, frames: &[u64], flags: u32, weight: u32) {
     let n = frames.len().min(MAX_FRAMES);
     d.frames[..n].copy_from_slice(&frames[..n]);
     d.depth = n as u32;
-    d.npy = 0;
+    let npy = py.len().min(d.py.len());
+    d.py[..npy].copy_from_slice(&py[..npy]);
+    d.npy = npy as u32;
     claim.publish();
 }
 
