@@ -161,17 +161,11 @@ fn dev_ino(fd: libc::c_int) -> Option<u64> {
 
 /// Is `fd` still one of our perf events? The program may have closed it and reused the
 /// number; then it is not ours to ioctl or close. One fstat, compared with the perf
-/// events' shared inode (the writer checks every thread's descriptor at every drain).
+/// events' shared inode (the writer checks every thread's descriptor at every drain). The
+/// inode is learned when the first event is opened, before any descriptor is published.
 pub fn is_perf_fd(fd: libc::c_int) -> bool {
     let known = PERF_INODE.load(core::sync::atomic::Ordering::Relaxed);
-    if known != 0 {
-        return dev_ino(fd) == Some(known);
-    }
-    let link = format!("/proc/self/fd/{fd}\0");
-    let mut buf = [0u8; 64];
-    // SAFETY: a NUL-terminated path and a writable buffer of the given length.
-    let n = unsafe { libc::readlink(link.as_ptr().cast(), buf.as_mut_ptr().cast(), buf.len()) };
-    n > 0 && &buf[..n as usize] == b"anon_inode:[perf_event]"
+    known != 0 && dev_ino(fd) == Some(known)
 }
 
 /// Records the perf events' inode from a descriptor perf_event_open just returned.

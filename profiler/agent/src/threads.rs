@@ -62,15 +62,11 @@ pub fn lookup(tid: i32) -> Option<&'static ThreadEntry> {
     None
 }
 
-/// Threads added so far (the writer drains more often while threads come and go).
-pub static INSERTED: AtomicU64 = AtomicU64::new(0);
-
 /// Adds `tid` (called by the thread itself before its timer is armed).
 pub fn insert(tid: i32) -> Option<&'static ThreadEntry> {
     if let Some(e) = lookup(tid) {
         return Some(e);
     }
-    INSERTED.fetch_add(1, Ordering::Relaxed);
     let h = home(tid);
     for i in 0..CAPACITY {
         let e = &TABLE[(h + i) % CAPACITY];

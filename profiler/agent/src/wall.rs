@@ -137,7 +137,7 @@ extern "C" fn sampler_main(_: *mut c_void) -> *mut c_void {
                 c.flags = flags;
                 c.py.clear();
                 let tstate = e.py_tstate.load(Ordering::Relaxed);
-                if let (Some(py), true) = (crate::python::get(), tstate != 0) {
+                if let Some(py) = crate::python::get().filter(|_| tstate != 0) {
                     let n = crate::python::walk_other(py, tstate, tid as u64, &mut dwarf.data.py);
                     c.py.extend_from_slice(&dwarf.data.py[..n]);
                 }

@@ -45,9 +45,8 @@ struct Writer {
     notices: Vec<String>,
     /// Messages already shown to the user.
     said: Vec<String>,
-    /// Last sign of activity (see DRAIN_FAST), and threads::INSERTED as last seen.
+    /// Last sign of activity (see DRAIN_FAST).
     last_busy: Instant,
-    inserted_seen: u64,
     /// How long the writer thread sleeps before the next step.
     next_drain: Duration,
     codes: CodeTable,
@@ -263,7 +262,6 @@ pub fn start(dir: &str, start_unix_ns: u64) -> std::io::Result<()> {
         notices,
         said: Vec::new(),
         last_busy: Instant::now(),
-        inserted_seen: 0,
         next_drain: DRAIN_FAST,
         codes: CodeTable {
             next: 1,
@@ -286,11 +284,14 @@ pub fn start(dir: &str, start_unix_ns: u64) -> std::io::Result<()> {
 
 /// The writer thread's handle, for [`wake`] (a leaked Box; replaced in a fork child).
 static WAKER: AtomicPtr<std::thread::Thread> = AtomicPtr::new(core::ptr::null_mut());
+/// A thread started since the last drain (see [`wake`]).
+static THREAD_STARTED: AtomicBool = AtomicBool::new(false);
 
 /// A thread started: drain now and soon again, so that a new Python thread's state is
 /// mapped within a fast drain period instead of after a slow one (its samples carry no
 /// Python frames until then).
 pub fn wake() {
+    THREAD_STARTED.store(true, Ordering::Release);
     // SAFETY: WAKER is null or a leaked Box<Thread> that is never freed.
     if let Some(t) = unsafe { WAKER.load(Ordering::Acquire).as_ref() } {
         t.unpark();
@@ -456,11 +457,9 @@ impl Writer {
             for c in self.codes.fresh.drain(..) {
                 self.log.py_code(&c);
             }
-            let inserted = threads::INSERTED.load(Ordering::Relaxed);
-            if popped >= BUSY_SAMPLES || inserted != self.inserted_seen {
+            if popped >= BUSY_SAMPLES || THREAD_STARTED.swap(false, Ordering::AcqRel) {
                 self.last_busy = Instant::now();
             }
-            self.inserted_seen = inserted;
         }
         self.next_drain = if self.last_busy.elapsed() < CALM_AFTER {
             DRAIN_FAST
