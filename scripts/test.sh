@@ -13,6 +13,9 @@ elif [ "$(gcc -print-file-name=libc.a)" = "libc.a" ]; then
 fi
 # The JIT tests (tests/tests/jit.rs) run node, OpenJDK 17 and PyPy.
 command -v node >/dev/null 2>&1 || need+=(nodejs)
+# ... and npm, which installs the acorn parser from the npm registry for the real-JS test
+# (nodesource's nodejs includes it; Debian packages it apart).
+command -v npm >/dev/null 2>&1 || need+=(npm)
 command -v javac >/dev/null 2>&1 || need+=(openjdk-17-jdk-headless)
 command -v pypy3 >/dev/null 2>&1 || need+=(pypy3)
 # The export/import tests (tests/tests/exports.rs) read the pprof export with

@@ -1,10 +1,15 @@
 //! JIT code and tiers (issue 5) on the real runtimes: node 20 (V8 perf maps), OpenJDK 17
 //! (HotSpot's map at exit) and Debian's pypy3 (its JIT log and anonymous code), plus tier
 //! rule files. A missing runtime fails the test, naming the package to install.
+//!
+//! Real JS (issue 12): the acorn parser, installed from the npm registry with `npm` into
+//! the target directory (once; a pinned version), and a sort/JSON loop: every frame named.
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Mutex;
+use std::time::Duration;
 
 use prof_e2e::*;
 
@@ -357,5 +362,224 @@ fn rule_files_reclassify_and_bad_ones_are_clear_errors() {
         o.stderr.contains(":1: bad regular expression"),
         "{}",
         o.stderr
+    );
+}
+
+/// The acorn version the real-JS test parses with (pinned: its function names are
+/// asserted).
+const ACORN: &str = "8.19.0";
+
+/// A directory with `node_modules/acorn` (npm's `acorn@ACORN`), under the target
+/// directory, installed once with npm from the registry. npm comes with nodesource's
+/// nodejs; Debian packages it apart (apt-get install npm; scripts/test.sh does).
+fn acorn_dir() -> PathBuf {
+    static LOCK: Mutex<()> = Mutex::new(());
+    let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = bins()
+        .dir
+        .join("prof-e2e-npm")
+        .join(format!("acorn-{ACORN}"));
+    let installed = |d: &Path| {
+        std::fs::read_to_string(d.join("node_modules/acorn/package.json"))
+            .is_ok_and(|p| p.contains(&format!("\"version\": \"{ACORN}\"")))
+    };
+    if installed(&dir) {
+        return dir;
+    }
+    let npm = runtime("npm", "npm");
+    let tmp = dir.with_extension(format!("tmp{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    let o = run_captured(
+        Command::new(npm)
+            .args(["install", "--no-audit", "--no-fund", "--prefix"])
+            .arg(&tmp)
+            .arg(format!("acorn@{ACORN}")),
+        Duration::from_secs(300),
+    );
+    assert!(
+        o.status.success() && installed(&tmp),
+        "`npm install acorn@{ACORN}` failed (it needs the npm registry): {}{}",
+        o.stdout,
+        o.stderr
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::rename(&tmp, &dir).unwrap();
+    dir
+}
+
+/// Functions with no name: addresses in no module and no JIT code (`0x7f...`, module
+/// `[unknown]`), executable memory nothing describes (`[anonymous code]`), and code in a
+/// module its file has no symbol for (`node+0x1234`).
+fn unnamed(report: &Value) -> Vec<(String, f64)> {
+    report["functions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| {
+            let name = f["name"].as_str().unwrap_or("");
+            let module = f["module"].as_str().unwrap_or("");
+            module == "[unknown]"
+                || name.starts_with("0x")
+                || name == "[anonymous code]"
+                || name.starts_with(&format!("{module}+0x"))
+        })
+        .map(|f| {
+            (
+                format!("{} ({})", f["name"], f["module"]),
+                f["self"].as_f64().unwrap_or(0.0),
+            )
+        })
+        .collect()
+}
+
+/// Asserts that at most 3% of the profile's self weight is in unnamed functions.
+fn assert_named(report: &Value) {
+    let total = num(report, "weight");
+    let mut bad = unnamed(report);
+    let weight: f64 = bad.iter().map(|b| b.1).sum();
+    bad.sort_by(|a, b| b.1.total_cmp(&a.1));
+    bad.truncate(10);
+    assert!(
+        weight <= 0.03 * total,
+        "{weight} of {total} self weight unnamed; the heaviest: {bad:?}\n{}",
+        describe(report)
+    );
+}
+
+/// Profiles `node ARGS` (node from PATH) and returns the JSON report and the collapsed
+/// stacks.
+fn node_run(dir: &Path, args: &[&OsStr], expect: &str) -> (Value, String) {
+    let node = runtime("node", "nodejs");
+    let out = dir.join("node.data");
+    let mut cmd = vec![node.as_os_str()];
+    cmd.extend_from_slice(args);
+    let o = run_ok(prof_run(&[], &out, &cmd).current_dir(dir));
+    assert!(o.stdout.contains(expect), "{}", o.stdout);
+    let folded = run_ok(prof().args(["report", "--format", "collapsed"]).arg(&out)).stdout;
+    (report_json(&out), folded)
+}
+
+/// (weight of stacks with a frame matching `any`, weight of those that also have a frame
+/// matching `also` outward of it).
+fn stacks_through(
+    folded: &str,
+    any: &dyn Fn(&str) -> bool,
+    also: &dyn Fn(&str) -> bool,
+) -> (u64, u64) {
+    let (mut all, mut both) = (0, 0);
+    for line in folded.lines() {
+        let (stack, w) = line.rsplit_once(' ').unwrap();
+        let w: u64 = w.parse().unwrap();
+        let frames: Vec<&str> = stack.split(';').collect();
+        if let Some(i) = frames.iter().rposition(|f| any(f)) {
+            all += w;
+            if frames[..i].iter().any(|f| also(f)) {
+                both += w;
+            }
+        }
+    }
+    (all, both)
+}
+
+#[test]
+fn node_real_js_parser_every_frame_named() {
+    let acorn = acorn_dir();
+    let dir = tempfile::tempdir().unwrap();
+    let script = fixture_file("node_acorn.js");
+    let (r, folded) = node_run(
+        dir.path(),
+        &[script.as_os_str(), acorn.as_os_str(), OsStr::new("2000")],
+        &format!("node_acorn {ACORN}"),
+    );
+    // V8 runs its builtins from a second mapping of node's pages next to the JIT code
+    // (a quarter of the samples were `0x7f...` frames before prof recorded it).
+    assert_named(&r);
+    let builtin_self: f64 = functions_like(&r, "Builtins_")
+        .iter()
+        .map(|f| f["self"].as_f64().unwrap())
+        .sum();
+    let total = num(&r, "weight");
+    assert!(
+        builtin_self >= 0.05 * total,
+        "V8's builtins have {builtin_self} of {total} self weight:\n{}",
+        describe(&r)
+    );
+    // acorn's own functions, optimized, at their source file.
+    let parse = functions_like(&r, "parseStatement");
+    assert!(
+        parse.iter().any(|f| f["name"]
+            .as_str()
+            .is_some_and(|n| n.starts_with("JS:*") && n.ends_with(".parseStatement"))
+            && f["file"]
+                .as_str()
+                .is_some_and(|p| p.ends_with("acorn/dist/acorn.js"))),
+        "no optimized acorn parseStatement:\n{}",
+        describe(&r)
+    );
+    for name in ["parseExprAtom", "readWord", "nextToken"] {
+        assert!(
+            !functions_like(&r, name).is_empty(),
+            "no acorn {name}:\n{}",
+            describe(&r)
+        );
+    }
+    // TurboFan code. (Not a large share: on a loaded machine the compiler threads'
+    // warm-up takes much of a 2 s run.)
+    let tiers = &r["tiers"];
+    assert!(tier(tiers, "jit") > 0.1 * total, "{tiers}");
+    // A builtin called from JS code counts in its caller's tier (docs/TIERS.md): the
+    // inline caches are jit under TurboFan code, warmup under Sparkplug's, never native.
+    let ic = functions_like(&r, "Builtins_LoadIC");
+    let sum = |t: &str| -> f64 { ic.iter().map(|f| tier(&f["tiers"], t)).sum() };
+    let ic_total: f64 = ic.iter().map(|f| f["total"].as_f64().unwrap()).sum();
+    assert!(
+        sum("jit") > 0.0 && sum("native") <= 0.05 * ic_total,
+        "Builtins_LoadIC*: jit {}, native {} of {ic_total}",
+        sum("jit"),
+        sum("native")
+    );
+    // Builtins are named by their own code, not a neighbour's: samples in the parser's
+    // property loads are under acorn's functions.
+    let (all, under) = stacks_through(&folded, &|f| f.starts_with("Builtins_LoadIC"), &|f| {
+        f.starts_with("JS:") && f.contains("pp")
+    });
+    assert!(
+        all > 0 && under as f64 >= 0.9 * all as f64,
+        "{under} of {all} LoadIC samples under acorn's functions"
+    );
+}
+
+#[test]
+fn node_sort_and_json_every_frame_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = fixture_file("node_sort_json.js");
+    // Shorter than the agent's periodic look at the process's mappings (500 ms): the
+    // builtins' mapping is found because samples ran in it.
+    let (r, folded) = node_run(
+        dir.path(),
+        &[script.as_os_str(), OsStr::new("400")],
+        "node_sort_json",
+    );
+    assert_named(&r);
+    // The comparator runs under Array.prototype.sort's builtins (Torque's TimSort).
+    let (all, under) = stacks_through(
+        &folded,
+        &|f| f.starts_with("JS:") && f.ends_with("byScore"),
+        &|f| f == "Builtins_ArrayTimSort",
+    );
+    assert!(
+        all > 0 && under as f64 >= 0.9 * all as f64,
+        "{under} of {all} byScore samples under Builtins_ArrayTimSort:\n{}",
+        describe(&r)
+    );
+    assert!(
+        !functions_like(&r, "Builtins_ArrayPrototypeSort").is_empty(),
+        "{}",
+        describe(&r)
+    );
+    assert!(
+        !functions_like(&r, "JsonStringifier").is_empty(),
+        "{}",
+        describe(&r)
     );
 }

@@ -9,7 +9,10 @@
 //!   CPU's TSC) give the intervals spent tracing, blackhole-interpreting and collecting
 //!   garbage, recorded as JIT_PHASE records in the log's clock.
 //! - Anonymous executable mappings in `/proc/self/maps` (JIT code no map names), rescanned
-//!   at most every [`ANON_EVERY`] and at the first and last write.
+//!   every [`ANON_EVERY`], at the first and last write, and as soon as a sample has a
+//!   frame in memory that was not executable at the last scan (at most every
+//!   [`RESCAN_MIN`]). The writer also finds modules' aliases in the same text
+//!   (modules.rs: V8's embedded builtins, mapped again at run time).
 //!
 //! When an entry covers addresses an earlier entry already covered (code replaced), the
 //! stack interner stops reusing nodes at those addresses, so a stack node never stands for
@@ -30,6 +33,8 @@ use crate::{state, sys};
 
 /// How often anonymous executable mappings are looked for.
 const ANON_EVERY: Duration = Duration::from_millis(500);
+/// The shortest time between two scans asked for by samples in unknown memory.
+const RESCAN_MIN: Duration = Duration::from_millis(20);
 /// Bytes of a stale map's beginning kept to tell an append from a rewrite.
 const PREFIX: usize = 4096;
 
@@ -43,6 +48,12 @@ pub struct Jit {
     /// Anonymous executable mappings already recorded.
     anon: HashSet<(u64, u64)>,
     last_anon: Option<Instant>,
+    /// Every executable mapping of the last scan, sorted: memory outside them is new.
+    exec: Vec<(u64, u64)>,
+    /// A sample ran in memory outside `exec`: scan again soon.
+    unknown_seen: bool,
+    /// The text of `/proc/self/maps` at the last scan, until [`Jit::take_maps`].
+    maps: Option<String>,
 }
 
 impl Jit {
@@ -57,7 +68,31 @@ impl Jit {
             named: BTreeMap::new(),
             anon: HashSet::new(),
             last_anon: None,
+            exec: Vec::new(),
+            unknown_seen: false,
+            maps: None,
         }
+    }
+
+    /// Notes the addresses of a sample's native frames: one in memory that was not
+    /// executable at the last scan asks for a new scan.
+    pub fn note_frames(&mut self, addrs: &[u64]) {
+        if self.unknown_seen {
+            return;
+        }
+        let known = |a: u64| {
+            let i = self.exec.partition_point(|&(s, _)| s <= a);
+            i > 0 && a < self.exec[i - 1].1
+        };
+        // Return addresses may point just past the end of a mapping (a call as its last
+        // instruction): look up address - 1 for those, as symbolization does.
+        let mut it = addrs.iter().enumerate();
+        self.unknown_seen = it.any(|(i, &a)| a != 0 && !known(if i == 0 { a } else { a - 1 }));
+    }
+
+    /// The text of `/proc/self/maps` read by the last scan, once.
+    pub fn take_maps(&mut self) -> Option<String> {
+        self.maps.take()
     }
 
     /// Reads what is new and writes it to `log`. `all`: the first or last write of the
@@ -89,8 +124,13 @@ impl Jit {
                 }
             }
         }
-        if all || self.last_anon.is_none_or(|t| t.elapsed() >= ANON_EVERY) {
+        let since = self.last_anon.map(|t| t.elapsed());
+        if all
+            || since.is_none_or(|t| t >= ANON_EVERY)
+            || (self.unknown_seen && since.is_none_or(|t| t >= RESCAN_MIN))
+        {
             self.last_anon = Some(Instant::now());
+            self.unknown_seen = false;
             self.scan_anon(log, now);
         }
     }
@@ -173,6 +213,7 @@ impl Jit {
         let Ok(maps) = std::fs::read_to_string("/proc/self/maps") else {
             return;
         };
+        self.exec = exec_ranges(&maps);
         for (start, end) in anon_exec_ranges(&maps) {
             if self.anon.insert((start, end)) {
                 log.jit_code(&JitCode {
@@ -185,6 +226,7 @@ impl Jit {
                 });
             }
         }
+        self.maps = Some(maps);
     }
 }
 
@@ -249,6 +291,27 @@ pub fn anon_exec_ranges(maps: &str) -> Vec<(u64, u64)> {
             }
         }
     }
+    out
+}
+
+/// Every executable mapping (`x` permission, file-backed or not), sorted by start.
+pub fn exec_ranges(maps: &str) -> Vec<(u64, u64)> {
+    let mut out: Vec<(u64, u64)> = maps
+        .lines()
+        .filter_map(|line| {
+            let mut f = line.split_ascii_whitespace();
+            let (range, perms) = (f.next()?, f.next()?);
+            if perms.as_bytes().get(2) != Some(&b'x') {
+                return None;
+            }
+            let (a, b) = range.split_once('-')?;
+            Some((
+                u64::from_str_radix(a, 16).ok()?,
+                u64::from_str_radix(b, 16).ok()?,
+            ))
+        })
+        .collect();
+    out.sort_unstable();
     out
 }
 
@@ -531,6 +594,21 @@ ffffffffff600000-ffffffffff601000 --xp 00000000 00:00 0                  [vsysca
             anon_exec_ranges(maps),
             vec![(0x7fe04165a000, 0x7fe04175a000)]
         );
+        assert_eq!(
+            exec_ranges(maps),
+            vec![
+                (0x562f6cf41000, 0x562f6cf42000),
+                (0x7fe04165a000, 0x7fe04175a000),
+                (0x7fe0545d7000, 0x7fe0545d9000),
+                (0xffffffffff600000, 0xffffffffff601000)
+            ]
+        );
+        let mut j = Jit::new(0);
+        j.exec = exec_ranges(maps);
+        j.note_frames(&[0x7fe04165a000, 0x562f6cf42000, 0x7fe04175a000]);
+        assert!(!j.unknown_seen, "return addresses may end a mapping");
+        j.note_frames(&[0x7fe04175a000]);
+        assert!(j.unknown_seen, "a leaf just past a mapping is unknown");
     }
 
     #[test]

@@ -401,6 +401,9 @@ impl Writer {
         }
         // [issue 5] JIT code entries first, so they precede the samples that may run it.
         self.jit.poll(&mut self.log, force_write);
+        if let Some(maps) = self.jit.take_maps() {
+            self.alias_modules(&maps);
+        }
         self.drain();
         if force_write
             || self.last_write.elapsed() >= WRITE_EVERY
@@ -439,10 +442,12 @@ impl Writer {
             let per_thread = &mut self.per_thread;
             let codes = &mut self.codes;
             let frames = &mut self.frames;
+            let jit = &mut self.jit;
             let mut popped = 0usize;
             while ring
                 .pop(|d| {
                     popped += 1;
+                    jit.note_frames(&d.frames[..(d.depth as usize).min(d.frames.len())]);
                     let extra = merged_stack(d, py, codes, frames);
                     let leaf = log.stacks.intern(frames.iter().copied());
                     per_thread.entry(d.tid).or_default().push(PendingSample {
@@ -511,6 +516,17 @@ impl Writer {
     /// tables of the current set to the signal handler.
     fn refresh_modules(&mut self) {
         let (added, removed) = self.modules.refresh();
+        for m in &added {
+            self.log.module(m);
+        }
+        for id in removed {
+            self.log.module_unload(id);
+        }
+    }
+
+    /// Modules' aliases (modules.rs) in the text of `/proc/self/maps`.
+    fn alias_modules(&mut self, maps: &str) {
+        let (added, removed) = self.modules.aliases(maps);
         for m in &added {
             self.log.module(m);
         }

@@ -233,7 +233,16 @@ impl Builder<'_> {
                 Some(mi) if ret && is_agent(&p.modules[mi].path) => Vec::new(),
                 Some(mi) => {
                     used[mi] = true;
-                    self.sym.symbolize(&p.modules[mi], node.value, ret).to_vec()
+                    let frames = self.sym.symbolize(&p.modules[mi], node.value, ret);
+                    match &frames[..] {
+                        // A stripped file: the runtime's perf map may name the code
+                        // (V8's builtins in Debian's libnode).
+                        [f] if crate::symbolize::is_offset_frame(f) => self
+                            .jit
+                            .image_code(p, mi, node.value.wrapping_sub(ret as u64), id as u32)
+                            .map_or_else(|| frames.to_vec(), |f| vec![f]),
+                        _ => frames.to_vec(),
+                    }
                 }
                 None => match jit {
                     Some(k) => vec![self.jit.frame(p, k)],

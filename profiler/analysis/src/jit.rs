@@ -120,6 +120,41 @@ impl JitIndex {
         None
     }
 
+    /// A perf-map name for `addr` in module `mi` whose file has no symbol for it. V8
+    /// lists its builtins in the map (`Builtin:LoadIC`, `BytecodeHandler:Ldar`) at their
+    /// addresses in the loaded image; the same bytes may run at another address, in an
+    /// alias of the image (a module with the same file and build id, another bias).
+    /// Named like the file's own symbols (`Builtins_LoadIC`, `Builtins_LdarHandler`), so
+    /// that a stripped and an unstripped build of the runtime give the same frames.
+    pub fn image_code(&mut self, p: &Process, mi: usize, addr: u64, node: u32) -> Option<Frame> {
+        let m = &p.modules[mi];
+        let svma = addr.wrapping_sub(m.bias);
+        let mut hits = Vec::new();
+        for other in p
+            .modules
+            .iter()
+            .filter(|o| o.path == m.path && o.build_id == m.build_id)
+        {
+            let at = svma.wrapping_add(other.bias);
+            if !other.ranges.iter().any(|&(s, e)| s <= at && at < e) {
+                continue;
+            }
+            self.named.containing(at, &mut hits);
+            hits.retain(|&k| p.jit_code[k].source == JitSource::PerfMap);
+            hits.sort_unstable();
+            let k = hits
+                .iter()
+                .rev()
+                .find(|&&k| p.jit_code[k].nodes_before < node)
+                .or(hits.first());
+            if let Some(&k) = k {
+                let name = builtin_symbol(&p.jit_code[k].name)?;
+                return Some(Frame::bare(name, crate::symbolize::module_name(&m.path)));
+            }
+        }
+        None
+    }
+
     /// The frame of jit_code entry `k`.
     pub fn frame(&mut self, p: &Process, k: usize) -> Frame {
         if let Some(Some(f)) = self.frames.get(k) {
@@ -188,6 +223,18 @@ fn make_frame(c: &JitCode, hotspot: Option<(u64, u64)>) -> Frame {
             f
         }
     }
+}
+
+/// V8's perf-map name of a builtin as the symbol the unstripped runtime has for it:
+/// `Builtin:LoadIC` -> `Builtins_LoadIC`, `BytecodeHandler:Ldar.Wide` ->
+/// `Builtins_LdarWideHandler`. Other names (JIT code cannot live in a file) -> None.
+fn builtin_symbol(name: &str) -> Option<String> {
+    if let Some(b) = name.strip_prefix("Builtin:") {
+        return Some(format!("Builtins_{b}"));
+    }
+    let h = name.strip_prefix("BytecodeHandler:")?;
+    let (op, scale) = h.split_once('.').unwrap_or((h, ""));
+    Some(format!("Builtins_{op}{scale}Handler"))
 }
 
 /// `JS:*fib /app.js:3:13` -> (`JS:*fib`, /app.js, 3); `py::f:/x.py` -> unchanged (CPython
@@ -303,6 +350,51 @@ mod tests {
             ("JS:*f", "[jit]", Some("/a.js"), Some(1))
         );
         assert_eq!(j.frame(&p, 0).name, "[anonymous code]");
+    }
+
+    #[test]
+    fn builtins_of_a_stripped_image() {
+        assert_eq!(
+            builtin_symbol("Builtin:LoadIC").as_deref(),
+            Some("Builtins_LoadIC")
+        );
+        assert_eq!(
+            builtin_symbol("BytecodeHandler:Ldar").as_deref(),
+            Some("Builtins_LdarHandler")
+        );
+        assert_eq!(
+            builtin_symbol("BytecodeHandler:Ldar.ExtraWide").as_deref(),
+            Some("Builtins_LdarExtraWideHandler")
+        );
+        assert_eq!(builtin_symbol("JS:*f /a.js:1:1"), None);
+        let mut p = process(vec![
+            code(0x1_0000, 0x100, "Builtin:LoadIC", JitSource::PerfMap, 0),
+            code(0x1_0100, 0x20, "JS:*f", JitSource::PerfMap, 0),
+        ]);
+        let module = |id, bias, ranges| prof_format::Module {
+            id,
+            path: "/usr/lib/libnode.so.115".into(),
+            build_id: vec![1, 2],
+            bias,
+            ranges,
+        };
+        // The image at bias 0x8000 (ELF address 0x8000 at 0x10000), and an alias of its
+        // builtins at 0x7f00_0000 (bias 0x7f00_0000 - 0x8000).
+        p.modules = vec![
+            module(0, 0x8000, vec![(0x9000, 0x2_0000)]),
+            module(1, 0x7eff_8000, vec![(0x7f00_0000, 0x7f00_1000)]),
+        ];
+        let mut j = JitIndex::new(&p);
+        let f = j.image_code(&p, 0, 0x1_0010, 1).unwrap();
+        assert_eq!(
+            (f.name.as_str(), f.module.as_str()),
+            ("Builtins_LoadIC", "libnode.so.115")
+        );
+        let f = j.image_code(&p, 1, 0x7f00_0010, 1).unwrap();
+        assert_eq!(f.name, "Builtins_LoadIC");
+        // Past the builtin: nothing (never the nearest entry), and JIT names never.
+        assert_eq!(j.image_code(&p, 1, 0x7f00_0100, 1), None);
+        assert_eq!(j.image_code(&p, 0, 0x2_0000, 1), None);
     }
 
     #[test]

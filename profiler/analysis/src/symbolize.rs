@@ -745,6 +745,14 @@ fn offset_frame(module: &str, svma: u64) -> Frame {
     Frame::bare(format!("{module}+{svma:#x}"), module)
 }
 
+/// True for the placeholder of code a module's file could not name (`libfoo.so+0x1234`).
+pub(crate) fn is_offset_frame(f: &Frame) -> bool {
+    f.name
+        .strip_prefix(f.module.as_str())
+        .and_then(|r| r.strip_prefix("+0x"))
+        .is_some_and(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
 impl ModFile {
     /// Frames for `probe` (the svma looked up); `svma` is what placeholders show.
     fn lookup(&self, probe: u64, svma: u64) -> Vec<Frame> {
