@@ -361,7 +361,7 @@ fn code_without_cfi_step<S: ReadStack>(
     leaf: bool,
 ) -> Step {
     let may_be_trampoline =
-        S::CODE_READABLE && !leaf && crate::python::get().is_some_and(|p| p.layout.minor >= 12);
+        S::CODE_READABLE && crate::python::get().is_some_and(|p| p.layout.minor >= 12);
     if !may_be_trampoline {
         return fp_step(regs, stack);
     }
@@ -370,35 +370,66 @@ fn code_without_cfi_step<S: ReadStack>(
         .and_then(|c| c.cache.get(slot(lookup)))
         .filter(|e| e.pc == lookup && e.cfa_reg != 0)
         .map(|e| e.cfa_reg != FP_ONLY);
-    let trampoline = match cached {
-        Some(t) => t,
-        None => {
-            let t = is_cpython_trampoline(regs.r[RA]);
-            if let Some(e) = ctx.and_then(|c| c.cache.get_mut(slot(lookup))) {
-                // `sub $8,%rsp; call *%rcx` | `add $8,%rsp; ret`: at the return address
-                // the frame is 8 bytes of padding below the trampoline's own return
-                // address: CFA = rsp + 16, return address at CFA - 8, rbp untouched.
-                *e = Compact {
-                    pc: lookup,
-                    cfa_reg: if t { RSP as u8 } else { FP_ONLY },
-                    cfa_off: 16,
-                    ra_off: -8,
-                    rbp_off: NONE,
-                };
-            }
-            t
-        }
+    match cached {
+        Some(false) => return fp_step(regs, stack),
+        // A trampoline row `cached_step` could not follow: its stack read failed.
+        Some(true) => return Step::Stop,
+        None => {}
+    }
+    // `sub $8,%rsp; call *%rcx` | `add $8,%rsp; ret`: at the return address (and at a
+    // leaf on `call` or `add`) the frame is 8 bytes of padding below the trampoline's own
+    // return address: CFA = rsp + 16; at a leaf on `sub` or `ret`, CFA = rsp + 8. The
+    // return address is at CFA - 8, rbp untouched.
+    let cfa_off = if leaf {
+        trampoline_leaf_cfa(regs.r[RA])
+    } else {
+        is_cpython_trampoline(regs.r[RA]).then_some(16)
     };
-    if trampoline {
-        let sp = regs.r[RSP];
-        let Some(ret) = stack.read(sp + 8) else {
+    if let Some(e) = ctx.and_then(|c| c.cache.get_mut(slot(lookup))) {
+        *e = Compact {
+            pc: lookup,
+            cfa_reg: if cfa_off.is_some() {
+                RSP as u8
+            } else {
+                FP_ONLY
+            },
+            cfa_off: cfa_off.unwrap_or(0),
+            ra_off: -8,
+            rbp_off: NONE,
+        };
+    }
+    if let Some(off) = cfa_off {
+        let cfa = regs.r[RSP].wrapping_add(off as u64);
+        let Some(ret) = stack.read(cfa - 8) else {
             return Step::Stop;
         };
-        regs.r[RSP] = sp + 16;
+        regs.r[RSP] = cfa;
         regs.r[RA] = ret;
         return Step::Caller;
     }
     fp_step(regs, stack)
+}
+
+/// CPython's perf trampoline, from its first instruction.
+const TRAMPOLINE: [u8; 11] = [
+    0x48, 0x83, 0xec, 0x08, // sub $8,%rsp
+    0xff, 0xd1, // call *%rcx
+    0x48, 0x83, 0xc4, 0x08, // add $8,%rsp
+    0xc3, // ret
+];
+
+/// A leaf `pc` on one of a perf trampoline's four instructions: the CFA's offset from rsp
+/// there. Up to four 11-byte process_vm_readv reads (the first sample at each pc only: the
+/// answer is cached), since a read that starts before the trampoline could begin on an
+/// unmapped page.
+fn trampoline_leaf_cfa(pc: u64) -> Option<i32> {
+    [(0u64, 8), (4, 16), (6, 16), (10, 8)]
+        .into_iter()
+        .find(|&(at, _)| {
+            let mut b = [0u8; 11];
+            pc >= at && crate::python::safe_read(pc - at, &mut b) == b.len() && b == TRAMPOLINE
+        })
+        .map(|(_, off)| off)
 }
 
 /// CPython 3.12+'s perf trampoline (Python/asm_trampoline.S), copied into anonymous memory
@@ -406,12 +437,8 @@ fn code_without_cfi_step<S: ReadStack>(
 /// Read with process_vm_readv: `pc` comes from a frame-pointer chain through code without
 /// unwind tables, which may be garbage, so its page may not be mapped.
 fn is_cpython_trampoline(pc: u64) -> bool {
-    const CODE: [u8; 11] = [
-        0x48, 0x83, 0xec, 0x08, 0xff, 0xd1, // before pc: sub $8,%rsp; call *%rcx
-        0x48, 0x83, 0xc4, 0x08, 0xc3, // at pc: add $8,%rsp; ret
-    ];
     let mut b = [0u8; 11];
-    pc >= 6 && crate::python::safe_read(pc - 6, &mut b) == b.len() && b == CODE
+    pc >= 6 && crate::python::safe_read(pc - 6, &mut b) == b.len() && b == TRAMPOLINE
 }
 
 /// Frame-pointer step: [rbp] = caller's rbp, [rbp+8] = return address.

@@ -767,13 +767,52 @@ impl Analysis {
             nodes.push(id);
             id = p.parent[id as usize];
         }
-        for &n in nodes.iter().rev() {
-            out.extend_from_slice(self.span(p.caller[n as usize]));
-        }
-        out.extend_from_slice(self.span(leaf_span));
+        let spans = nodes
+            .iter()
+            .rev()
+            .map(|&n| self.span(p.caller[n as usize]))
+            .chain(std::iter::once(self.span(leaf_span)));
+        self.splice_python(spans, out);
         if !self.native_internals {
             self.hide_interpreter_internals(out);
         }
+    }
+
+    /// Concatenates the node spans of a stack (root first). The agent puts a C-level
+    /// evaluation's Python frames right after the native evaluation frame that ran them;
+    /// that frame's address symbolizes as `_PyEval_EvalFrameDefault` plus the helpers the
+    /// compiler inlined into it at that point (3.11's `do_call_core` under
+    /// `CALL_FUNCTION_EX`, `_PyEvalFrameClearAndPop`, `Py_DECREF`...). Those helpers ran
+    /// on behalf of the innermost Python frame of the group, so they go after the group,
+    /// not between the evaluation frame and its outermost Python frame (there they split
+    /// every Python chain at its root: docs/ARCHITECTURE.md). They are part of the
+    /// replaced evaluation frame, so they are shown only with `native_internals`.
+    fn splice_python<'a>(
+        &self,
+        spans: impl Iterator<Item = &'a [FrameId]>,
+        out: &mut Vec<FrameId>,
+    ) {
+        let is_py = |s: &[FrameId]| s.first().is_some_and(|&id| self.is_python[id as usize]);
+        let mut spans = spans.peekable();
+        let mut held: &[FrameId] = &[];
+        while let Some(s) = spans.next() {
+            if !is_py(s) && !held.is_empty() {
+                out.extend_from_slice(held);
+                held = &[];
+            }
+            let eval_with_inlines = s.len() > 1
+                && crate::python::is_eval_frame(self.frame(s[0]))
+                && spans.peek().is_some_and(|n| is_py(n));
+            if eval_with_inlines {
+                out.push(s[0]);
+                if self.native_internals {
+                    held = &s[1..];
+                }
+            } else {
+                out.extend_from_slice(s);
+            }
+        }
+        out.extend_from_slice(held);
     }
 
     /// Show (true) or hide (false, the default) the interpreter's own C frames between
