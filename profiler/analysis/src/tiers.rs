@@ -98,13 +98,15 @@ impl TierCounts {
 enum Field {
     Function,
     Module,
+    File,
     Thread,
     Phase,
 }
 
 #[derive(Debug, Clone)]
 struct Rule {
-    tier: Tier,
+    /// None: `none` rules, whose frames decide no tier (the search goes on outwards).
+    tier: Option<Tier>,
     field: Field,
     re: Regex,
 }
@@ -158,7 +160,7 @@ impl TierRules {
         self.rules
             .iter()
             .find(|r| r.field == Field::Thread && r.re.is_match(name))
-            .map(|r| r.tier)
+            .and_then(|r| r.tier)
     }
 
     /// The tier a runtime phase gives the samples taken during it (PyPy's `jit-tracing`,
@@ -167,19 +169,20 @@ impl TierRules {
         self.rules
             .iter()
             .find(|r| r.field == Field::Phase && r.re.is_match(name))
-            .map(|r| r.tier)
+            .and_then(|r| r.tier)
     }
 
-    /// The tier a frame's own name or module gives, if any rule matches it.
+    /// The tier a frame's own name, module or source file gives, if any rule matches it.
     pub fn frame_tier(&self, f: &Frame) -> Option<Tier> {
         self.rules
             .iter()
             .find(|r| match r.field {
                 Field::Function => r.re.is_match(&f.name),
                 Field::Module => r.re.is_match(&f.module),
+                Field::File => f.file.as_deref().is_some_and(|p| r.re.is_match(p)),
                 Field::Thread | Field::Phase => false,
             })
-            .map(|r| r.tier)
+            .and_then(|r| r.tier)
     }
 }
 
@@ -200,19 +203,23 @@ fn parse(text: &str, origin: &str) -> Result<Vec<Rule>, RuleError> {
         let rest = rest.trim_start();
         let (field, pattern) = rest.split_once(char::is_whitespace).unwrap_or((rest, ""));
         let pattern = pattern.trim();
-        let tier = Tier::from_name(tier).ok_or_else(|| {
-            err(format!(
-                "unknown tier {tier:?} (expected interpreter, warmup, jit, native, gc or kernel)"
-            ))
-        })?;
+        let tier = match tier {
+            "none" => None,
+            t => Some(Tier::from_name(t).ok_or_else(|| {
+                err(format!(
+                    "unknown tier {t:?} (expected interpreter, warmup, jit, native, gc, kernel or none)"
+                ))
+            })?),
+        };
         let field = match field {
             "function" => Field::Function,
             "module" => Field::Module,
+            "file" => Field::File,
             "thread" => Field::Thread,
             "phase" => Field::Phase,
             other => {
                 return Err(err(format!(
-                    "unknown field {other:?} (expected function, module, thread or phase)"
+                    "unknown field {other:?} (expected function, module, file, thread or phase)"
                 )))
             }
         };
@@ -282,6 +289,69 @@ mod tests {
         assert_eq!(r.thread_tier("main"), None);
     }
 
+    fn in_file(name: &str, module: &str, file: &str) -> Frame {
+        Frame {
+            file: Some(file.into()),
+            ..Frame::bare(name, module)
+        }
+    }
+
+    #[test]
+    fn c_code_called_from_python_is_native() {
+        let r = TierRules::builtin();
+        let lib = "libpython3.11.so.1.0";
+        let src = "/tmp/python-build/Python-3.11.7";
+        // Extension modules: their own shared objects, or built in (sources in Modules/).
+        for (name, module) in [
+            (
+                "_pysqlite_query_execute",
+                "_sqlite3.cpython-311-x86_64-linux-gnu.so",
+            ),
+            (
+                "_hashlib_HASH_update",
+                "_hashlib.cpython-312-x86_64-linux-gnu.so",
+            ),
+            ("ext_fn", "_speedups.abi3.so"),
+        ] {
+            assert_eq!(
+                r.frame_tier(&f(name, module)),
+                Some(Tier::Native),
+                "{module}"
+            );
+        }
+        let sleep = in_file("time_sleep", lib, &format!("{src}/Modules/timemodule.c"));
+        assert_eq!(r.frame_tier(&sleep), Some(Tier::Native));
+        let sre = in_file(
+            "sre_ucs1_match",
+            lib,
+            &format!("{src}/./Modules/_sre/sre_lib.h"),
+        );
+        assert_eq!(r.frame_tier(&sre), Some(Tier::Native));
+        // The interpreter's own C decides nothing (the Python frame outside it does), nor
+        // does 3.11/3.12's collector file (gc_collect_main does, further out).
+        for file in ["Objects/dictobject.c", "Python/ceval.c", "Include/object.h"] {
+            let fr = in_file("x", lib, &format!("{src}/{file}"));
+            assert_eq!(r.frame_tier(&fr), None, "{file}");
+        }
+        let helper = in_file("update_refs", lib, &format!("{src}/Modules/gcmodule.c"));
+        assert_eq!(r.frame_tier(&helper), None);
+        let collect = in_file("gc_collect_main", lib, &format!("{src}/Modules/gcmodule.c"));
+        assert_eq!(r.frame_tier(&collect), Some(Tier::Gc));
+        // Libraries decide nothing by themselves: the extension frame outside them does.
+        assert_eq!(
+            r.frame_tier(&f("sqlite3VdbeExec", "libsqlite3.so.0.8.6")),
+            None
+        );
+    }
+
+    #[test]
+    fn none_rules_stop_later_rules() {
+        let r = TierRules::with_user_rules("none file /vendored/\n", "mine.rules").unwrap();
+        let fr = in_file("time_sleep", "python3", "/vendored/Modules/timemodule.c");
+        assert_eq!(r.frame_tier(&fr), None);
+        assert!(TierRules::with_user_rules("none function x\n", "m").is_ok());
+    }
+
     #[test]
     fn user_rules_come_first() {
         let r = TierRules::with_user_rules("# mine\ngc function ^memcpy$\n", "mine.rules").unwrap();
@@ -293,7 +363,7 @@ mod tests {
     #[test]
     fn bad_rules_are_clear_errors() {
         let e = TierRules::with_user_rules("\nfast function ^x\n", "r.rules").unwrap_err();
-        assert_eq!(e.to_string(), "r.rules:2: unknown tier \"fast\" (expected interpreter, warmup, jit, native, gc or kernel)");
+        assert_eq!(e.to_string(), "r.rules:2: unknown tier \"fast\" (expected interpreter, warmup, jit, native, gc, kernel or none)");
         let e = TierRules::with_user_rules("jit name ^x\n", "r.rules").unwrap_err();
         assert!(
             e.to_string()
