@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 pub use serde_json::Value;
 
+pub mod venv;
 pub mod vmprof;
 
 pub mod browser;

@@ -677,6 +677,14 @@ pub struct CodeInfo {
     pub linetable: Vec<u8>,
 }
 
+/// Is this one of the interpreter's own shim code objects, not the program's code? 3.13's
+/// `_Py_InitCleanup` (a frame under every `__init__` that `CALL_ALLOC_AND_ENTER_INIT` runs)
+/// is a static code object named `__init__` in a file named `__init__`, at line 0 (code
+/// compiled from source always starts at line 1 or later).
+pub fn is_shim(c: &CodeInfo) -> bool {
+    c.qualname == "__init__" && c.filename == "__init__" && c.firstlineno == 0
+}
+
 /// Reads a code object, checking it still has the fingerprint the handler saw. The code
 /// object may have been freed since the sample (and its names freed and reused): every
 /// object is checked to be alive before and after its contents are read, so a freed code

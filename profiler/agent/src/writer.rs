@@ -65,6 +65,8 @@ struct CodeTable {
     /// Line tables by code id, and (code id, instruction) -> first instruction of its line.
     tables: HashMap<u32, (Vec<u8>, u32)>,
     line_starts: HashMap<(u32, u32), u32>,
+    /// Ids of interpreter-internal shim code objects, whose frames are left out.
+    shims: rustc_hash::FxHashSet<u32>,
 }
 
 impl CodeTable {
@@ -88,6 +90,9 @@ impl CodeTable {
         let c = match python::read_code(py, code, fp) {
             Some(i) => {
                 self.ids.insert((code, fp), id);
+                if python::is_shim(&i) {
+                    self.shims.insert(id);
+                }
                 self.tables.insert(id, (i.linetable.clone(), i.firstlineno));
                 PyCode {
                     id,
@@ -157,6 +162,9 @@ fn merged_stack(
                 |codes: &mut CodeTable, frames: &[python::PyFrame], out: &mut Vec<(u32, u64)>| {
                     for f in frames.iter().rev() {
                         let id = codes.id(py, f.code, f.fingerprint);
+                        if codes.shims.contains(&id) {
+                            continue;
+                        }
                         let at = codes.line_start(id, f.offset);
                         out.push((node_kind::PYTHON, ((id as u64) << 32) | at as u64));
                     }
