@@ -211,6 +211,14 @@ fn sample(t: &ThreadEntry, uc: *mut c_void, weight: u32) {
             };
             d.npy = crate::python::walk(py, tstate, d.tid as u64, live, &mut d.py) as u32;
         }
+    } else if let Some(pp) = crate::pypy::get() {
+        // [issue 17] PyPy's own stack of Python code, from the thread's TLS.
+        let (s, h) = if sp >= lo && sp < hi {
+            (sp, hi)
+        } else {
+            (0, 0)
+        };
+        d.npy = crate::pypy::walk(pp, s, h, &mut d.py) as u32;
     }
     claim.publish();
 }

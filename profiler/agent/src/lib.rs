@@ -6,14 +6,16 @@
 //! starts its own log; at exit the last samples and a PROCESS_END record are written.
 //! With no PROF_DIR in the environment the library does nothing but pass calls through.
 //!
-//! `unsafe` lives in `sys`, `ring`, `threads`, `timer`, `handler`, `hooks`, `modules` and
-//! `wall`, each use next to a `SAFETY:` note; the writer is ordinary Rust.
+//! `unsafe` lives in `sys`, `ring`, `threads`, `timer`, `handler`, `hooks`, `modules`, `pypy`
+//! and `wall`, each use next to a `SAFETY:` note; the writer is ordinary Rust.
 
 mod handler;
 mod hooks;
 mod jit;
 mod logfile;
 mod modules;
+mod pypy;
+mod pypy_names;
 mod python;
 mod ring;
 mod sys;
@@ -105,6 +107,11 @@ pub(crate) fn warn(msg: &str) {
 static ARGV: Mutex<Vec<String>> = Mutex::new(Vec::new());
 /// Where logs go (PROF_DIR).
 static DIR: Mutex<String> = Mutex::new(String::new());
+
+/// The directory logs go to (PROF_DIR).
+pub(crate) fn dir() -> String {
+    DIR.lock().unwrap_or_else(|e| e.into_inner()).clone()
+}
 
 pub(crate) fn argv() -> Vec<String> {
     ARGV.lock().unwrap_or_else(|e| e.into_inner()).clone()
@@ -205,6 +212,10 @@ extern "C" fn init(argc: c_int, argv: *const *const c_char, _envp: *const *const
     unsafe {
         libc::pthread_atfork(None, None, Some(hooks::after_fork_child));
         libc::atexit(at_exit);
+    }
+    // [issue 17] A PyPy process gets the start-up hook that names its code objects.
+    if pypy::loaded() {
+        pypy_names::install_hook(&cfg.dir);
     }
     *DIR.lock().unwrap_or_else(|e| e.into_inner()) = cfg.dir;
     state::ACTIVE.store(true, Ordering::Release);

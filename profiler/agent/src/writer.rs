@@ -54,6 +54,10 @@ struct Writer {
     frames: Vec<(u32, u64)>,
     /// [issue 5] JIT maps and logs tailed before each drain (jit.rs).
     jit: crate::jit::Jit,
+    /// [issue 17] PyPy's code names, once PyPy is detected.
+    pypy_names: Option<crate::pypy_names::Names>,
+    /// [issue 17] Samples that carried PyPy frames.
+    pypy_samples: u64,
 }
 
 /// Python code objects recorded so far: (address, fingerprint) -> PY_CODE id.
@@ -277,6 +281,8 @@ pub fn start(dir: &str, start_unix_ns: u64) -> std::io::Result<()> {
         },
         frames: Vec::new(),
         jit: crate::jit::Jit::new(pid), // [issue 5]
+        pypy_names: None,
+        pypy_samples: 0,
     };
     w.step(true);
     if w.failed {
@@ -359,6 +365,7 @@ pub fn finish() {
     }
     guard.step(true);
     guard.jit.at_exit(); // [issue 5]
+    guard.finish_pypy(); // [issue 17]
     let mut ru: libc::rusage = unsafe { core::mem::zeroed() };
     // SAFETY: ru is a valid, writable rusage.
     unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
@@ -424,7 +431,12 @@ impl Writer {
     fn drain(&mut self) {
         crate::timer::rearm_closed(state::period_ns());
         let ev = hooks::SIGPROF_EVENTS.swap(0, Ordering::Relaxed);
-        if ev & hooks::EV_OWN_HANDLER != 0 {
+        // PyPy's _vmprof, turned on by prof's own start-up hook, installs a handler too.
+        let pypy_handler = crate::pypy::get().is_some_and(|pp| {
+            let h = crate::handler::PREV_HANDLER.load(Ordering::Relaxed) as u64;
+            pp.text.iter().any(|&(s, e)| h >= s && h < e)
+        });
+        if ev & hooks::EV_OWN_HANDLER != 0 && !pypy_handler {
             self.say("the program installed its own SIGPROF handler: prof keeps sampling with its own timers and passes the program's other SIGPROF signals to that handler");
         }
         if ev & hooks::EV_BLOCKED != 0 {
@@ -436,6 +448,18 @@ impl Writer {
         }
         if let Some(msg) = python::detect() {
             self.say(&msg);
+        }
+        if let Some(msg) = crate::pypy::detect() {
+            self.say(&msg);
+        }
+        let pp = crate::pypy::get();
+        if pp.is_some() && self.pypy_names.is_none() {
+            // SAFETY: getpid cannot fail.
+            let pid = unsafe { libc::getpid() };
+            self.pypy_names = Some(crate::pypy_names::Names::new(pid, &crate::dir()));
+        }
+        if let Some(n) = &mut self.pypy_names {
+            n.poll();
         }
         let py = python::get();
         if let Some(py) = py {
@@ -451,24 +475,39 @@ impl Writer {
             let codes = &mut self.codes;
             let frames = &mut self.frames;
             let jit = &mut self.jit;
+            let pypy_names = &mut self.pypy_names;
+            let pypy_samples = &mut self.pypy_samples;
+            let ranges = modules::exec_ranges();
+            let in_module = |a: u64| ranges.iter().any(|&(s, e)| a >= s && a < e);
             let mut popped = 0usize;
             while ring
                 .pop(|d| {
                     popped += 1;
                     jit.note_frames(&d.frames[..(d.depth as usize).min(d.frames.len())]);
-                    let extra = merged_stack(d, py, codes, frames);
+                    let flags = match (pp, pypy_names.as_mut()) {
+                        (Some(pp), Some(names)) => {
+                            *pypy_samples += (d.npy > 0) as u64;
+                            crate::pypy_names::merged_stack(d, pp, names, in_module, frames)
+                        }
+                        _ => d.flags | merged_stack(d, py, codes, frames),
+                    };
                     let leaf = log.stacks.intern(frames.iter().copied());
                     per_thread.entry(d.tid).or_default().push(PendingSample {
                         time_ns: d.time_ns,
                         leaf,
                         weight: d.weight.max(1),
-                        flags: d.flags | extra,
+                        flags,
                     });
                 })
                 .is_some()
             {}
             for c in self.codes.fresh.drain(..) {
                 self.log.py_code(&c);
+            }
+            if let Some(n) = &mut self.pypy_names {
+                for c in n.fresh.drain(..) {
+                    self.log.py_code(&c);
+                }
             }
             if popped >= BUSY_SAMPLES || THREAD_STARTED.swap(false, Ordering::AcqRel) {
                 self.last_busy = Instant::now();
@@ -540,6 +579,24 @@ impl Writer {
         }
         for id in removed {
             self.log.module_unload(id);
+        }
+    }
+
+    /// [issue 17] Names that arrived late (PyPy flushes the last ones when the hook turns
+    /// vmprof off at exit), placeholders for the rest.
+    fn finish_pypy(&mut self) {
+        let Some(n) = &mut self.pypy_names else {
+            return;
+        };
+        n.finish();
+        let silent = n.silent();
+        for c in n.fresh.drain(..) {
+            self.log.py_code(&c);
+        }
+        if silent && self.pypy_samples > 0 {
+            let msg = "PyPy did not name its code objects (was it started with -E, -I or -S, or is PROF_PYPY_HOOK=0 set?): Python frames read <unnamed PyPy code>";
+            warn(msg);
+            self.log.notice(msg);
         }
     }
 

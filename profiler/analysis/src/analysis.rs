@@ -261,10 +261,26 @@ impl Builder<'_> {
                 vec![Frame::bare(name, "[kernel]")]
             }
             node_kind::FRAME => vec![crate::import::sym_frame(p, node.value)],
+            // [issue 17] PyPy: a Python frame, and JIT-compiled code named by PyPy's log.
+            node_kind::PYPY => {
+                let code = p.py_code.iter().find(|c| c.id as u64 == node.value >> 8);
+                vec![crate::python::frame(code, 0)]
+            }
+            node_kind::PYPY_JIT => {
+                let v = crate::jit::PypyJit::from_value(node.value);
+                match self.jit.resolve(p, v.lookup_addr(), id as u32) {
+                    Some(k) => crate::jit::pypy_jit_frames(&p.jit_code[k], v),
+                    None if v.of_previous => Vec::new(),
+                    None => vec![Frame::bare("[pypy jit]", crate::jit::JIT_MODULE)],
+                }
+            }
             k => vec![Frame::bare(format!("[unknown frame kind {k}]"), "")],
         };
         let span = self.push_frames(&frames);
-        if node.kind == node_kind::PYTHON {
+        if matches!(
+            node.kind,
+            node_kind::PYTHON | node_kind::PYPY | node_kind::PYPY_JIT
+        ) {
             let ids = &self.ids[span.start as usize..(span.start + span.len) as usize];
             self.python_frames.extend_from_slice(ids);
         }
@@ -564,6 +580,15 @@ impl Analysis {
                 if let Some(t) = crate::import::frame_hint(p, n.value) {
                     return Some(t);
                 }
+            }
+            // [issue 17] PyPy frames carry their tier; JIT code is JIT time.
+            if n.kind == node_kind::PYPY {
+                if let Some(t) = crate::import::hint_tier((n.value & 0xff) as u32) {
+                    return Some(t);
+                }
+            }
+            if n.kind == node_kind::PYPY_JIT {
+                return Some(Tier::Jit);
             }
             let span = if is_leaf {
                 d.leaf.get(&node).copied()

@@ -282,6 +282,65 @@ fn pypy_frame(name: &str) -> Frame {
     Frame::bare(name, JIT_MODULE)
 }
 
+/// [issue 17] A `PYPY_JIT` node's value (docs/FORMAT.md).
+#[derive(Debug, Clone, Copy)]
+pub struct PypyJit {
+    pub addr: u64,
+    /// The address is the interrupted instruction (else a return address).
+    pub leaf: bool,
+    /// The code is the loop of the Python frame just before the node.
+    pub of_previous: bool,
+}
+
+impl PypyJit {
+    pub fn from_value(v: u64) -> PypyJit {
+        PypyJit {
+            addr: v & ((1 << 62) - 1),
+            leaf: v & (1 << 62) != 0,
+            of_previous: v & (1 << 63) != 0,
+        }
+    }
+
+    /// The address to look up: a return address lies after its call.
+    pub fn lookup_addr(&self) -> u64 {
+        if self.leaf {
+            self.addr
+        } else {
+            self.addr.wrapping_sub(1)
+        }
+    }
+}
+
+/// The Python frames of PyPy JIT code `c` at `v`: the loop's function (unless it is the
+/// frame before, already shown) as a Python frame like the interpreter's.
+pub fn pypy_jit_frames(c: &JitCode, v: PypyJit) -> Vec<Frame> {
+    if v.of_previous {
+        return Vec::new();
+    }
+    match pypy_function(&c.name) {
+        Some(f) => vec![f],
+        None => vec![pypy_frame(&c.name)],
+    }
+}
+
+/// `Loop 3 (f;/app.py:6-9~#12 FOR_ITER)` -> `f` at /app.py:6, module `app.py`, as the
+/// interpreter's frames of `f` read.
+fn pypy_function(name: &str) -> Option<Frame> {
+    let inner = name.split_once('(')?.1.strip_suffix(')')?;
+    let (func, rest) = inner.split_once(';')?;
+    let loc = rest.split('~').next()?;
+    let (file, lines) = loc.rsplit_once(':')?;
+    let first = lines.split('-').next()?.parse().ok()?;
+    let module = match file.rsplit('/').next() {
+        Some(b) if !b.is_empty() => b.to_string(),
+        _ => crate::python::PYTHON_MODULE.to_string(),
+    };
+    let mut f = Frame::bare(func, module);
+    f.file = Some(file.to_string());
+    f.line = Some(first);
+    Some(f)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -61,6 +61,13 @@ pub mod node_kind {
     pub const PYTHON: u32 = 2;
     /// A symbolic frame: `value` is the id of a FRAME record (imported profiles).
     pub const FRAME: u32 = 3;
+    /// A PyPy Python frame: `value` = (PY_CODE id << 8) | tier ([`tier_hint`]: 1
+    /// interpreted, 3 the function whose JIT-compiled loop runs in the node after it).
+    pub const PYPY: u32 = 4;
+    /// PyPy JIT-compiled code: `value` = an address in it (bits 0-61), bit 62 set when it is
+    /// the interrupted instruction rather than a return address, bit 63 set when the code
+    /// is the loop of the `PYPY` frame just before it. Named from PyPy's JIT log.
+    pub const PYPY_JIT: u32 = 5;
 }
 
 /// FRAME record: a frame known by name rather than by address, as imported profiles

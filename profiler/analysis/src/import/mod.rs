@@ -207,6 +207,9 @@ fn find_frame(p: &Process, value: u64) -> Option<&SymFrame> {
 /// Whether any FRAME record of the process carries a tier.
 pub(crate) fn has_tier_hints(p: &Process) -> bool {
     p.frames.iter().any(|f| hint_tier(f.tier).is_some())
+        || p.nodes.iter().any(|n| {
+            n.kind == prof_format::node_kind::PYPY || n.kind == prof_format::node_kind::PYPY_JIT
+        })
 }
 
 /// The tier a FRAME node's record gives, if any.

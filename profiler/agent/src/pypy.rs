@@ -1,0 +1,337 @@
+//! PyPy Python frames (issue 17), read inside the SIGPROF handler.
+//!
+//! PyPy keeps, for vmprof, a per-thread linked list of the Python code being run
+//! (RPython's `rvmprof`: the thread-local field `vmprof_tl_stack` of
+//! `struct pypy_threadlocal_s`, entries `{next, value, kind}`):
+//! - `kind` 1 (CODE): pushed by the interpreter around each Python function it evaluates,
+//!   `value` = the code object's vmprof unique id; the entry is `malloc`ed, freed by the
+//!   same thread when the function returns, after the list head moved past it;
+//! - `kind` 3 (JITTED): pushed by the JIT's assembler prologue on the C stack whenever
+//!   machine code runs, `value` = the stack pointer of that machine-code frame (its last
+//!   call's return address lies just below it).
+//!
+//! Nothing of this is exported by the (stripped) libpypy: the agent finds its thread-local
+//! block from `dl_iterate_phdr` (the library's TLS is static, at a fixed distance below the
+//! thread pointer in every thread) and the field's offset by recognizing, in libpypy's
+//! code, the interpreter's push: a `movq $1, 0x10(%reg)` (kind = CODE) followed by a
+//! store of that register into the thread-local block. Both are checked; a PyPy whose code
+//! does not match is profiled with native stacks only, and the user is told.
+//!
+//! Code names come from PyPy's own `_vmprof` registration (see pypy_names.rs).
+
+use core::ffi::{c_int, c_void, CStr};
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use crate::python::PyFrame;
+
+/// `kind` of a CODE entry (rvmprof's VMPROF_CODE_TAG).
+pub const KIND_CODE: u32 = 1;
+/// `kind` of a JIT machine-code entry (VMPROF_JITTED_TAG).
+pub const KIND_JITTED: u32 = 3;
+/// `pypy_threadlocal_s.ready` once RPython set the thread up.
+const READY: u32 = 42;
+
+/// What the handler needs to read a thread's PyPy stack.
+pub struct Pypy {
+    /// The thread pointer minus this is libpypy's TLS block in the current thread.
+    pub tls_off: u64,
+    /// Offset of `vmprof_tl_stack` in that block.
+    pub stack_field: u64,
+    /// libpypy's executable ranges (interpreter-internal native frames).
+    pub text: Vec<(u64, u64)>,
+}
+
+static PP: AtomicUsize = AtomicUsize::new(0);
+static DETECTED: AtomicBool = AtomicBool::new(false);
+
+pub fn get() -> Option<&'static Pypy> {
+    let p = PP.load(Ordering::Acquire);
+    // SAFETY: PP is 0 or a leaked Box<Pypy>, never freed.
+    unsafe { (p as *const Pypy).as_ref() }
+}
+
+/// `struct dl_phdr_info` with the TLS fields glibc fills since 2.4 / 2.26 (the libc crate's
+/// Linux definition stops before them). Only read when `size` says they are there.
+#[repr(C)]
+struct PhdrInfo {
+    addr: u64,
+    name: *const libc::c_char,
+    phdr: *const libc::Elf64_Phdr,
+    phnum: u16,
+    adds: u64,
+    subs: u64,
+    tls_modid: usize,
+    tls_data: *mut c_void,
+}
+
+#[derive(Default)]
+struct Found {
+    lib: String,
+    text: Vec<(u64, u64)>,
+    tls_data: u64,
+    tls_size: u64,
+}
+
+unsafe extern "C" fn visit(
+    info: *mut libc::dl_phdr_info,
+    size: libc::size_t,
+    data: *mut c_void,
+) -> c_int {
+    if size < core::mem::size_of::<PhdrInfo>() {
+        return 0;
+    }
+    // SAFETY: dl_iterate_phdr passes a valid info of `size` bytes (checked to cover
+    // PhdrInfo) and our Found.
+    let (info, found) = unsafe { (&*(info as *const PhdrInfo), &mut *(data as *mut Found)) };
+    if info.name.is_null() {
+        return 0;
+    }
+    // SAFETY: a NUL-terminated name owned by the loader.
+    let name = unsafe { CStr::from_ptr(info.name) }.to_string_lossy();
+    let base = name.rsplit('/').next().unwrap_or("");
+    if !(base.starts_with("libpypy") && base.contains(".so")) {
+        return 0;
+    }
+    let mut out = Found {
+        lib: name.into_owned(),
+        tls_data: info.tls_data as u64,
+        ..Default::default()
+    };
+    for i in 0..info.phnum as usize {
+        // SAFETY: phdr points at phnum program headers.
+        let ph = unsafe { &*info.phdr.add(i) };
+        if ph.p_type == libc::PT_LOAD && ph.p_flags & libc::PF_X != 0 {
+            let start = info.addr.wrapping_add(ph.p_vaddr);
+            out.text.push((start, start.wrapping_add(ph.p_memsz)));
+        } else if ph.p_type == libc::PT_TLS {
+            out.tls_size = ph.p_memsz;
+        }
+    }
+    *found = out;
+    1
+}
+
+/// The thread pointer (`%fs:0` holds its own address on x86-64 glibc).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn thread_pointer() -> u64 {
+    let tp: u64;
+    // SAFETY: reads the TCB's self pointer, always mapped for a running thread.
+    unsafe {
+        core::arch::asm!("mov {}, fs:0", out(reg) tp, options(nostack, readonly, preserves_flags))
+    };
+    tp
+}
+
+/// Is libpypy loaded in this process? (Cheap enough for the constructor.)
+pub fn loaded() -> bool {
+    scan().tls_size > 0
+}
+
+fn scan() -> Found {
+    let mut found = Found::default();
+    // SAFETY: visit matches dl_iterate_phdr's callback type; found outlives the call.
+    unsafe { libc::dl_iterate_phdr(Some(visit), &mut found as *mut Found as *mut c_void) };
+    found
+}
+
+/// Looks for PyPy in the process (writer thread, once). Returns a message for the user when
+/// PyPy was found but its stacks cannot be read.
+pub fn detect() -> Option<String> {
+    if DETECTED.swap(true, Ordering::AcqRel) {
+        return None;
+    }
+    let found = scan();
+    if found.tls_size == 0 {
+        return None;
+    }
+    detect_in(found).err()
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn detect_in(found: Found) -> Result<(), String> {
+    Err(format!(
+        "{}: Python frames on PyPy are read on x86-64 only; native stacks only",
+        found.lib
+    ))
+}
+
+#[cfg(target_arch = "x86_64")]
+fn detect_in(found: Found) -> Result<(), String> {
+    let no = |why: &str| {
+        format!(
+            "{}: {why}; PyPy's Python frames are not recorded (native stacks only)",
+            found.lib
+        )
+    };
+    let tp = thread_pointer();
+    // Static TLS (the library was loaded with the program) lies just below the thread
+    // pointer, at the same distance in every thread; a dlopen'ed PyPy's may not.
+    let tls_off = tp.wrapping_sub(found.tls_data);
+    if found.tls_data == 0 || tls_off == 0 || tls_off > 1 << 20 || tls_off < found.tls_size {
+        return Err(no("its thread-local storage is not static"));
+    }
+    let mut votes: Vec<(u64, u32)> = Vec::new();
+    for &(start, end) in &found.text {
+        // SAFETY: an executable PT_LOAD segment of a loaded library: mapped and readable
+        // for as long as the library stays loaded (libpypy is never unloaded: it is the
+        // program).
+        let code =
+            unsafe { core::slice::from_raw_parts(start as *const u8, (end - start) as usize) };
+        for off in find_stack_field(code) {
+            if off % 8 == 0 && off >= 0x20 && off + 8 <= found.tls_size {
+                match votes.iter_mut().find(|v| v.0 == off) {
+                    Some(v) => v.1 += 1,
+                    None => votes.push((off, 1)),
+                }
+            }
+        }
+    }
+    votes.sort_by_key(|v| core::cmp::Reverse(v.1));
+    let stack_field = match votes.as_slice() {
+        [] => return Err(no("its vmprof stack was not found in its code")),
+        [(off, _)] => *off,
+        [(off, a), (_, b), ..] if a > b => *off,
+        _ => return Err(no("its vmprof stack's place is ambiguous in its code")),
+    };
+    let pp = Box::new(Pypy {
+        tls_off,
+        stack_field,
+        text: found.text,
+    });
+    PP.store(Box::into_raw(pp) as usize, Ordering::Release);
+    Ok(())
+}
+
+/// Offsets `D` of every `mov %REG, D(%rax)` that follows, across one call (the thread-local
+/// block's address comes back from `__tls_get_addr` in %rax), a `movq $1, 0x10(%REG)`:
+/// rvmprof's `enter_code` setting a new entry's kind to CODE, then publishing it.
+fn find_stack_field(code: &[u8]) -> Vec<u64> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i + 8 <= code.len() {
+        let rex = code[i];
+        if (rex == 0x48 || rex == 0x49)
+            && code[i + 1] == 0xc7
+            && (0x40..=0x47).contains(&code[i + 2])
+            && code[i + 2] != 0x44 // rsp/r12 need a SIB byte
+            && code[i + 3] == 0x10
+            && code[i + 4..i + 8] == [1, 0, 0, 0]
+        {
+            let reg = (code[i + 2] & 7) | if rex == 0x49 { 8 } else { 0 };
+            if let Some(d) = publish_after(code, i + 8, reg) {
+                out.push(d);
+            }
+            i += 8;
+        } else {
+            i += 1;
+        }
+    }
+    out
+}
+
+fn publish_after(code: &[u8], from: usize, reg: u8) -> Option<u64> {
+    let end = (from + 64).min(code.len());
+    let call = (from..end).find(|&k| code[k] == 0xe8)?;
+    let store_rex = 0x48 | if reg >= 8 { 0x04 } else { 0 };
+    let modrm = 0x40 | ((reg & 7) << 3); // [rax + disp8]
+    let lim = (call + 5 + 24).min(code.len().saturating_sub(3));
+    (call + 5..lim)
+        .find(|&k| code[k] == store_rex && code[k + 1] == 0x89 && code[k + 2] == modrm)
+        .map(|k| code[k + 3] as u64)
+}
+
+/// The interrupted thread's PyPy entries, innermost first, into `out` (`code` = the
+/// entry's value, `fingerprint` = for JIT entries the word below the machine-code frame's
+/// stack pointer — the return address of its last call —, `offset` = the kind). Returns
+/// how many. `[sp, hi)` is the live part of the thread's own stack.
+///
+/// Async-signal-safe: reads of the thread's own static TLS and live stack, and
+/// `process_vm_readv` for heap entries.
+#[cfg(target_arch = "x86_64")]
+pub fn walk(pp: &Pypy, sp: u64, hi: u64, out: &mut [PyFrame]) -> usize {
+    let block = thread_pointer().wrapping_sub(pp.tls_off);
+    // SAFETY: libpypy's TLS block is static: every thread got it, mapped, when it was made,
+    // `tls_off` below its thread pointer (checked at detection), and it is at least
+    // `stack_field + 8` bytes long.
+    let (ready, mut node) = unsafe {
+        (
+            core::ptr::read_volatile(block as *const u32),
+            core::ptr::read_volatile((block + pp.stack_field) as *const u64),
+        )
+    };
+    if ready != READY {
+        return 0; // not a thread RPython has set up (e.g. a C library's own thread)
+    }
+    let on_stack = |a: u64, len: u64| a >= sp && a.checked_add(len).is_some_and(|e| e <= hi);
+    let mut n = 0;
+    while node != 0 && n < out.len() && node % 8 == 0 {
+        let mut e = [0u64; 3];
+        if on_stack(node, 24) {
+            // SAFETY: 24 bytes inside [sp, hi), the mapped live stack of this thread.
+            unsafe {
+                for (k, w) in e.iter_mut().enumerate() {
+                    *w = core::ptr::read_volatile((node + 8 * k as u64) as *const u64);
+                }
+            }
+        } else {
+            // A malloc'ed entry: read through the kernel, which fails instead of faulting
+            // should the list ever point somewhere unmapped.
+            let mut b = [0u8; 24];
+            if crate::python::safe_read(node, &mut b) != 24 {
+                break;
+            }
+            for (k, w) in e.iter_mut().enumerate() {
+                let mut x = [0u8; 8];
+                x.copy_from_slice(&b[8 * k..8 * k + 8]);
+                *w = u64::from_ne_bytes(x);
+            }
+        }
+        let [next, value, kind] = e;
+        if !(1..=7).contains(&kind) {
+            break;
+        }
+        let ret = if kind == KIND_JITTED as u64 && on_stack(value.wrapping_sub(8), 8) {
+            // SAFETY: 8 bytes inside [sp, hi), checked just above.
+            unsafe { core::ptr::read_volatile((value - 8) as *const u64) }
+        } else {
+            0
+        };
+        if let Some(slot) = out.get_mut(n) {
+            *slot = PyFrame {
+                code: value,
+                fingerprint: ret,
+                offset: kind as u32,
+                entry: 0,
+            };
+        }
+        n += 1;
+        node = next;
+    }
+    n
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+pub fn walk(_: &Pypy, _: u64, _: u64, _: &mut [PyFrame]) -> usize {
+    0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_publishing_store() {
+        // Bytes of PyPy 7.3.11's enter_code (libpypy3.9-c.so, Debian 7.3.11+dfsg-2+deb12u3):
+        // mov %r14,0x8(%rbp); movq $1,0x10(%rbp); mov %rax,0(%rbp);
+        // lea ..(%rip),%rdi; call __tls_get_addr; nopw; mov %rbp,0x48(%rax)
+        let code = [
+            0x4c, 0x89, 0x75, 0x08, 0x48, 0xc7, 0x45, 0x10, 0x01, 0x00, 0x00, 0x00, 0x48, 0x89,
+            0x45, 0x00, 0x66, 0x48, 0x8d, 0x3d, 0x8e, 0xb1, 0x4b, 0x00, 0x66, 0x66, 0x48, 0xe8,
+            0x16, 0x32, 0xe8, 0xfe, 0x66, 0x0f, 0x1f, 0x44, 0x00, 0x00, 0x48, 0x89, 0x68, 0x48,
+        ];
+        assert_eq!(find_stack_field(&code), vec![0x48]);
+        // A kind store with no publication after it is not a match.
+        assert!(find_stack_field(&code[..30]).is_empty());
+    }
+}
