@@ -114,6 +114,10 @@ impl Jit {
                 for line in &lines {
                     self.pypy.line(line, &mut found);
                 }
+                if all {
+                    // The last write: a bridge whose trace never came keeps its bare name.
+                    self.pypy.emit_bridge(&mut found);
+                }
                 for ev in found {
                     match ev {
                         PypyEvent::Code { start, end, name } => {
@@ -430,6 +434,9 @@ struct PypyLog {
     open: Vec<(String, u64)>,
     /// The loop or bridge being described: (start, end, name).
     code: Option<(u64, u64, String)>,
+    /// [issue 17] A bridge waiting for its `jit-log-opt-bridge` section, whose first
+    /// outermost `debug_merge_point` names the Python function the bridge belongs to.
+    bridge: Option<(u64, u64, String)>,
     /// (TSC, ns since process start) when the agent started and now.
     clock0: (u64, u64),
     clock1: (u64, u64),
@@ -453,6 +460,7 @@ impl PypyLog {
         PypyLog {
             open: Vec::new(),
             code: None,
+            bridge: None,
             clock0: c,
             clock1: c,
         }
@@ -487,7 +495,11 @@ impl PypyLog {
                 return;
             };
             if let Some(name) = what.strip_prefix('{') {
-                self.open.push((name.trim().to_string(), t));
+                let name = name.trim();
+                if name != "jit-log-opt-bridge" {
+                    self.emit_bridge(out);
+                }
+                self.open.push((name.to_string(), t));
             } else if let Some(name) = what.trim().strip_suffix('}') {
                 let Some(i) = self.open.iter().rposition(|(n, _)| n == name) else {
                     return;
@@ -496,8 +508,17 @@ impl PypyLog {
                 self.open.truncate(i);
                 if name == "jit-backend-addr" {
                     if let Some((start, end, name)) = self.code.take() {
-                        out.push(PypyEvent::Code { start, end, name });
+                        if name.starts_with("bridge") {
+                            self.emit_bridge(out);
+                            self.bridge = Some((start, end, name));
+                        } else {
+                            out.push(PypyEvent::Code { start, end, name });
+                        }
                     }
+                    return;
+                }
+                if name == "jit-log-opt-bridge" {
+                    self.emit_bridge(out);
                     return;
                 }
                 let outermost = !self.open.iter().any(|(n, _)| is_phase(n));
@@ -512,6 +533,20 @@ impl PypyLog {
             return;
         }
         let l = line.trim();
+        // debug_merge_point(0, 0, 'kernel;/app.py:2-4~#30 LOAD_CONST') in a bridge's
+        // optimized trace: depth 0 is the function of the loop the bridge extends.
+        if let Some(rest) = l.strip_prefix("debug_merge_point(") {
+            let mut args = rest.splitn(3, ", ");
+            let (_, depth, repr) = (args.next(), args.next(), args.next());
+            if let (Some("0"), Some(repr), Some(b)) = (depth, repr, &mut self.bridge) {
+                let repr = repr.trim_end_matches(')').trim_matches('\'');
+                if repr.contains(';') {
+                    b.2 = format!("{} ({repr})", b.2);
+                    self.emit_bridge(out);
+                }
+            }
+            return;
+        }
         // Loop 1 (kernel;/app.py:2-4~#12 FOR_ITER) has address 0xA to 0xB (bootstrap 0xC)
         // bridge out of Guard 0xG has address 0xA to 0xB
         if let Some(i) = l.find(" has address ") {
@@ -532,6 +567,14 @@ impl PypyLog {
                     c.1 = c.1.max(e);
                 }
             }
+        }
+    }
+}
+
+impl PypyLog {
+    fn emit_bridge(&mut self, out: &mut Vec<PypyEvent>) {
+        if let Some((start, end, name)) = self.bridge.take() {
+            out.push(PypyEvent::Code { start, end, name });
         }
     }
 }
@@ -636,6 +679,16 @@ ffffffffff600000-ffffffffff601000 --xp 00000000 00:00 0                  [vsysca
             "bridge out of Guard 0x7f5805fca020 has address 0x7f00e60 to 0x7f00f70",
             "            end: 0x7f01010",
             "[2600] jit-backend-addr}",
+            "[2610] {jit-log-opt-bridge",
+            "# bridge out of Guard 0x7f5805fca020 with 44 ops",
+            "+62: i9 = int_add_ovf(i6, i7)",
+            "debug_merge_point(0, 0, 'kernel;/t/loop.py:2-3~#30 LOAD_CONST')",
+            "debug_merge_point(0, 1, 'inner;/t/loop.py:9-9~#0 LOAD_FAST')",
+            "[2620] jit-log-opt-bridge}",
+            "[2700] {jit-backend-addr",
+            "bridge out of Guard 0x7f5805fca0a0 has address 0x7f01100 to 0x7f01200",
+            "[2800] jit-backend-addr}",
+            "[2900] {gc-minor",
         ] {
             p.line(l, &mut out);
         }
@@ -660,7 +713,14 @@ ffffffffff600000-ffffffffff601000 --xp 00000000 00:00 0                  [vsysca
                 PypyEvent::Code {
                     start: 0x7f00e60,
                     end: 0x7f01010,
-                    name: "bridge out of Guard 0x7f5805fca020".into()
+                    name: "bridge out of Guard 0x7f5805fca020 (kernel;/t/loop.py:2-3~#30 LOAD_CONST)"
+                        .into()
+                },
+                // No jit-log-opt-bridge section: the bridge keeps its bare name.
+                PypyEvent::Code {
+                    start: 0x7f01100,
+                    end: 0x7f01200,
+                    name: "bridge out of Guard 0x7f5805fca0a0".into()
                 },
             ]
         );
