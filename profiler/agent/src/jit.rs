@@ -713,8 +713,9 @@ ffffffffff600000-ffffffffff601000 --xp 00000000 00:00 0                  [vsysca
                 PypyEvent::Code {
                     start: 0x7f00e60,
                     end: 0x7f01010,
-                    name: "bridge out of Guard 0x7f5805fca020 (kernel;/t/loop.py:2-3~#30 LOAD_CONST)"
-                        .into()
+                    name:
+                        "bridge out of Guard 0x7f5805fca020 (kernel;/t/loop.py:2-3~#30 LOAD_CONST)"
+                            .into()
                 },
                 // No jit-log-opt-bridge section: the bridge keeps its bare name.
                 PypyEvent::Code {

@@ -36,7 +36,8 @@ const JAVA_FLAGS: [&str; 3] = [
     "-XX:+DumpPerfMapAtExit",
     "-XX:+PreserveFramePointer",
 ];
-const PYPY_SECTIONS: &str = "jit-backend-addr,jit-log-opt-bridge,jit-tracing,jit-blackhole,gc-minor,gc-collect-step";
+const PYPY_SECTIONS: &str =
+    "jit-backend-addr,jit-log-opt-bridge,jit-tracing,jit-blackhole,gc-minor,gc-collect-step";
 
 /// The built-in tier rules, preceded by those in `file` if given. The error is one line
 /// naming the file and line (`rules.txt:3: unknown tier "fast" (...)`).
