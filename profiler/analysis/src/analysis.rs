@@ -581,14 +581,20 @@ impl Analysis {
                     return Some(t);
                 }
             }
-            // [issue 17] PyPy frames carry their tier; JIT code is JIT time.
-            if n.kind == node_kind::PYPY {
+            // [issue 17] PyPy frames carry their tier; JIT code is JIT time. Native frames
+            // after the innermost of them (the agent keeps only those outside libpypy and
+            // JIT code) are C code the Python frame called: native, unless a rule said
+            // otherwise on the way here.
+            if n.kind == node_kind::PYPY || n.kind == node_kind::PYPY_JIT {
+                if !is_leaf && p.nodes.get(leaf as usize).is_some_and(|l| l.kind == node_kind::NATIVE) {
+                    return Some(Tier::Native);
+                }
+                if n.kind == node_kind::PYPY_JIT {
+                    return Some(Tier::Jit);
+                }
                 if let Some(t) = crate::import::hint_tier((n.value & 0xff) as u32) {
                     return Some(t);
                 }
-            }
-            if n.kind == node_kind::PYPY_JIT {
-                return Some(Tier::Jit);
             }
             let span = if is_leaf {
                 d.leaf.get(&node).copied()
