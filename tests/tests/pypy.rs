@@ -219,7 +219,9 @@ fn pypy_python_stacks_callers_threads_and_tiers() {
         "crunch runs mostly JIT-compiled: {crunch}"
     );
     // The JIT share grows over the run.
-    let tl = r["timeline"]["buckets"].as_array().expect("timeline.buckets");
+    let tl = r["timeline"]["buckets"]
+        .as_array()
+        .expect("timeline.buckets");
     let n = tl.len();
     assert!(n >= 4, "timeline {tl:?}");
     let share = |b: &[Value]| {
@@ -260,4 +262,53 @@ fn pypy_agrees_with_vmprof() {
     let b = self_shares(&stacks(&theirs), "pypy_app.py");
     let ov = overlap(&a, &b);
     assert!(ov >= 0.70, "overlap {ov:.2}: prof {a:?} vmprof {b:?}");
+}
+
+/// A multiprocessing child: its own samples and end record (PyPy's os._exit), and names
+/// for code made before the fork (the parent's) and in the child (flushed before _exit).
+#[test]
+fn pypy_fork_child_has_samples_and_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("fork.data");
+    let script = fixture_file("pypy_fork.py");
+    let o = run_captured(
+        &mut prof_run(
+            &["--rate", "3999"],
+            &out,
+            &[pypy().as_os_str(), script.as_os_str()],
+        ),
+        TIMEOUT,
+    );
+    assert_eq!(o.code(), Some(0), "prof run failed: {}", o.stderr);
+    assert!(o.stdout.contains("exit 0"), "{}", o.stdout);
+    let r = report_json(&out);
+    let procs = r["processes"].as_array().unwrap();
+    let child = procs
+        .iter()
+        .find(|p| p["ppid"] == procs[0]["pid"])
+        .unwrap_or_else(|| panic!("no child process: {}", describe(&r)));
+    assert_eq!(
+        child["ended"], true,
+        "the child's log has its end record: {child}"
+    );
+    assert!(child["samples"].as_u64().unwrap_or(0) > 0, "{child}");
+    let child_stacks: Vec<Stack> = stacks(&out)
+        .into_iter()
+        .filter(|s| s.thread.contains(&format!("pid {}", child["pid"])))
+        .collect();
+    for f in ["child_only", "made_in_child"] {
+        assert!(
+            child_stacks
+                .iter()
+                .any(|s| s.frames.iter().any(|(n, _)| n == f)),
+            "{f} is not named in the child's stacks"
+        );
+    }
+    assert!(
+        !child_stacks
+            .iter()
+            .any(|s| s.frames.iter().any(|(n, _)| n.contains("unnamed"))
+                && s.frames.iter().any(|(n, _)| n == "child_only")),
+        "an unnamed frame under child_only"
+    );
 }

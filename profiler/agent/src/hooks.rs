@@ -467,11 +467,11 @@ pub unsafe extern "C" fn dlopen(file: *const libc::c_char, mode: libc::c_int) ->
     handle
 }
 
-/// The interposed `_exit`. CPython's `os._exit` — how multiprocessing children end —
+/// The interposed `_exit`. CPython's and PyPy's `os._exit` — how multiprocessing children end —
 /// skips atexit handlers, which used to lose the samples of the last drain period (up to
 /// 50 ms, much of a short-lived worker's profile). When the caller is CPython's own code
 /// (its return address lies in the module holding the evaluation loop), the log is
-/// finished first, as at a normal exit. Any other caller passes straight through: `_exit`
+/// finished first, as at a normal exit (likewise from PyPy's library). Any other caller passes straight through: `_exit`
 /// is what vfork children and signal handlers call, where finishing the log (locks,
 /// allocation, and in a vfork child the parent's memory) would not be safe. Python code
 /// never runs inside a C signal handler, so a call from CPython is ordinary context.
@@ -493,7 +493,10 @@ pub extern "C" fn _exit(status: libc::c_int) -> ! {
 }
 
 extern "C" fn exit_hook(status: libc::c_int, caller: u64) -> ! {
-    if state::ACTIVE.load(Ordering::Acquire) && called_by_cpython(caller) && own_process() {
+    if state::ACTIVE.load(Ordering::Acquire)
+        && (called_by_cpython(caller) || called_by_pypy(caller))
+        && own_process()
+    {
         state::SAMPLING.store(false, Ordering::Release);
         crate::wall::stop();
         crate::writer::finish();
@@ -513,6 +516,12 @@ fn called_by_cpython(addr: u64) -> bool {
     crate::modules::exec_ranges()
         .iter()
         .any(|&(s, e)| (s..e).contains(&py.eval_start) && (s..e).contains(&addr))
+}
+
+/// [issue 17] Is `addr` in libpypy's code (PyPy's `os._exit`, how its multiprocessing
+/// children end too)?
+fn called_by_pypy(addr: u64) -> bool {
+    crate::pypy::get().is_some_and(|pp| pp.text.iter().any(|&(s, e)| (s..e).contains(&addr)))
 }
 
 /// Not a vfork child: those share the parent's memory, agent state included, and get

@@ -75,17 +75,35 @@ def _prof_boot():
 
     def child():
         # Code ids go on from the parent's count in a forked child: its names go to a file
-        # of its own, under the same descriptor number.
+        # of its own, under the same descriptor number, which first says how much of the
+        # parent's file (names of the code made before the fork) holds for the child too.
         try:
+            # Writes the parent's pending names (code made before the fork) to its file,
+            # and closes the descriptor.
             _vmprof.disable()
+        except Exception:
+            pass
+        try:
             d = os.environ.get("PROF_DIR")
+            parent = os.stat(os.path.join(d, "pypy-names-%d" % os.getppid())).st_size
             new = os.open(os.path.join(d, "pypy-names-%d" % os.getpid()),
                           os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+            os.write(new, b"PROFPARENT %d %d\n" % (os.getppid(), parent))
             os.dup2(new, fd, inheritable=False)
             os.close(new)
             _vmprof.enable(fd, 0.5, 0, 0, 0, 0)
             signal.setitimer(signal.ITIMER_PROF, 0)
             _vmprof.stop_sampling()
+            # Forked children (multiprocessing's) end with os._exit, skipping atexit: flush
+            # the names of code made in the child first.
+            real_exit = os._exit
+
+            def _exit(status):
+                flush()
+                real_exit(status)
+
+            _exit.__doc__ = real_exit.__doc__
+            os._exit = _exit
         except Exception:
             pass
 
@@ -170,6 +188,7 @@ pub fn install_hook(dir: &str) {
 pub struct Names {
     file: Option<File>,
     path: String,
+    dir: String,
     /// Bytes read but not yet parsed (a record cut by the read).
     buf: Vec<u8>,
     /// The stream's static header and HEADER record were consumed.
@@ -191,6 +210,7 @@ impl Names {
     pub fn new(pid: i32, dir: &str) -> Names {
         Names {
             path: format!("{dir}/pypy-names-{pid}"),
+            dir: dir.to_string(),
             next: FIRST_ID,
             ..Default::default()
         }
@@ -207,6 +227,9 @@ impl Names {
             return;
         }
         self.buf.extend_from_slice(&chunk);
+        if !self.header_done && !self.prefix_seen() {
+            return;
+        }
         self.parse();
         if !self.pending.is_empty() {
             let ready: Vec<u64> = self
@@ -220,6 +243,42 @@ impl Names {
                 self.record(uid);
             }
         }
+    }
+
+    /// A forked child's file starts with `PROFPARENT <ppid> <bytes>\n`: the names of the
+    /// parent's first `bytes` bytes (code made before the fork) hold in the child too,
+    /// unless the child's own file names an id otherwise. False until the first line is
+    /// whole.
+    fn prefix_seen(&mut self) -> bool {
+        const P: &[u8] = b"PROFPARENT ";
+        if self.buf.len() < P.len() && P.starts_with(&self.buf) {
+            return false;
+        }
+        if !self.buf.starts_with(P) {
+            return true;
+        }
+        let Some(nl) = self.buf.iter().position(|&c| c == b'\n') else {
+            return self.buf.len() > 64; // not ours after all: let the parser refuse it
+        };
+        let line = String::from_utf8_lossy(&self.buf[P.len()..nl]).into_owned();
+        self.buf.drain(..=nl);
+        let mut it = line.split_whitespace().map(|x| x.parse::<u64>().ok());
+        if let (Some(Some(ppid)), Some(Some(size))) = (it.next(), it.next()) {
+            let mut parent = Names::new(ppid as i32, &self.dir);
+            if let Ok(f) = File::open(&parent.path) {
+                let mut b = Vec::new();
+                if f.take(size).read_to_end(&mut b).is_ok() {
+                    parent.buf = b;
+                    if parent.prefix_seen() {
+                        parent.parse();
+                    }
+                    for (k, v) in parent.known {
+                        self.known.entry(k).or_insert(v);
+                    }
+                }
+            }
+        }
+        true
     }
 
     /// At exit: ids never named get a placeholder so every PYPY node has its PY_CODE.

@@ -586,7 +586,11 @@ impl Analysis {
             // JIT code) are C code the Python frame called: native, unless a rule said
             // otherwise on the way here.
             if n.kind == node_kind::PYPY || n.kind == node_kind::PYPY_JIT {
-                if !is_leaf && p.nodes.get(leaf as usize).is_some_and(|l| l.kind == node_kind::NATIVE) {
+                if !is_leaf
+                    && p.nodes
+                        .get(leaf as usize)
+                        .is_some_and(|l| l.kind == node_kind::NATIVE)
+                {
                     return Some(Tier::Native);
                 }
                 if n.kind == node_kind::PYPY_JIT {
