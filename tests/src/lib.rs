@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 pub use serde_json::Value;
 
+pub mod pystacks;
 pub mod venv;
 pub mod vmprof;
 

@@ -7,6 +7,7 @@ use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use prof_e2e::pystacks::{assert_one_depth, caller_chains, folded};
 use prof_e2e::vmprof::{require, vmprof_venv};
 use prof_e2e::*;
 
@@ -311,4 +312,80 @@ fn pypy_fork_child_has_samples_and_names() {
                 && s.frames.iter().any(|(n, _)| n == "child_only")),
         "an unnamed frame under child_only"
     );
+}
+
+/// The seeds' workload: Django's ORM on PyPy (tests/fixtures/py_django.py, Django 4.2 in a
+/// PyPy venv). Reads like vmprof's Python tree — one_request at one depth under
+/// <module>;main, the ORM's functions (qualified as CPython names them) under it — and keeps
+/// what vmprof lacks: sqlite3's C code as native time, GC time, the achieved rate.
+#[test]
+fn pypy_django_orm_reads_like_vmprof() {
+    let python = prof_e2e::venv::pip_venv(
+        pypy().as_os_str(),
+        "django42-pypy3",
+        "django>=4.2,<4.3",
+        "django",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("django.data");
+    let script = fixture_file("py_django.py");
+    let o = run_captured(
+        &mut prof_run(
+            &[],
+            &out,
+            &[python.as_os_str(), script.as_os_str(), OsStr::new("5")],
+        ),
+        TIMEOUT,
+    );
+    assert_eq!(o.code(), Some(0), "{}\n{}", o.stdout, o.stderr);
+    assert!(o.stdout.starts_with("done "), "{}", o.stdout);
+    let r = report_json(&out);
+    let stacks = folded(&out);
+    let total = assert_one_depth(&stacks, &r, "one_request", "pypy3 (Django venv)");
+    for f in [
+        "QuerySet.filter",
+        "QuerySet.exclude",
+        "SQLCompiler.execute_sql",
+    ] {
+        let (chains, w) = caller_chains(&stacks, f);
+        let under: u64 = chains
+            .iter()
+            .filter(|(c, _)| c.contains(";<module>;main;one_request"))
+            .map(|(_, w)| w)
+            .sum();
+        assert!(
+            w > 0 && under as f64 >= 0.99 * w as f64,
+            "{f} has {under} of {w} samples under one_request: {}",
+            describe(&r)
+        );
+    }
+    let all: u64 = stacks.iter().map(|(_, w)| w).sum();
+    let with_py: u64 = stacks
+        .iter()
+        .filter(|(f, _)| f.iter().any(|x| x == "<module>"))
+        .map(|(_, w)| w)
+        .sum();
+    assert!(
+        with_py as f64 >= 0.9 * all as f64,
+        "{with_py} of {all} samples carry Python frames"
+    );
+    // sqlite3's C code, called from Python through cffi: native.
+    let vdbe = r["functions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["name"] == "sqlite3VdbeExec")
+        .unwrap_or_else(|| panic!("no sqlite3VdbeExec: {}", describe(&r)));
+    let native = vdbe["tiers"]["native"].as_f64().unwrap();
+    assert!(
+        native >= 0.99 * vdbe["total"].as_f64().unwrap(),
+        "sqlite3VdbeExec is native: {vdbe}"
+    );
+    assert!(total > 0);
+    let t = &r["tiers"];
+    for k in ["interpreter", "jit", "native", "gc"] {
+        assert!(t[k].as_f64().unwrap_or(0.0) > 0.0, "no {k} time: {t}");
+    }
+    let rate = r["samples_per_cpu_s"].as_f64().unwrap();
+    assert!(rate >= 800.0, "{rate} samples per CPU-second at 999 Hz");
 }

@@ -204,6 +204,173 @@ pub struct Names {
     next: u32,
     /// Records to write.
     pub fresh: Vec<PyCode>,
+    sources: Sources,
+}
+
+/// Qualified names from the source files: PyPy 3.9's code objects carry no `co_qualname`,
+/// so `filter` of `class QuerySet` is named `QuerySet.filter` from the classes and
+/// functions its `def` line is nested in, as CPython names it. Any doubt (no such file, no
+/// `def NAME` at the code's first line) leaves the plain name.
+#[derive(Default)]
+struct Sources {
+    files: HashMap<String, Option<Vec<String>>>,
+    /// Cut file names already resolved.
+    resolved: HashMap<String, String>,
+}
+
+/// `.py` files under `dir` (at most `depth` levels down) whose path starts with `prefix`.
+fn collect_py(dir: &std::path::Path, prefix: &str, depth: u32, out: &mut Vec<String>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let path = e.path();
+        let p = path.to_string_lossy().into_owned();
+        // Only paths that agree with the prefix as far as both go.
+        let n = p.len().min(prefix.len());
+        if p.as_bytes()[..n] != prefix.as_bytes()[..n] || out.len() > 64 {
+            continue;
+        }
+        match e.file_type() {
+            Ok(t) if t.is_dir() && depth > 0 => collect_py(&path, prefix, depth - 1, out),
+            Ok(t) if t.is_file() && p.len() >= prefix.len() && p.ends_with(".py") => out.push(p),
+            _ => {}
+        }
+    }
+}
+
+impl Sources {
+    /// PyPy cuts file names longer than 110 characters to 107 and `...`: find the file the
+    /// prefix stands for — among the `.py` files whose path starts with it, the one that
+    /// defines `name` at line `first` (for comprehensions and lambdas, whose line cannot be
+    /// checked so, the only candidate). Unresolved names stay as PyPy wrote them.
+    fn full_path(&mut self, file: &str, first: u32, name: &str) -> String {
+        let Some(prefix) = file.strip_suffix("...") else {
+            return file.to_string();
+        };
+        if let Some(p) = self.resolved.get(file) {
+            return p.clone();
+        }
+        let (dir, _) = prefix.rsplit_once('/').unwrap_or((".", prefix));
+        let mut candidates = Vec::new();
+        collect_py(
+            std::path::Path::new(if dir.is_empty() { "/" } else { dir }),
+            prefix,
+            3,
+            &mut candidates,
+        );
+        let defines = |l: &Vec<String>| {
+            first > 0
+                && (first as usize - 1..l.len().min(first as usize + 40))
+                    .any(|i| definer(&l[i]).is_some_and(|(_, n)| n == name))
+        };
+        // A comprehension or lambda at `first`: that line has its keyword.
+        let keyword = match name {
+            "<listcomp>" | "<genexpr>" | "<setcomp>" | "<dictcomp>" => Some(" for "),
+            "<lambda>" => Some("lambda"),
+            _ => None,
+        };
+        let found = if let Some(k) = keyword {
+            let fits: Vec<&String> = candidates
+                .iter()
+                .filter(|c| {
+                    self.lines(c)
+                        .and_then(|l| l.get((first as usize).wrapping_sub(1)))
+                        .is_some_and(|l| l.contains(k))
+                })
+                .collect();
+            (fits.len() == 1).then(|| fits[0].clone())
+        } else if name.starts_with('<') {
+            (candidates.len() == 1).then(|| candidates[0].clone())
+        } else {
+            candidates
+                .iter()
+                .find(|c| self.lines(c).is_some_and(defines))
+                .cloned()
+        };
+        match found {
+            Some(p) => {
+                // One file per cut name, as long as it is unambiguous.
+                if candidates.len() == 1 {
+                    self.resolved.insert(file.to_string(), p.clone());
+                }
+                p
+            }
+            None => file.to_string(),
+        }
+    }
+
+    fn lines(&mut self, file: &str) -> Option<&Vec<String>> {
+        self.files
+            .entry(file.to_string())
+            .or_insert_with(|| {
+                let meta = std::fs::metadata(file).ok()?;
+                if meta.len() > 4 << 20 {
+                    return None;
+                }
+                let text = std::fs::read_to_string(file).ok()?;
+                Some(text.lines().map(str::to_string).collect())
+            })
+            .as_ref()
+    }
+
+    fn qualname(&mut self, file: &str, first: u32, name: &str) -> String {
+        if name.starts_with('<') || first == 0 {
+            return name.to_string();
+        }
+        self.lines(file)
+            .and_then(|l| nest(l, first as usize - 1, name))
+            .unwrap_or_else(|| name.to_string())
+    }
+}
+
+fn indent(l: &str) -> usize {
+    l.len() - l.trim_start().len()
+}
+
+/// The definer of a line: (`def` | `class`, its name).
+fn definer(l: &str) -> Option<(&'static str, &str)> {
+    let t = l.trim_start();
+    let t = t.strip_prefix("async ").map(str::trim_start).unwrap_or(t);
+    for kw in ["def", "class"] {
+        if let Some(r) = t.strip_prefix(kw).and_then(|r| r.strip_prefix(' ')) {
+            let r = r.trim_start();
+            let end = r
+                .find(|c: char| !(c.is_alphanumeric() || c == '_'))
+                .unwrap_or(r.len());
+            if end > 0 {
+                return Some((kw, &r[..end]));
+            }
+        }
+    }
+    None
+}
+
+/// The qualified name of `name` defined at line index `first` (or a few lines below it:
+/// a decorated function's first line is its first decorator's).
+fn nest(lines: &[String], first: usize, name: &str) -> Option<String> {
+    let at = (first..lines.len().min(first + 40))
+        .find(|&i| definer(&lines[i]).is_some_and(|(_, n)| n == name))?;
+    let mut level = indent(&lines[at]);
+    let mut parts = vec![name.to_string()];
+    for l in lines[..at].iter().rev() {
+        if level == 0 {
+            break;
+        }
+        let t = l.trim_start();
+        if t.is_empty() || t.starts_with('#') || indent(l) >= level {
+            continue;
+        }
+        level = indent(l);
+        match definer(l) {
+            Some(("class", n)) => parts.push(n.to_string()),
+            Some((_, n)) => parts.push(format!("{n}.<locals>")),
+            // A less indented line that defines nothing (if/for/with/try): look further out.
+            None => {}
+        }
+    }
+    parts.reverse();
+    Some(parts.join("."))
 }
 
 impl Names {
@@ -389,14 +556,17 @@ impl Names {
             return;
         };
         let c = match self.known.get(&uid) {
-            Some((name, line, file)) => PyCode {
-                id,
-                qualname: name.clone(),
-                filename: file.clone(),
-                firstlineno: *line,
-                python_minor: 0,
-                linetable: Vec::new(),
-            },
+            Some((name, line, file)) => {
+                let file = self.sources.full_path(file, *line, name);
+                PyCode {
+                    id,
+                    qualname: self.sources.qualname(&file, *line, name),
+                    filename: file,
+                    firstlineno: *line,
+                    python_minor: 0,
+                    linetable: Vec::new(),
+                }
+            }
             None => PyCode {
                 id,
                 qualname: "<unnamed PyPy code>".into(),
@@ -555,6 +725,24 @@ mod tests {
         n.finish();
         assert_eq!(n.fresh.len(), 2);
         assert_eq!(n.fresh[1].id, id2);
+    }
+
+    #[test]
+    fn qualified_names_from_the_source() {
+        let src: Vec<String> = "import x\n\nclass QuerySet(Base):\n    \"\"\"doc\"\"\"\n\n    @property\n    def filter(self, *a):\n        def inner():\n            pass\n        return inner\n\n    async def get(self): pass\n\nif X:\n    def top(): pass\n"
+            .lines()
+            .map(str::to_string)
+            .collect();
+        assert_eq!(nest(&src, 5, "filter").as_deref(), Some("QuerySet.filter"));
+        assert_eq!(
+            nest(&src, 7, "inner").as_deref(),
+            Some("QuerySet.filter.<locals>.inner")
+        );
+        assert_eq!(nest(&src, 11, "get").as_deref(), Some("QuerySet.get"));
+        assert_eq!(nest(&src, 14, "top").as_deref(), Some("top"));
+        assert_eq!(nest(&src, 2, "QuerySet").as_deref(), Some("QuerySet"));
+        // Not what the code object says is there: no guess.
+        assert_eq!(nest(&src, 12, "filter"), None);
     }
 
     #[test]

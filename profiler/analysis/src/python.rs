@@ -14,6 +14,8 @@ pub fn frame(code: Option<&PyCode>, offset: u32) -> Frame {
         return Frame::bare("<unknown python code>", PYTHON_MODULE);
     };
     let module = match c.filename.rsplit('/').next() {
+        // PyPy cuts long file names to 107 characters and `...`.
+        Some(base) if base.ends_with("...") => PYTHON_MODULE.to_string(),
         Some(base) if !base.is_empty() => base.to_string(),
         _ => PYTHON_MODULE.to_string(),
     };
