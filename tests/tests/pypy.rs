@@ -389,3 +389,35 @@ fn pypy_django_orm_reads_like_vmprof() {
     let rate = r["samples_per_cpu_s"].as_f64().unwrap();
     assert!(rate >= 800.0, "{rate} samples per CPU-second at 999 Hz");
 }
+
+/// Wall mode: a blocked PyPy thread's time lands on the Python function that sleeps, under
+/// the syscall it waits in.
+#[test]
+fn pypy_wall_mode_blocked_thread_on_its_python_function() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("wall.data");
+    let script = fixture_file("pypy_wall.py");
+    let o = run_captured(
+        &mut prof_run(
+            &["--mode", "wall"],
+            &out,
+            &[pypy().as_os_str(), script.as_os_str()],
+        ),
+        TIMEOUT,
+    );
+    assert_eq!(o.code(), Some(0), "prof run failed: {}", o.stderr);
+    let stacks = folded(&out);
+    let (chains, w) = caller_chains(&stacks, "sleeper");
+    assert!(w > 0, "sleeper never sampled");
+    let off: u64 = stacks
+        .iter()
+        .filter(|(f, _)| {
+            f.iter().any(|x| x == "sleeper") && f.last().is_some_and(|l| l.starts_with("[syscall "))
+        })
+        .map(|(_, w)| w)
+        .sum();
+    assert!(
+        off as f64 >= 0.8 * w as f64,
+        "{off} of sleeper's {w} under a [syscall ...] leaf: {chains:?}"
+    );
+}

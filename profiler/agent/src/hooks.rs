@@ -153,6 +153,9 @@ pub fn register_current_thread() -> TimerSource {
         drop(unsafe { Box::from_raw(old) });
     }
     e.stack_lo.store(lo, Ordering::Relaxed);
+    // SAFETY: pthread_self cannot fail.
+    e.thread_ptr
+        .store(unsafe { libc::pthread_self() } as u64, Ordering::Relaxed);
     e.stack_hi.store(hi, Ordering::Release);
     let key = KEY.load(Ordering::Acquire);
     if key != usize::MAX {

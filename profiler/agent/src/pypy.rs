@@ -316,6 +316,53 @@ pub fn walk(_: &Pypy, _: u64, _: u64, _: &mut [PyFrame]) -> usize {
     0
 }
 
+/// [`walk`] for another, blocked, thread (wall mode's sampler thread): `tp` is its thread
+/// pointer, `sp` its stack pointer. Every read goes through `process_vm_readv`: nothing
+/// of another thread's is safe to read directly.
+pub fn walk_other(pp: &Pypy, tp: u64, sp: u64, out: &mut [PyFrame]) -> usize {
+    use crate::python::safe_read;
+    let word = |a: u64| {
+        let mut b = [0u8; 8];
+        (safe_read(a, &mut b) == 8).then(|| u64::from_ne_bytes(b))
+    };
+    if tp == 0 {
+        return 0;
+    }
+    let block = tp.wrapping_sub(pp.tls_off);
+    if word(block).map(|w| w as u32) != Some(READY) {
+        return 0;
+    }
+    let mut node = word(block + pp.stack_field).unwrap_or(0);
+    let mut n = 0;
+    while node != 0 && n < out.len() && node % 8 == 0 {
+        let mut b = [0u8; 24];
+        if safe_read(node, &mut b) != 24 {
+            break;
+        }
+        let w = |k: usize| u64::from_ne_bytes(b[8 * k..8 * k + 8].try_into().unwrap_or([0; 8]));
+        let (next, value, kind) = (w(0), w(1), w(2));
+        if !(1..=7).contains(&kind) {
+            break;
+        }
+        let ret = if kind == KIND_JITTED as u64 && value.wrapping_sub(8) >= sp {
+            word(value - 8).unwrap_or(0)
+        } else {
+            0
+        };
+        if let Some(slot) = out.get_mut(n) {
+            *slot = PyFrame {
+                code: value,
+                fingerprint: ret,
+                offset: kind as u32,
+                entry: 0,
+            };
+        }
+        n += 1;
+        node = next;
+    }
+    n
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -24,7 +24,7 @@ use prof_format::{flags, node_kind, tier_hint, PyCode};
 use rustc_hash::FxHashMap as HashMap;
 
 use crate::pypy::{Pypy, KIND_CODE, KIND_JITTED};
-use crate::ring::SampleData;
+use crate::ring::{SampleData, NO_SYSCALL};
 
 /// Node value bit of a `PYPY_JIT` node: the machine code is the JIT-compiled loop of the
 /// Python frame just before it (its outermost inlined function is that frame's).
@@ -613,6 +613,9 @@ pub fn merged_stack(
         .any(|e| e.offset == KIND_CODE || e.offset == KIND_JITTED)
     {
         out.extend(native.iter().rev().map(|&a| (node_kind::NATIVE, a)));
+        if d.syscall != NO_SYSCALL {
+            out.push((node_kind::SYSCALL, d.syscall));
+        }
         return d.flags;
     }
     let in_pypy = |a: u64| pp.text.iter().any(|&(s, e)| a >= s && a < e);
@@ -669,6 +672,9 @@ pub fn merged_stack(
             .rev()
             .map(|&a| (node_kind::NATIVE, a)),
     );
+    if d.syscall != NO_SYSCALL {
+        out.push((node_kind::SYSCALL, d.syscall));
+    }
     let mut f = d.flags & !(flags::UNWIND_STOPPED | flags::TRUNCATED);
     if npy >= d.py.len() {
         f |= flags::TRUNCATED;

@@ -25,6 +25,9 @@ pub struct ThreadEntry {
     pub unwind_ctx: AtomicPtr<Ctx>,
     /// The thread's PyThreadState, when it runs Python (set by the writer thread).
     pub py_tstate: AtomicU64,
+    /// The thread's thread pointer (`pthread_self()`), where its static TLS hangs: PyPy's
+    /// stack of a blocked thread is read from it in wall mode.
+    pub thread_ptr: AtomicU64,
 }
 
 #[allow(clippy::declare_interior_mutable_const)]
@@ -37,6 +40,7 @@ const INIT: ThreadEntry = ThreadEntry {
     first_pending: AtomicBool::new(false),
     unwind_ctx: AtomicPtr::new(core::ptr::null_mut()),
     py_tstate: AtomicU64::new(0),
+    thread_ptr: AtomicU64::new(0),
 };
 
 static TABLE: [ThreadEntry; CAPACITY] = [INIT; CAPACITY];
@@ -80,6 +84,7 @@ pub fn insert(tid: i32) -> Option<&'static ThreadEntry> {
             e.timer.store(0, Ordering::Relaxed);
             e.first_pending.store(false, Ordering::Relaxed);
             e.py_tstate.store(0, Ordering::Relaxed);
+            e.thread_ptr.store(0, Ordering::Relaxed);
             return Some(e);
         }
     }

@@ -140,6 +140,11 @@ extern "C" fn sampler_main(_: *mut c_void) -> *mut c_void {
                 if let Some(py) = crate::python::get().filter(|_| tstate != 0) {
                     let n = crate::python::walk_other(py, tstate, tid as u64, &mut dwarf.data.py);
                     c.py.extend_from_slice(&dwarf.data.py[..n]);
+                } else if let Some(pp) = crate::pypy::get() {
+                    // [issue 17] A blocked PyPy thread's stack of Python code.
+                    let tp = e.thread_ptr.load(Ordering::Relaxed);
+                    let n = crate::pypy::walk_other(pp, tp, sp, &mut dwarf.data.py);
+                    c.py.extend_from_slice(&dwarf.data.py[..n]);
                 }
             }
             c.pending += 1;
