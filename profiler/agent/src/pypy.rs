@@ -297,14 +297,7 @@ pub fn walk(pp: &Pypy, sp: u64, hi: u64, out: &mut [PyFrame]) -> usize {
         } else {
             0
         };
-        if let Some(slot) = out.get_mut(n) {
-            *slot = PyFrame {
-                code: value,
-                fingerprint: ret,
-                offset: kind as u32,
-                entry: 0,
-            };
-        }
+        put(out, n, value, ret, kind);
         n += 1;
         node = next;
     }
@@ -314,6 +307,19 @@ pub fn walk(pp: &Pypy, sp: u64, hi: u64, out: &mut [PyFrame]) -> usize {
 #[cfg(not(target_arch = "x86_64"))]
 pub fn walk(_: &Pypy, _: u64, _: u64, _: &mut [PyFrame]) -> usize {
     0
+}
+
+/// Entry `n`: `code` = the entry's value, `fingerprint` = for JIT entries the return
+/// address of the machine code's last call, `offset` = the kind.
+fn put(out: &mut [PyFrame], n: usize, value: u64, ret: u64, kind: u64) {
+    if let Some(slot) = out.get_mut(n) {
+        *slot = PyFrame {
+            code: value,
+            fingerprint: ret,
+            offset: kind as u32,
+            entry: 0,
+        };
+    }
 }
 
 /// [`walk`] for another, blocked, thread (wall mode's sampler thread): `tp` is its thread
@@ -349,14 +355,7 @@ pub fn walk_other(pp: &Pypy, tp: u64, sp: u64, out: &mut [PyFrame]) -> usize {
         } else {
             0
         };
-        if let Some(slot) = out.get_mut(n) {
-            *slot = PyFrame {
-                code: value,
-                fingerprint: ret,
-                offset: kind as u32,
-                entry: 0,
-            };
-        }
+        put(out, n, value, ret, kind);
         n += 1;
         node = next;
     }

@@ -604,10 +604,9 @@ pub fn merged_stack(
     out: &mut Vec<(u32, u64)>,
 ) -> u32 {
     out.clear();
-    let depth = (d.depth as usize).min(d.frames.len());
-    let native = &d.frames[..depth];
-    let npy = (d.npy as usize).min(d.py.len());
-    let entries = &d.py[..npy];
+    let native = d.native();
+    let entries = d.py_frames();
+    let npy = entries.len();
     if !entries
         .iter()
         .any(|e| e.offset == KIND_CODE || e.offset == KIND_JITTED)

@@ -35,6 +35,18 @@ pub struct SampleData {
     pub py: [crate::python::PyFrame; crate::python::MAX_PY_FRAMES],
 }
 
+impl SampleData {
+    /// The native frames, leaf first.
+    pub fn native(&self) -> &[u64] {
+        &self.frames[..(self.depth as usize).min(self.frames.len())]
+    }
+
+    /// The Python frames (or PyPy entries), innermost first.
+    pub fn py_frames(&self) -> &[crate::python::PyFrame] {
+        &self.py[..(self.npy as usize).min(self.py.len())]
+    }
+}
+
 #[repr(C)]
 struct Slot {
     seq: AtomicUsize,

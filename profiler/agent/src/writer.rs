@@ -132,15 +132,14 @@ fn merged_stack(
     out: &mut Vec<(u32, u64)>,
 ) -> u32 {
     out.clear();
-    let depth = (d.depth as usize).min(d.frames.len());
-    let native = &d.frames[..depth];
-    let npy = (d.npy as usize).min(d.py.len());
+    let native = d.native();
+    let npy = d.py_frames().len();
     let mut extra = 0;
     match py.filter(|_| npy > 0) {
         None => out.extend(native.iter().rev().map(|&a| (node_kind::NATIVE, a))),
         Some(py) => {
             // Python frames grouped by C-level evaluation, innermost group first.
-            let pyf = &d.py[..npy];
+            let pyf = d.py_frames();
             let mut groups: Vec<&[python::PyFrame]> = Vec::new();
             let mut start = 0;
             for (i, f) in pyf.iter().enumerate() {
@@ -483,7 +482,7 @@ impl Writer {
             while ring
                 .pop(|d| {
                     popped += 1;
-                    jit.note_frames(&d.frames[..(d.depth as usize).min(d.frames.len())]);
+                    jit.note_frames(d.native());
                     let flags = match (pp, pypy_names.as_mut()) {
                         (Some(pp), Some(names)) => {
                             *pypy_samples += (d.npy > 0) as u64;
