@@ -597,6 +597,22 @@ fn node_sort_and_json_every_frame_named() {
         "{}",
         describe(&r)
     );
+    // Tiers (docs/TIERS.md): V8's builtins count in their JS caller's tier; node's own
+    // C++ and what it calls (OpenSSL's SHA-256 through the crypto binding) are native.
+    let sha = functions_like(&r, "sha256_block_data_order");
+    let sha_total: f64 = sha.iter().map(|f| f["total"].as_f64().unwrap()).sum();
+    let sha_native: f64 = sha.iter().map(|f| tier(&f["tiers"], "native")).sum();
+    assert!(
+        sha_total >= 5.0 && sha_native >= 0.95 * sha_total,
+        "OpenSSL's SHA-256: native {sha_native} of {sha_total}:\n{}",
+        describe(&r)
+    );
+    let sort = functions_like(&r, "Builtins_ArrayTimSort");
+    let sort_native: f64 = sort.iter().map(|f| tier(&f["tiers"], "native")).sum();
+    assert!(
+        sort_native == 0.0,
+        "Array.prototype.sort counted native: {sort:?}"
+    );
 }
 
 #[test]
