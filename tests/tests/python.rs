@@ -543,3 +543,41 @@ fn python_stacks_are_whole_through_every_call_shape() {
         }
     }
 }
+
+/// A CPython whose `_Py_DebugOffsets` prof does not know — a 3.14 (fields added in the
+/// middle of the struct), or a 3.13 whose words do not fit 3.13's layout — is refused with
+/// one notice, on stderr and in the profile, and runs unchanged with native stacks (a fake
+/// interpreter exporting the two symbols the agent looks for).
+#[test]
+fn unknown_debug_offsets_are_refused_with_one_notice() {
+    for (version, why) in [
+        ("0x030e00f0", "Python 3.14.0: prof does not know the layout of its _Py_DebugOffsets (version 0x30e00f0; it knows 3.13's)"),
+        ("0x030d00f0", "Python 3.13.0: its _Py_DebugOffsets has a runtime state layout prof does not know"),
+    ] {
+        let exe = gcc(
+            "fake_python",
+            &[],
+            &["-O1", "-rdynamic", &format!("-DPY_VERSION={version}")],
+            &format!("fake_python_{version}"),
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("prof.data");
+        let o = run_captured(&mut prof_run(&["-q"], &out, &[exe.as_os_str()]), TIMEOUT);
+        assert_eq!(o.code(), Some(0), "{version}: {}", o.stderr);
+        assert_eq!(o.stdout, "done 0\n", "{version}: {}", o.stderr);
+        let notice = format!("{why}; Python frames are not recorded (native stacks only)");
+        assert_eq!(
+            o.stderr.matches(&notice).count(),
+            1,
+            "{version}: the notice once on stderr: {}",
+            o.stderr
+        );
+        let r = report_json(&out);
+        assert_eq!(r["notices"], serde_json::json!([notice]), "{version}");
+        assert!(
+            num(&r, "samples") > 50.0 && total_of(&r, "main") > 0.0,
+            "{version}: {}",
+            describe(&r)
+        );
+    }
+}
