@@ -271,6 +271,28 @@ fn return_addresses_are_looked_up_minus_one() {
 }
 
 #[test]
+fn a_pushed_function_entry_as_return_address_names_that_function() {
+    // V8's deoptimizer pushes Builtins_InterpreterEnterAtNextBytecode's first byte as a
+    // return address; the byte before it is padding after the previous function.
+    let mut r = Rec::new(&info(1, Mode::Cpu, 0));
+    r.w.module(&app_module());
+    r.sample(1, 0, &[at(0x1010), at(0x1480), at(0x1410)], 1, 0);
+    let p = read_profile(&r.finish()).unwrap();
+    let mut s = Symbolizer::without_debug_dirs();
+    s.add_symbols(
+        APP,
+        APP_ID,
+        [
+            (0x1000u64, 0x100u64, "main"),
+            (0x1400, 0x50, "padded"),
+            (0x1480, 0x40, "entry"),
+        ],
+    );
+    let a = analyze(&p, &mut s);
+    assert_eq!(a.collapsed(), "main;entry;padded 1\n");
+}
+
+#[test]
 fn synthetic_frames_syscalls_vdso_and_unknown_addresses() {
     let mut r = Rec::new(&info(1, Mode::Wall, 0));
     r.w.module(&app_module());
