@@ -4,6 +4,10 @@
 //!
 //! Real JS (issue 12): the acorn parser, installed from the npm registry with `npm` into
 //! the target directory (once; a pinned version), and a sort/JSON loop: every frame named.
+//! Installed rather than vendored: the tests already need a package registry (PyPI for
+//! vmprof in exports.rs), the repository carries no third-party JS, and the test runs
+//! acorn exactly as users get it; a machine without the registry fails the test with a
+//! message saying so, never skips it.
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
