@@ -54,6 +54,10 @@ struct Writer {
     frames: Vec<(u32, u64)>,
     /// [issue 5] JIT maps and logs tailed before each drain (jit.rs).
     jit: crate::jit::Jit,
+    /// Each thread's last stack with CPU time in the kernel, else its last stack with a
+    /// `[kernel]` leaf added: where an exiting thread's remaining kernel time goes
+    /// (kernel.rs). (leaf node, is it a kernel stack?)
+    last_kernel: HashMap<u32, (u32, bool)>,
 }
 
 /// Python code objects recorded so far: (address, fingerprint) -> PY_CODE id.
@@ -277,6 +281,7 @@ pub fn start(dir: &str, start_unix_ns: u64) -> std::io::Result<()> {
         },
         frames: Vec::new(),
         jit: crate::jit::Jit::new(pid), // [issue 5]
+        last_kernel: HashMap::default(),
     };
     w.step(true);
     if w.failed {
@@ -451,13 +456,33 @@ impl Writer {
             let codes = &mut self.codes;
             let frames = &mut self.frames;
             let jit = &mut self.jit;
+            let last_kernel = &mut self.last_kernel;
             let mut popped = 0usize;
             while ring
                 .pop(|d| {
                     popped += 1;
                     jit.note_frames(&d.frames[..(d.depth as usize).min(d.frames.len())]);
-                    let extra = merged_stack(d, py, codes, frames);
-                    let leaf = log.stacks.intern(frames.iter().copied());
+                    let (leaf, extra) = if d.syscall == crate::kernel::REPEAT_LAST_KERNEL {
+                        let leaf = match last_kernel.get(&d.tid) {
+                            Some(&(leaf, true)) => leaf,
+                            other => log.stacks.intern_under(
+                                other.map_or(0, |&(leaf, _)| leaf),
+                                [(node_kind::SYSCALL, prof_format::UNKNOWN_SYSCALL)],
+                            ),
+                        };
+                        (leaf, 0)
+                    } else {
+                        let extra = merged_stack(d, py, codes, frames);
+                        let leaf = log.stacks.intern(frames.iter().copied());
+                        if d.flags & flags::OFF_CPU == 0 {
+                            let kernel = d.syscall != NO_SYSCALL;
+                            let e = last_kernel.entry(d.tid).or_insert((leaf, kernel));
+                            if kernel || !e.1 {
+                                *e = (leaf, kernel);
+                            }
+                        }
+                        (leaf, extra)
+                    };
                     per_thread.entry(d.tid).or_default().push(PendingSample {
                         time_ns: d.time_ns,
                         leaf,

@@ -262,6 +262,7 @@ impl Builder<'_> {
             node_kind::SYSCALL => {
                 let name = match syscall_name(node.value) {
                     Some(n) => format!("[syscall {n}]"),
+                    None if node.value == prof_format::UNKNOWN_SYSCALL => "[kernel]".into(),
                     None => format!("[syscall {}]", node.value),
                 };
                 vec![Frame::bare(name, "[kernel]")]
