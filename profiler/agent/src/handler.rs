@@ -253,6 +253,10 @@ fn sample(t: &ThreadEntry, uc: *mut c_void, weight: u32, syscall: u64) {
     d.time_ns = monotonic_ns().saturating_sub(state::start_ns());
     d.syscall = syscall;
     d.frames[0] = pc;
+    // A kernel leaf counts against the depth limit: the stack keeps max_depth frames.
+    let max_depth = state::max_depth()
+        .saturating_sub(usize::from(syscall != NO_SYSCALL))
+        .max(1);
     let lo = t.stack_lo.load(Ordering::Relaxed) as u64;
     let hi = t.stack_hi.load(Ordering::Relaxed) as u64;
     #[cfg(target_arch = "x86_64")]
@@ -272,12 +276,12 @@ fn sample(t: &ThreadEntry, uc: *mut c_void, weight: u32, syscall: u64) {
                 regs,
                 &crate::unwind::Stack { lo: sp, hi },
                 ctx,
-                state::max_depth(),
+                max_depth,
             )
         }
     };
     #[cfg(not(target_arch = "x86_64"))]
-    let (depth, flags) = walk_frame_pointers(d, fp, sp, lo, hi, state::max_depth());
+    let (depth, flags) = walk_frame_pointers(d, fp, sp, lo, hi, max_depth);
     d.depth = depth as u32;
     d.flags = flags;
     d.npy = 0;

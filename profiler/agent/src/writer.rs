@@ -474,7 +474,10 @@ impl Writer {
                     } else {
                         let extra = merged_stack(d, py, codes, frames);
                         let leaf = log.stacks.intern(frames.iter().copied());
-                        if d.flags & flags::OFF_CPU == 0 {
+                        // A user stack is a fallback only if a kernel leaf fits under
+                        // the depth limit.
+                        let fits = frames.len() < state::max_depth();
+                        if d.flags & flags::OFF_CPU == 0 && (fits || d.syscall != NO_SYSCALL) {
                             let kernel = d.syscall != NO_SYSCALL;
                             let e = last_kernel.entry(d.tid).or_insert((leaf, kernel));
                             if kernel || !e.1 {
