@@ -211,3 +211,48 @@ fn without_kernel_time_accounting_the_shares_are_wrong() {
         "no syscall frames in cpu mode without kernel-time accounting"
     );
 }
+
+/// Kernel time is counted without ever interrupting a system call: the kernel catcher's
+/// signal comes on the way back to user space (CONFIG_POSIX_CPU_TIMERS_TASK_WORK), so
+/// threads that burn CPU in the kernel and then sleep in calls that fail with EINTR
+/// whatever SA_RESTART says (poll over 200 pipes, epoll_wait, nanosleep, select) never
+/// see EINTR — with the perf event and its catcher, and with the POSIX timer alone.
+#[test]
+fn kernel_time_accounting_never_interrupts_a_syscall() {
+    let exe = fixture("sys_threads");
+    for timer in ["auto", "posix"] {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("prof.data");
+        let mut cmd = prof_run(
+            &["--rate", "999"],
+            &out,
+            &[exe.as_os_str(), OsStr::new("eintr")],
+        );
+        cmd.env("PROF_TIMER", timer);
+        let o = run_captured(&mut cmd, TIMEOUT);
+        assert_eq!(o.code(), Some(0), "prof run failed: {}", o.stderr);
+        assert!(
+            o.stderr.contains("SELFTEST_EINTR=1"),
+            "the fixture's own check that it sees EINTR failed: {}",
+            o.stderr
+        );
+        assert!(
+            o.stderr.contains("EINTR=0 "),
+            "a sleeping syscall failed with EINTR under prof (timer {timer}): {}",
+            o.stderr
+        );
+        // And the pread bursts' kernel time was sampled, under the syscall.
+        let folded = run_captured(
+            prof().args(["report", "--format", "collapsed"]).arg(&out),
+            TIMEOUT,
+        );
+        let pread = folded_weight(&folded.stdout, |s| {
+            s.contains(";read_chunk;") && s.ends_with(";[syscall pread64]")
+        });
+        assert!(
+            pread > 0.0,
+            "no pread time (timer {timer}):\n{}",
+            folded.stdout
+        );
+    }
+}

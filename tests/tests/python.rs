@@ -466,11 +466,13 @@ fn django_orm_stacks_are_whole_and_sqlite_is_native() {
                 "{who}: {f} has {under} of {w} samples under one_request"
             );
         }
-        // sqlite3's C functions: native in (nearly) all their samples.
+        // sqlite3's C functions: native in (nearly) all their samples, or kernel: the
+        // CPU time of the system calls they make (file I/O and locks) is theirs too.
         let mut sqlite = (0.0, 0.0);
         for f in r["functions"].as_array().unwrap() {
             if f["module"].as_str().unwrap_or("").starts_with("libsqlite3") {
-                sqlite.0 += f["tiers"]["native"].as_f64().unwrap();
+                sqlite.0 += f["tiers"]["native"].as_f64().unwrap()
+                    + f["tiers"]["kernel"].as_f64().unwrap_or(0.0);
                 sqlite.1 += f["total"].as_f64().unwrap();
             }
         }
@@ -482,7 +484,7 @@ fn django_orm_stacks_are_whole_and_sqlite_is_native() {
         );
         assert!(
             sqlite.0 >= 0.99 * sqlite.1,
-            "{who}: sqlite3's functions are native in {} of {} samples",
+            "{who}: sqlite3's functions are native or kernel in {} of {} samples",
             sqlite.0,
             sqlite.1
         );
