@@ -71,6 +71,10 @@ def main():
         sys.exit("perf not found: apt-get install -y linux-perf")
     if not py_spy:
         sys.exit("py-spy not found: pip install py-spy")
+    if "/shims/" in py_spy:
+        # pyenv's shim is a bash script: its own start-up would count as py-spy's cost.
+        py_spy = subprocess.run(["pyenv", "which", "py-spy"], capture_output=True, text=True,
+                                check=True).stdout.strip()
     subprocess.run(["cargo", "build", "--release", "--quiet", "-p", "prof-cli", "-p", "prof-agent"],
                    cwd=ROOT, check=True)
     prof = os.path.join(ROOT, "target", "release", "prof")
