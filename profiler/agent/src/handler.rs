@@ -1,8 +1,8 @@
 //! The SIGPROF handler. Everything here is async-signal-safe: atomics, reads of the
 //! interrupted thread's own stack within its bounds (and of the CPython frames and code
 //! objects that python.rs shows to be live), writes into a pre-claimed ring slot, and the
-//! syscalls gettid, clock_gettime, process_vm_readv (Python state) and ioctl (a thread's
-//! first sample only). No allocation, no locks, no panics (no indexing that can fail; the
+//! syscalls gettid, clock_gettime (the thread's CPU clock, kernel.rs), process_vm_readv
+//! (Python state; the code before a pc, kernel.rs) and ioctl (a thread's first sample only). No allocation, no locks, no panics (no indexing that can fail; the
 //! crate is built without overflow checks).
 
 use core::ffi::c_void;
@@ -11,7 +11,7 @@ use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use crate::ring::{SampleData, MAX_FRAMES, NO_SYSCALL};
 use crate::sys::*;
 use crate::threads::{self, ThreadEntry};
-use crate::{state, timer};
+use crate::{kernel, state, timer};
 
 /// Every SIGPROF the handler saw (ours or not).
 pub static SIGNALS: AtomicU64 = AtomicU64::new(0);
@@ -52,6 +52,18 @@ extern "C" fn on_sigprof(sig: libc::c_int, info: *mut libc::siginfo_t, uc: *mut 
     unsafe { *errno = saved };
 }
 
+/// What one of our signals is.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// A perf-event overflow: one period of user time.
+    Perf,
+    /// A POSIX timer expiry (PROF_TIMER=posix or no perf events): `1 + overrun` periods,
+    /// at a tick that may have come during a syscall.
+    Posix(u32),
+    /// The kernel catcher (kernel.rs) next to a perf event: `1 + overrun` periods.
+    Catcher(u32),
+}
+
 fn handle(sig: libc::c_int, info: *mut libc::siginfo_t, uc: *mut c_void) {
     SIGNALS.fetch_add(1, Ordering::Relaxed);
     if info.is_null() || uc.is_null() {
@@ -60,20 +72,24 @@ fn handle(sig: libc::c_int, info: *mut libc::siginfo_t, uc: *mut c_void) {
     // SAFETY: the kernel passes a valid siginfo_t to SA_SIGINFO handlers.
     let code = unsafe { (*info).si_code };
     let thread = threads::lookup(gettid());
-    let mut weight = 1u32;
-    // Ours: a POSIX timer expiry carrying our magic value, or a perf-event overflow
-    // (F_SETSIG sets si_code to a POLL_* code). Recognized without the thread table: a
-    // signal already queued when its thread unregistered is still ours, and must not reach
-    // the program (whose default SIGPROF action would kill it).
-    let ours = if code == SI_TIMER {
+    // Ours: a POSIX timer expiry carrying one of our magic values, or a perf-event
+    // overflow (F_SETSIG sets si_code to a POLL_* code). Recognized without the thread
+    // table: a signal already queued when its thread unregistered is still ours, and must
+    // not reach the program (whose default SIGPROF action would kill it).
+    let kind = if code == SI_TIMER {
         // SAFETY: a timer siginfo carries si_overrun and si_value at these offsets.
         let magic = unsafe { siginfo_ptr(info, SI_SIGVAL_OFFSET) } as usize;
         if magic == timer::TIMER_MAGIC {
             // SAFETY: as above.
             let over = unsafe { siginfo_int(info, SI_OVERRUN_OFFSET) };
-            weight = 1u32.saturating_add(over.max(0) as u32);
+            Some(Kind::Posix(1u32.saturating_add(over.max(0) as u32)))
+        } else if magic == timer::KERNEL_MAGIC {
+            // SAFETY: as above.
+            let over = unsafe { siginfo_int(info, SI_OVERRUN_OFFSET) };
+            Some(Kind::Catcher(1u32.saturating_add(over.max(0) as u32)))
+        } else {
+            None
         }
-        magic == timer::TIMER_MAGIC
     } else if (POLL_IN..=POLL_HUP).contains(&code) {
         // SAFETY: an F_SETSIG siginfo (POLL_*) carries si_fd at this offset.
         let fd = unsafe { siginfo_int(info, SI_FD_OFFSET) };
@@ -82,27 +98,90 @@ fn handle(sig: libc::c_int, info: *mut libc::siginfo_t, uc: *mut c_void) {
                 if t.first_pending.load(Ordering::Relaxed) {
                     timer::set_period(t, fd, state::period_ns());
                 }
-                true
+                Some(Kind::Perf)
             }
             // Not this thread's current event: a stale one of ours (re-registration,
             // teardown) — unless the program has a SIGPROF handler of its own, which may
             // have asked for this signal on its own descriptor.
             _ => {
                 let prev = PREV_HANDLER.load(Ordering::Relaxed);
-                prev == libc::SIG_DFL || prev == libc::SIG_IGN
+                (prev == libc::SIG_DFL || prev == libc::SIG_IGN).then_some(Kind::Perf)
             }
         }
     } else {
-        false
+        None
     };
-    match thread {
-        Some(t) if ours => {
+    match (thread, kind) {
+        (Some(t), Some(k)) => {
             if state::sampling() {
-                sample(t, uc, weight);
+                on_timer(t, uc, k);
             }
         }
-        _ if ours => {}
-        _ => forward(sig, info, uc),
+        (None, Some(_)) => {}
+        (_, None) => forward(sig, info, uc),
+    }
+}
+
+/// One of our timers fired on thread `t`: take its user and/or kernel samples.
+fn on_timer(t: &ThreadEntry, uc: *mut c_void, kind: Kind) {
+    match kind {
+        Kind::Perf => {
+            sample(t, uc, 1, NO_SYSCALL);
+            let n = t.user_periods.fetch_add(1, Ordering::Relaxed) + 1;
+            if n >= kernel::SETTLE_EVERY && kernel::enabled() {
+                // Kernel time the catcher could not place (page faults, no catcher): past
+                // the limit it goes to this stack under [kernel].
+                let credit = kernel::settle(t, thread_cpu_ns());
+                if credit >= kernel::drain_limit_ns() {
+                    let w = kernel::take(t, credit, u32::MAX, false);
+                    if w > 0 {
+                        sample(t, uc, w, prof_format::UNKNOWN_SYSCALL);
+                    }
+                }
+            }
+        }
+        Kind::Posix(weight) => {
+            let (pc, acc) = pc_and_syscall_register(uc);
+            let syscall = if kernel::enabled() {
+                kernel::syscall_at(pc, acc).unwrap_or(NO_SYSCALL)
+            } else {
+                NO_SYSCALL
+            };
+            sample(t, uc, weight, syscall);
+        }
+        Kind::Catcher(ticks) => {
+            let (pc, acc) = pc_and_syscall_register(uc);
+            if let Some(nr) = kernel::syscall_at(pc, acc) {
+                // The tick came during this syscall: it stands for `ticks` periods of
+                // the thread's time, paid from the kernel time the clock says is due.
+                let credit = kernel::settle(t, thread_cpu_ns());
+                let w = kernel::take(t, credit, ticks, true);
+                if w > 0 {
+                    sample(t, uc, w, nr);
+                }
+            }
+        }
+    }
+}
+
+/// The interrupted pc and the syscall-number register (rax / x8).
+#[inline]
+fn pc_and_syscall_register(uc: *mut c_void) -> (u64, u64) {
+    let uc = uc as *const libc::ucontext_t;
+    #[cfg(target_arch = "x86_64")]
+    {
+        // SAFETY: the kernel passes the interrupted ucontext_t to SA_SIGINFO handlers.
+        let g = unsafe { &(*uc).uc_mcontext.gregs };
+        (
+            g[libc::REG_RIP as usize] as u64,
+            g[libc::REG_RAX as usize] as u64,
+        )
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        // SAFETY: as above.
+        let m = unsafe { &(*uc).uc_mcontext };
+        (m.pc, m.regs[8])
     }
 }
 
@@ -159,7 +238,9 @@ fn registers(uc: *mut c_void) -> (u64, u64, u64) {
     }
 }
 
-fn sample(t: &ThreadEntry, uc: *mut c_void, weight: u32) {
+/// Records the interrupted stack with `weight` periods; `syscall` other than NO_SYSCALL
+/// adds a kernel leaf (`[syscall NAME]`, or `[kernel]` for UNKNOWN_SYSCALL).
+fn sample(t: &ThreadEntry, uc: *mut c_void, weight: u32, syscall: u64) {
     let Some(ring) = state::ring() else { return };
     let Some(claim) = ring.claim() else {
         LOST.fetch_add(1, Ordering::Relaxed);
@@ -170,8 +251,12 @@ fn sample(t: &ThreadEntry, uc: *mut c_void, weight: u32) {
     d.tid = t.tid.load(Ordering::Relaxed) as u32;
     d.weight = weight;
     d.time_ns = monotonic_ns().saturating_sub(state::start_ns());
-    d.syscall = NO_SYSCALL;
+    d.syscall = syscall;
     d.frames[0] = pc;
+    // A kernel leaf counts against the depth limit: the stack keeps max_depth frames.
+    let max_depth = state::max_depth()
+        .saturating_sub(usize::from(syscall != NO_SYSCALL))
+        .max(1);
     let lo = t.stack_lo.load(Ordering::Relaxed) as u64;
     let hi = t.stack_hi.load(Ordering::Relaxed) as u64;
     #[cfg(target_arch = "x86_64")]
@@ -191,12 +276,12 @@ fn sample(t: &ThreadEntry, uc: *mut c_void, weight: u32) {
                 regs,
                 &crate::unwind::Stack { lo: sp, hi },
                 ctx,
-                state::max_depth(),
+                max_depth,
             )
         }
     };
     #[cfg(not(target_arch = "x86_64"))]
-    let (depth, flags) = walk_frame_pointers(d, fp, sp, lo, hi, state::max_depth());
+    let (depth, flags) = walk_frame_pointers(d, fp, sp, lo, hi, max_depth);
     d.depth = depth as u32;
     d.flags = flags;
     d.npy = 0;

@@ -189,7 +189,12 @@ pub fn unregister_current_thread() {
     if let Some(e) = threads::lookup(gettid()) {
         // Unpublish first: a signal arriving in between finds no entry and does nothing.
         threads::remove(e);
+        // Kernel-time credit is kept for perf-event threads only (kernel.rs).
+        let perf = e.perf_fd.load(Ordering::Acquire) >= 0;
         timer::disarm(e);
+        if perf && state::sampling() {
+            crate::kernel::settle_exit(e, gettid(), crate::sys::thread_cpu_ns());
+        }
         let ctx = e.unwind_ctx.swap(core::ptr::null_mut(), Ordering::AcqRel);
         if !ctx.is_null() {
             // SAFETY: only this thread's handler uses the context and the entry is no
@@ -261,6 +266,7 @@ pub extern "C" fn after_fork_child() {
             unsafe { libc::close(fd) };
         }
         e.timer.store(0, Ordering::Relaxed);
+        e.kernel_timer.store(0, Ordering::Relaxed);
     }
     threads::clear();
     if let Some(r) = state::ring() {
@@ -502,6 +508,7 @@ extern "C" fn exit_hook(status: libc::c_int, caller: u64) -> ! {
     {
         state::SAMPLING.store(false, Ordering::Release);
         crate::wall::stop();
+        crate::kernel::settle_all();
         crate::writer::finish();
     }
     loop {

@@ -12,6 +12,7 @@
 mod handler;
 mod hooks;
 mod jit;
+mod kernel;
 mod logfile;
 mod modules;
 mod pypy;
@@ -123,6 +124,7 @@ struct Config {
     wall: bool,
     timer_pref: u8,
     max_depth: usize,
+    kernel_time: bool,
 }
 
 fn config() -> Result<Option<Config>, String> {
@@ -157,12 +159,18 @@ fn config() -> Result<Option<Config>, String> {
             .clamp(1, ring::MAX_FRAMES),
         Err(_) => ring::MAX_FRAMES,
     };
+    let kernel_time = match std::env::var("PROF_KERNEL_TIME").as_deref() {
+        Ok("on") | Err(_) => true,
+        Ok("off") => false,
+        Ok(other) => return Err(format!("PROF_KERNEL_TIME={other:?} is not on or off")),
+    };
     Ok(Some(Config {
         dir,
         rate,
         wall,
         timer_pref,
         max_depth,
+        kernel_time,
     }))
 }
 
@@ -198,6 +206,7 @@ extern "C" fn init(argc: c_int, argv: *const *const c_char, _envp: *const *const
     state::MAX_DEPTH.store(cfg.max_depth, Ordering::Relaxed);
     state::TIMER_PREF.store(cfg.timer_pref, Ordering::Relaxed);
     state::WALL.store(cfg.wall, Ordering::Relaxed);
+    kernel::set_enabled(cfg.kernel_time);
     let Some(ring) = ring::Ring::new() else {
         warn("cannot map the sample buffer; not profiling this process");
         return;
@@ -234,6 +243,8 @@ pub(crate) fn start_process() {
     // Samples start once the log exists: the agent's own setup (indexing every module's
     // unwind tables) is not the program's time.
     let started = writer::start(&dir, start_unix);
+    // The setup's CPU time (user or kernel) is not the program's: start counting now.
+    kernel::reset_current();
     state::SAMPLING.store(started.is_ok(), Ordering::Release);
     if let Err(e) = started {
         state::SAMPLING.store(false, Ordering::Release);
@@ -255,5 +266,6 @@ extern "C" fn at_exit() {
     }
     state::SAMPLING.store(false, Ordering::Release);
     wall::stop();
+    kernel::settle_all();
     writer::finish();
 }

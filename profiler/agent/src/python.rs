@@ -117,17 +117,46 @@ fn layout_312() -> Layout {
     }
 }
 
+/// Size of `_Py_DebugOffsets` in the layouts prof knows (3.13).
+const DEBUG_OFFSETS_SIZE: usize = 584;
+
 /// Reads `_Py_DebugOffsets` (3.13+) from the start of `_PyRuntime`.
-fn layout_from_debug_offsets(runtime: u64, minor: u32) -> Option<Layout> {
-    let mut b = [0u8; 584];
-    if safe_read(runtime, &mut b) != b.len() || &b[..8] != b"xdebugpy" {
-        return None;
+fn layout_from_debug_offsets(runtime: u64, py_version: u32) -> Result<Layout, String> {
+    let mut b = [0u8; DEBUG_OFFSETS_SIZE];
+    if safe_read(runtime, &mut b) != b.len() {
+        return Err("its _Py_DebugOffsets cannot be read".into());
     }
+    parse_debug_offsets(&b, py_version)
+}
+
+/// The field offsets `_Py_DebugOffsets` gives, once its words have been checked against
+/// the layout prof knows: the cookie; the version word against `Py_Version` (the same
+/// interpreter, and a minor version whose struct layout prof knows: fields are read at
+/// fixed positions, and 3.14 added fields in the middle); a GIL build; and each section's
+/// size word (the size of the CPython struct it describes) against the offsets read from
+/// that section and the bytes the signal handler reads. A layout that fails any check is
+/// refused — reading it would read garbage.
+fn parse_debug_offsets(b: &[u8; DEBUG_OFFSETS_SIZE], py_version: u32) -> Result<Layout, String> {
     let w = |off: usize| u64::from_ne_bytes(b[off..off + 8].try_into().unwrap_or([0; 8]));
-    if w(16) != 0 {
-        return None; // free-threaded builds lay frames out differently; not supported
+    if &b[..8] != b"xdebugpy" {
+        return Err("_PyRuntime does not start with _Py_DebugOffsets".into());
     }
-    Some(Layout {
+    let version = w(8);
+    if version != py_version as u64 {
+        return Err(format!(
+            "_Py_DebugOffsets is of version {version:#x}, Py_Version is {py_version:#x}"
+        ));
+    }
+    let minor = (py_version >> 16) & 0xff;
+    if py_version >> 24 != 3 || minor != 13 {
+        return Err(format!(
+            "prof does not know the layout of its _Py_DebugOffsets (version {version:#x}; it knows 3.13's)"
+        ));
+    }
+    if w(16) != 0 {
+        return Err("free-threaded builds lay frames out differently; not supported".into());
+    }
+    let l = Layout {
         minor,
         runtime_interpreters_head: w(40),
         interp_next: w(64),
@@ -155,7 +184,61 @@ fn layout_from_debug_offsets(runtime: u64, minor: u32) -> Option<Layout> {
         compact_size: w(560) + 16,
         bytes_size: w(520),
         bytes_data: w(528),
-    })
+    };
+    let frame = FRAME_BYTES as u64;
+    let code_hdr = CODE_HDR as u64;
+    // (what, holds): every offset lies inside the struct its section's size word gives,
+    // and inside the bytes read from it.
+    let checks = [
+        ("runtime state", w(24) >= l.runtime_interpreters_head + 8),
+        (
+            "interpreter state",
+            w(48) >= l.interp_next.max(l.interp_threads_head) + 8,
+        ),
+        (
+            // The handler reads datastack_chunk, _top and _limit as three words.
+            "thread state",
+            w(152)
+                >= (l
+                    .tstate_next
+                    .max(l.tstate_current_frame)
+                    .max(l.tstate_native_thread_id)
+                    + 8)
+                .max(l.tstate_datastack_chunk + 24),
+        ),
+        (
+            "interpreter frame",
+            w(224) > l.frame_owner
+                && l.frame_previous.max(l.frame_code).max(l.frame_instr) + 8 <= frame
+                && l.frame_owner < frame,
+        ),
+        (
+            "code object",
+            w(272) >= l.code_adaptive
+                && l.code_filename.max(l.code_qualname) + 8 <= code_hdr
+                && l.code_firstlineno + 4 <= code_hdr
+                && l.code_linetable + 8 <= CODE_READ as u64
+                && l.code_adaptive <= CODE_READ as u64,
+        ),
+        // Object headers are read as (ob_refcnt, ob_type) at 0 and 8.
+        ("object header", w(352) == 16 && w(360) == 8),
+        (
+            "bytes object",
+            w(512) >= l.bytes_data && l.bytes_size + 8 <= l.bytes_data,
+        ),
+        (
+            "str object",
+            l.unicode_state + 4 <= l.ascii_size
+                && l.unicode_length + 8 <= l.ascii_size
+                && w(536) == l.ascii_size + 24,
+        ),
+    ];
+    match checks.iter().find(|(_, ok)| !ok) {
+        Some((what, _)) => Err(format!(
+            "its _Py_DebugOffsets has a {what} layout prof does not know"
+        )),
+        None => Ok(l),
+    }
 }
 
 pub struct Python {
@@ -254,13 +337,18 @@ pub fn detect() -> Option<String> {
     let (major, minor, micro) = (hex >> 24, (hex >> 16) & 0xff, (hex >> 8) & 0xff);
     let version = format!("{major}.{minor}.{micro}");
     let layout = match (major, minor) {
-        (3, 11) => Some(layout_311()),
-        (3, 12) => Some(layout_312()),
-        (3, m) if m >= 13 => layout_from_debug_offsets(runtime, m),
-        _ => None,
+        (3, 11) => Ok(layout_311()),
+        (3, 12) => Ok(layout_312()),
+        (3, m) if m >= 13 => layout_from_debug_offsets(runtime, hex),
+        _ => Err("not a version prof knows".into()),
     };
-    let Some(layout) = layout else {
-        return Some(format!("Python {version} is not supported: Python frames are not recorded (native stacks only)"));
+    let layout = match layout {
+        Ok(l) => l,
+        Err(why) => {
+            return Some(format!(
+                "Python {version}: {why}; Python frames are not recorded (native stacks only)"
+            ))
+        }
     };
     let eval = dlsym(c"_PyEval_EvalFrameDefault");
     let (eval_start, eval_end) = symbol_range(eval);
@@ -347,6 +435,8 @@ fn fingerprint(filename: u64, qualname: u64, firstlineno: u32) -> u64 {
 
 /// Code-object header bytes the handler needs (refcount, type, names, first line).
 const CODE_HDR: usize = 144;
+/// Code-object bytes the writer reads (up to the line table and bytecode offsets).
+const CODE_READ: usize = 208;
 /// Code headers read per process_vm_readv call (bounded stack use in the handler).
 const BATCH: usize = 8;
 /// The thread's frame-stack chunks the handler tracks.
@@ -692,7 +782,7 @@ pub fn is_shim(c: &CodeInfo) -> bool {
 pub fn read_code(py: &Python, code: u64, fp: u64) -> Option<CodeInfo> {
     let l = &py.layout;
     let header = || -> Option<(u64, u64, u64, u32)> {
-        let mut cb = [0u8; 208];
+        let mut cb = [0u8; CODE_READ];
         if safe_read(code, &mut cb) < l.code_adaptive as usize {
             return None;
         }
@@ -778,4 +868,98 @@ fn read_bytes(l: &Layout, obj: u64) -> Option<Vec<u8>> {
     }
     let mut v = vec![0u8; len];
     (safe_read(obj + l.bytes_data, &mut v) == len).then_some(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The 72 words after the cookie of CPython 3.13.0's `_Py_DebugOffsets`, as pyenv's
+    /// libpython3.13.so.1.0 initializes them (read with gdb).
+    const WORDS_3130: [u64; 72] = [
+        0x30d00f0, 0x0, 0x452b8, 0x260, 0x278, 0x2f998, 0x1c68, 0x1c60, 0x1cb0, 0x1ce8, 0x1de8,
+        0x1dd8, 0x1de0, 0x10, 0x1e48, 0x0, 0x1e58, 0x1e50, 0x130, 0x0, 0x8, 0x10, 0x48, 0x98, 0xa0,
+        0xe8, 0x20, 0x50, 0x8, 0x0, 0x38, 0x48, 0x46, 0xd0, 0x70, 0x78, 0x80, 0x88, 0x44, 0x34,
+        0x60, 0x68, 0xc8, 0x10, 0x8, 0x1a0, 0x18, 0x58, 0xa8, 0x20, 0x18, 0x10, 0x28, 0x18, 0x10,
+        0x30, 0x20, 0x28, 0x18, 0x10, 0x20, 0x10, 0x18, 0x28, 0x10, 0x20, 0x40, 0x20, 0x10, 0x28,
+        0xf0, 0xc8,
+    ];
+
+    fn offsets(words: &[u64; 72]) -> [u8; DEBUG_OFFSETS_SIZE] {
+        let mut b = [0u8; DEBUG_OFFSETS_SIZE];
+        b[..8].copy_from_slice(b"xdebugpy");
+        for (i, w) in words.iter().enumerate() {
+            b[8 + 8 * i..16 + 8 * i].copy_from_slice(&w.to_ne_bytes());
+        }
+        b
+    }
+
+    const V3130: u32 = 0x030d_00f0;
+
+    #[test]
+    fn cpython_3_13_debug_offsets_are_read() {
+        let l = parse_debug_offsets(&offsets(&WORDS_3130), V3130).unwrap();
+        assert_eq!(l.minor, 13);
+        assert_eq!(
+            (
+                l.tstate_current_frame,
+                l.tstate_native_thread_id,
+                l.tstate_datastack_chunk
+            ),
+            (0x48, 0xa0, 0xe8)
+        );
+        assert_eq!(
+            (l.frame_previous, l.frame_code, l.frame_instr),
+            (8, 0, 0x38)
+        );
+        assert_eq!(
+            (l.frame_owner, l.code_qualname, l.code_adaptive),
+            (0x46, 0x80, 0xc8)
+        );
+        assert_eq!((l.ascii_size, l.compact_size), (0x28, 0x38));
+        assert_eq!((l.bytes_size, l.bytes_data), (0x10, 0x20));
+    }
+
+    /// Word index (after the cookie) of a field at byte offset `off` of the struct.
+    fn at(off: usize) -> usize {
+        (off - 8) / 8
+    }
+
+    #[test]
+    fn unknown_debug_offsets_are_refused() {
+        let refuse = |b: [u8; DEBUG_OFFSETS_SIZE], v: u32, want: &str| {
+            let e = parse_debug_offsets(&b, v).unwrap_err();
+            assert!(e.contains(want), "{e:?} should say {want:?}");
+        };
+        // Not the debug offsets at all.
+        let mut b = offsets(&WORDS_3130);
+        b[0] = b'X';
+        refuse(b, V3130, "does not start with _Py_DebugOffsets");
+        // Another interpreter's version word.
+        refuse(offsets(&WORDS_3130), 0x030d_01f0, "Py_Version is 0x30d01f0");
+        // 3.14 (fields added in the middle of the struct).
+        let mut w = WORDS_3130;
+        w[0] = 0x030e_00f0;
+        refuse(offsets(&w), 0x030e_00f0, "it knows 3.13's");
+        // A free-threaded build.
+        let mut w = WORDS_3130;
+        w[at(16)] = 1;
+        refuse(offsets(&w), V3130, "free-threaded");
+        // Size words that do not fit the offsets: the thread state too small for its
+        // data-stack fields, a frame owner beyond the bytes the handler reads, a code
+        // object's qualname beyond the header it reads, a different object header, and
+        // a str struct that is not PyASCIIObject + 24 bytes.
+        for (field, value, what) in [
+            (152, 0xe8, "thread state"),
+            (264, 0x60, "interpreter frame"),
+            (296, 0x90, "code object"),
+            (360, 0x10, "object header"),
+            (536, 0x48, "str object"),
+            (24, 0x100, "runtime state"),
+        ] {
+            let mut w = WORDS_3130;
+            w[at(field)] = value;
+            refuse(offsets(&w), V3130, what);
+        }
+    }
 }

@@ -57,3 +57,20 @@ impl Unwinder {
         (&self.data.frames[..depth], flags)
     }
 }
+
+/// The kernel-time accounting's work in the handler (kernel.rs), for benchmarks: the
+/// thread's CPU clock (one settlement) ...
+pub fn thread_cpu_ns() -> u64 {
+    crate::sys::thread_cpu_ns()
+}
+
+/// ... and telling a syscall return from any other pc (code read with process_vm_readv).
+pub fn syscall_at(pc: u64) -> Option<u64> {
+    crate::kernel::syscall_at(pc, 0)
+}
+
+/// Records this process's pid for the agent's process_vm_readv calls (done at start when
+/// the agent profiles; benchmarks run without it).
+pub fn init_pid() {
+    crate::python::set_pid();
+}

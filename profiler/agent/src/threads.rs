@@ -1,7 +1,9 @@
 //! The registry of sampled threads: a fixed open-addressing table keyed by tid, readable
 //! from the signal handler without locks or allocation.
 
-use core::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{
+    AtomicBool, AtomicI32, AtomicI64, AtomicPtr, AtomicU64, AtomicUsize, Ordering,
+};
 
 use crate::unwind::Ctx;
 
@@ -28,6 +30,13 @@ pub struct ThreadEntry {
     /// The thread's thread pointer (`pthread_self()`), where its static TLS hangs: PyPy's
     /// stack of a blocked thread is read from it in wall mode.
     pub thread_ptr: AtomicU64,
+    /// Kernel-time accounting (kernel.rs), used only by the thread's own handler: the
+    /// kernel-catcher POSIX timer id + 1 (or 0), the thread's CPU clock at the last
+    /// settlement, perf samples since then, and kernel time not yet in a sample.
+    pub kernel_timer: AtomicUsize,
+    pub cpu_mark: AtomicU64,
+    pub user_periods: AtomicU64,
+    pub credit_ns: AtomicI64,
 }
 
 #[allow(clippy::declare_interior_mutable_const)]
@@ -41,6 +50,10 @@ const INIT: ThreadEntry = ThreadEntry {
     unwind_ctx: AtomicPtr::new(core::ptr::null_mut()),
     py_tstate: AtomicU64::new(0),
     thread_ptr: AtomicU64::new(0),
+    kernel_timer: AtomicUsize::new(0),
+    cpu_mark: AtomicU64::new(0),
+    user_periods: AtomicU64::new(0),
+    credit_ns: AtomicI64::new(0),
 };
 
 static TABLE: [ThreadEntry; CAPACITY] = [INIT; CAPACITY];
@@ -85,6 +98,8 @@ pub fn insert(tid: i32) -> Option<&'static ThreadEntry> {
             e.first_pending.store(false, Ordering::Relaxed);
             e.py_tstate.store(0, Ordering::Relaxed);
             e.thread_ptr.store(0, Ordering::Relaxed);
+            e.kernel_timer.store(0, Ordering::Relaxed);
+            crate::kernel::reset(e, 0);
             return Some(e);
         }
     }

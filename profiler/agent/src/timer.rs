@@ -6,6 +6,8 @@
 //! (250 Hz with CONFIG_HZ=250).
 //! Fallback (perf events forbidden, e.g. in containers): timer_create(
 //! CLOCK_THREAD_CPUTIME_ID, SIGEV_THREAD_ID), with si_overrun added to the sample weight.
+//! Beside a perf event, a second POSIX CPU timer, the kernel catcher, places the kernel
+//! time the perf event does not see (kernel.rs).
 
 use core::sync::atomic::Ordering;
 
@@ -14,6 +16,8 @@ use crate::threads::ThreadEntry;
 
 /// sigev_value of our POSIX timers, so the handler tells them from the program's.
 pub const TIMER_MAGIC: usize = 0x7072_6f66; // "prof"
+/// sigev_value of the kernel catcher next to a perf event (kernel.rs).
+pub const KERNEL_MAGIC: usize = 0x7072_6f6b; // "prok"
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Source {
@@ -31,9 +35,17 @@ pub fn arm(
     // First expiry random in (0, period]: threads started together do not fire together,
     // and sampling does not alias with the program's own periodic work.
     let first = 1 + random_u64(tid as u64) % period_ns.max(1);
+    crate::kernel::reset(e, thread_cpu_ns());
     if prefer != Some(Source::Posix) {
         match arm_perf(e, tid, period_ns, first) {
-            Ok(()) => return Ok(Source::Perf),
+            Ok(()) => {
+                if crate::kernel::catcher_allowed() {
+                    // Without it, kernel time is still counted (settled every few perf
+                    // samples), only not placed under the syscall that spent it.
+                    let _ = arm_catcher(e, tid, period_ns, first);
+                }
+                return Ok(Source::Perf);
+            }
             Err(err) if prefer == Some(Source::Perf) => return Err(err),
             Err(_) => {}
         }
@@ -106,12 +118,35 @@ fn arm_perf(e: &ThreadEntry, tid: libc::pid_t, period_ns: u64, first_ns: u64) ->
 }
 
 fn arm_posix(e: &ThreadEntry, tid: libc::pid_t, period_ns: u64, first_ns: u64) -> Result<(), i32> {
+    posix_timer(tid, TIMER_MAGIC, period_ns, first_ns, &e.timer).map(|_| ())
+}
+
+/// The kernel catcher: a POSIX CPU timer beside the perf event, whose signals come on the
+/// way back to user space (kernel.rs).
+fn arm_catcher(
+    e: &ThreadEntry,
+    tid: libc::pid_t,
+    period_ns: u64,
+    first_ns: u64,
+) -> Result<(), i32> {
+    posix_timer(tid, KERNEL_MAGIC, period_ns, first_ns, &e.kernel_timer).map(|_| ())
+}
+
+/// Creates and starts a CLOCK_THREAD_CPUTIME_ID timer signalling thread `tid` with SIGPROF
+/// and `magic`; its id + 1 is published in `slot` before it can fire.
+fn posix_timer(
+    tid: libc::pid_t,
+    magic: usize,
+    period_ns: u64,
+    first_ns: u64,
+    slot: &core::sync::atomic::AtomicUsize,
+) -> Result<libc::timer_t, i32> {
     // SAFETY: sigevent is plain data; all-zero is a valid starting point.
     let mut sev: libc::sigevent = unsafe { core::mem::zeroed() };
     sev.sigev_notify = libc::SIGEV_THREAD_ID;
     sev.sigev_signo = libc::SIGPROF;
     sev.sigev_value = libc::sigval {
-        sival_ptr: TIMER_MAGIC as *mut libc::c_void,
+        sival_ptr: magic as *mut libc::c_void,
     };
     sev.sigev_notify_thread_id = tid;
     let mut id: libc::timer_t = core::ptr::null_mut();
@@ -127,16 +162,16 @@ fn arm_posix(e: &ThreadEntry, tid: libc::pid_t, period_ns: u64, first_ns: u64) -
         it_interval: ts(period_ns),
         it_value: ts(first_ns),
     };
-    e.timer.store(id as usize + 1, Ordering::Release);
+    slot.store(id as usize + 1, Ordering::Release);
     // SAFETY: id was just created by timer_create.
     if unsafe { libc::timer_settime(id, 0, &its, core::ptr::null_mut()) } != 0 {
         let err = errno();
-        e.timer.store(0, Ordering::Release);
+        slot.store(0, Ordering::Release);
         // SAFETY: deleting the timer we created, unpublished above.
         unsafe { libc::timer_delete(id) };
         return Err(err);
     }
-    Ok(())
+    Ok(id)
 }
 
 /// Stops and releases the thread's timer (thread exit, or profiling stops).
@@ -150,10 +185,12 @@ pub fn disarm(e: &ThreadEntry) {
             libc::close(fd);
         }
     }
-    let t = e.timer.swap(0, Ordering::AcqRel);
-    if t != 0 {
-        // SAFETY: t-1 is a timer id we created and have not deleted.
-        unsafe { libc::timer_delete((t - 1) as libc::timer_t) };
+    for slot in [&e.timer, &e.kernel_timer] {
+        let t = slot.swap(0, Ordering::AcqRel);
+        if t != 0 {
+            // SAFETY: t-1 is a timer id we created and have not deleted.
+            unsafe { libc::timer_delete((t - 1) as libc::timer_t) };
+        }
     }
 }
 

@@ -37,6 +37,10 @@ impl<T: ReaderOffset> UnwindContextStorage<T> for Storage {
 pub struct Ctx {
     gimli: UnwindContext<usize, Storage>,
     cache: [Compact; CACHE_SLOTS],
+    /// Direct-mapped cache of `call rel32` targets by return address (see
+    /// [`frameless_caller`]): (return address, target; 0 when the bytes before it are no
+    /// such call).
+    calls: [(u64, u64); CALL_SLOTS],
     /// The module-set generation the cache was filled under (a module unloaded and
     /// another loaded at its address would otherwise leave stale rows).
     generation: u64,
@@ -45,6 +49,7 @@ pub struct Ctx {
 static GENERATION: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
 
 const CACHE_SLOTS: usize = 1024;
+const CALL_SLOTS: usize = 256;
 /// Offset value meaning "no rule": for rbp, keep its value; for the return address, the
 /// frame is the outermost.
 const NONE: i32 = i32::MIN;
@@ -72,6 +77,7 @@ pub fn new_context() -> Box<Ctx> {
     Box::new(Ctx {
         gimli: UnwindContext::new_in(),
         cache: [EMPTY; CACHE_SLOTS],
+        calls: [(0, 0); CALL_SLOTS],
         generation: 0,
     })
 }
@@ -308,12 +314,26 @@ pub fn unwind<S: ReadStack>(
         let g = GENERATION.load(Ordering::Acquire);
         if c.generation != g {
             c.cache = [EMPTY; CACHE_SLOTS];
+            c.calls = [(0, 0); CALL_SLOTS];
             c.generation = g;
         }
     }
     // Cached steps track only rsp, rbp and the return address; other registers are then
     // unknown, and a CFA computed from one of them must not be trusted.
     let mut stale = false;
+    // A leaf in code without unwind tables may not have set up its frame (yet): its
+    // caller's return address is then at [rsp], and a frame-pointer step would skip the
+    // caller.
+    if S::CODE_READABLE && max > 1 && find(regs.r[RA]).is_none() {
+        if let Some(ret) = frameless_caller(ctx.as_deref_mut(), &regs, stack) {
+            if let Some(slot) = d.frames.get_mut(1) {
+                *slot = ret;
+                depth = 2;
+                regs.r[RA] = ret;
+                regs.r[RSP] += 8;
+            }
+        }
+    }
     loop {
         let pc = regs.r[RA];
         // Return addresses point after the call: look up the call instruction itself.
@@ -439,6 +459,47 @@ fn trampoline_leaf_cfa(pc: u64) -> Option<i32> {
 fn is_cpython_trampoline(pc: u64) -> bool {
     let mut b = [0u8; 11];
     pc >= 6 && crate::python::safe_read(pc - 6, &mut b) == b.len() && b == TRAMPOLINE
+}
+
+/// The caller of a leaf that runs without a frame of its own, if the word at [rsp] is
+/// its return address: V8's builtins (its inline caches above all) run their fast paths
+/// frameless, and JIT code calls them with `call rel32`. Taken only when the five bytes
+/// before that word are a `call rel32` whose target lies within 4 MiB of the leaf (the
+/// leaf's function, or a trampoline that jumped to it), and the word is not the return
+/// address of the frame rbp points at (a leaf with a frame of its own). Measured on the
+/// acorn parser: 80% of the samples in V8's builtins were at frameless instructions, and
+/// their JS caller was missing from the stack. A spilled value at [rsp] that happens to
+/// follow a nearby call in memory would add a wrong frame; the checks make that unlikely,
+/// not impossible.
+fn frameless_caller<S: ReadStack>(ctx: Option<&mut Ctx>, regs: &Regs, stack: &S) -> Option<u64> {
+    let (pc, sp, fp) = (regs.r[RA], regs.r[RSP], regs.r[RBP]);
+    let ret = stack.read(sp)?;
+    // A saved rbp (a stack address) is the common word at [rsp] of a framed leaf.
+    if ret < 4096 + 5 || stack.read(ret & !7).is_some() {
+        return None;
+    }
+    if fp <= sp || stack.read(fp.wrapping_add(8)) == Some(ret) {
+        return None;
+    }
+    let slot = (ret ^ (ret >> 12)) as usize % CALL_SLOTS;
+    let cached = ctx.as_deref().map(|c| c.calls[slot]).filter(|e| e.0 == ret);
+    let target = match cached {
+        Some((_, t)) => t,
+        None => {
+            let mut b = [0u8; 5];
+            let t = if crate::python::safe_read(ret - 5, &mut b) == 5 && b[0] == 0xe8 {
+                let rel = i32::from_le_bytes([b[1], b[2], b[3], b[4]]);
+                ret.wrapping_add(rel as i64 as u64)
+            } else {
+                0
+            };
+            if let Some(c) = ctx {
+                c.calls[slot] = (ret, t);
+            }
+            t
+        }
+    };
+    (target != 0 && pc.abs_diff(target) < 4 << 20).then_some(ret)
 }
 
 /// Frame-pointer step: [rbp] = caller's rbp, [rbp+8] = return address.
@@ -693,4 +754,73 @@ fn eval<S: ReadStack>(
         return None;
     }
     Some(st[sp - 1])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A stack of words at `base` (the test's own memory: only addresses matter).
+    struct Words {
+        base: u64,
+        words: Vec<u64>,
+    }
+
+    impl ReadStack for Words {
+        fn read(&self, addr: u64) -> Option<u64> {
+            let i = addr.checked_sub(self.base)? / 8;
+            (addr.is_multiple_of(8)).then(|| self.words.get(i as usize).copied())?
+        }
+        const CODE_READABLE: bool = true;
+    }
+
+    #[test]
+    fn frameless_leaf_gets_its_caller_from_rsp() {
+        crate::python::set_pid();
+        // Caller code: `call rel32` at 10 to a function at 40; the leaf runs at 42.
+        let mut code = [0x90u8; 64];
+        code[10] = 0xe8;
+        code[11..15].copy_from_slice(&(40i32 - 15).to_le_bytes());
+        let at = |i: usize| code.as_ptr() as u64 + i as u64;
+        let ret = at(15);
+        let base = 0x7000_0000u64;
+        // [rsp] = the return address; rbp = the caller's frame, whose return address is
+        // elsewhere.
+        let stack = Words {
+            base,
+            words: vec![ret, 0, 0, 0, base + 0x100, 0x1234_5678],
+        };
+        let mut regs = Regs { r: [0; NREGS] };
+        regs.r[RA] = at(42);
+        regs.r[RSP] = base;
+        regs.r[RBP] = base + 24;
+        let mut ctx = new_context();
+        assert_eq!(frameless_caller(Some(&mut ctx), &regs, &stack), Some(ret));
+        // Cached: the same answer without reading the code again.
+        assert_eq!(ctx.calls.iter().filter(|c| c.0 == ret).count(), 1);
+        assert_eq!(frameless_caller(Some(&mut ctx), &regs, &stack), Some(ret));
+        // The leaf far from the call's target: not its caller.
+        let mut far = regs;
+        far.r[RA] = at(42) + (8 << 20);
+        assert_eq!(frameless_caller(None, &far, &stack), None);
+        // The word is the return address of the frame rbp points at: the leaf has a
+        // frame of its own.
+        let own = Words {
+            base,
+            words: vec![ret, 0, 0, 0, ret],
+        };
+        assert_eq!(frameless_caller(None, &regs, &own), None);
+        // A saved rbp (a stack address) at [rsp].
+        let saved = Words {
+            base,
+            words: vec![base + 16, 0, 0, 0, 0],
+        };
+        assert_eq!(frameless_caller(None, &regs, &saved), None);
+        // Bytes before the word that are no `call rel32`.
+        let plain = Words {
+            base,
+            words: vec![at(20), 0, 0, 0, 0],
+        };
+        assert_eq!(frameless_caller(None, &regs, &plain), None);
+    }
 }

@@ -58,6 +58,10 @@ struct Writer {
     pypy_names: Option<crate::pypy_names::Names>,
     /// [issue 17] Samples that carried PyPy frames.
     pypy_samples: u64,
+    /// Each thread's last stack with CPU time in the kernel, else its last stack with a
+    /// `[kernel]` leaf added: where an exiting thread's remaining kernel time goes
+    /// (kernel.rs). (leaf node, is it a kernel stack?)
+    last_kernel: HashMap<u32, (u32, bool)>,
 }
 
 /// Python code objects recorded so far: (address, fingerprint) -> PY_CODE id.
@@ -282,6 +286,7 @@ pub fn start(dir: &str, start_unix_ns: u64) -> std::io::Result<()> {
         jit: crate::jit::Jit::new(pid), // [issue 5]
         pypy_names: None,
         pypy_samples: 0,
+        last_kernel: HashMap::default(),
     };
     w.step(true);
     if w.failed {
@@ -478,19 +483,42 @@ impl Writer {
             let pypy_samples = &mut self.pypy_samples;
             let ranges = modules::exec_ranges();
             let in_module = |a: u64| ranges.iter().any(|&(s, e)| a >= s && a < e);
+            let last_kernel = &mut self.last_kernel;
             let mut popped = 0usize;
             while ring
                 .pop(|d| {
                     popped += 1;
                     jit.note_frames(d.native());
-                    let flags = match (pp, pypy_names.as_mut()) {
-                        (Some(pp), Some(names)) => {
-                            *pypy_samples += (d.npy > 0) as u64;
-                            crate::pypy_names::merged_stack(d, pp, names, in_module, frames)
+                    let (leaf, flags) = if d.syscall == crate::kernel::REPEAT_LAST_KERNEL {
+                        let leaf = match last_kernel.get(&d.tid) {
+                            Some(&(leaf, true)) => leaf,
+                            other => log.stacks.intern_under(
+                                other.map_or(0, |&(leaf, _)| leaf),
+                                [(node_kind::SYSCALL, prof_format::UNKNOWN_SYSCALL)],
+                            ),
+                        };
+                        (leaf, d.flags)
+                    } else {
+                        let flags = match (pp, pypy_names.as_mut()) {
+                            (Some(pp), Some(names)) => {
+                                *pypy_samples += (d.npy > 0) as u64;
+                                crate::pypy_names::merged_stack(d, pp, names, in_module, frames)
+                            }
+                            _ => d.flags | merged_stack(d, py, codes, frames),
+                        };
+                        let leaf = log.stacks.intern(frames.iter().copied());
+                        // A user stack is a fallback only if a kernel leaf fits under
+                        // the depth limit.
+                        let fits = frames.len() < state::max_depth();
+                        if d.flags & flags::OFF_CPU == 0 && (fits || d.syscall != NO_SYSCALL) {
+                            let kernel = d.syscall != NO_SYSCALL;
+                            let e = last_kernel.entry(d.tid).or_insert((leaf, kernel));
+                            if kernel || !e.1 {
+                                *e = (leaf, kernel);
+                            }
                         }
-                        _ => d.flags | merged_stack(d, py, codes, frames),
+                        (leaf, flags)
                     };
-                    let leaf = log.stacks.intern(frames.iter().copied());
                     per_thread.entry(d.tid).or_default().push(PendingSample {
                         time_ns: d.time_ns,
                         leaf,

@@ -215,8 +215,11 @@ impl Builder<'_> {
         // [issue 5] Code in no module: JIT code, resolved per node (crate::jit).
         let jit = (node.kind == node_kind::NATIVE && map.lookup(node.value).is_none())
             .then(|| {
+                // A return address at a piece of code's first byte (pushed, not left by a
+                // call): the address itself, when the byte before it is in no code.
                 self.jit
                     .resolve(p, node.value.wrapping_sub(ret as u64), id as u32)
+                    .or_else(|| ret.then(|| self.jit.resolve(p, node.value, id as u32))?)
             })
             .flatten();
         let key = match jit {
@@ -240,6 +243,9 @@ impl Builder<'_> {
                         [f] if crate::symbolize::is_offset_frame(f) => self
                             .jit
                             .image_code(p, mi, node.value.wrapping_sub(ret as u64), id as u32)
+                            .or_else(|| {
+                                ret.then(|| self.jit.image_code(p, mi, node.value, id as u32))?
+                            })
                             .map_or_else(|| frames.to_vec(), |f| vec![f]),
                         _ => frames.to_vec(),
                     }
@@ -256,6 +262,7 @@ impl Builder<'_> {
             node_kind::SYSCALL => {
                 let name = match syscall_name(node.value) {
                     Some(n) => format!("[syscall {n}]"),
+                    None if node.value == prof_format::UNKNOWN_SYSCALL => "[kernel]".into(),
                     None => format!("[syscall {}]", node.value),
                 };
                 vec![Frame::bare(name, "[kernel]")]

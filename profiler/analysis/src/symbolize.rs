@@ -523,7 +523,20 @@ impl Symbolizer {
             svma
         };
         let frames: Arc<[Frame]> = match &self.slots[slot] {
-            Slot::Loaded(file) => Arc::from(file.lookup(probe, svma)),
+            Slot::Loaded(file) => {
+                let mut frames = file.lookup(probe, svma);
+                // A "return address" that is no call's: runtimes push function entries
+                // as return addresses (V8's deoptimizer returns into
+                // Builtins_InterpreterEnterAtNextBytecode's first byte). When the byte
+                // before it is in no function, the address itself names the code.
+                if return_address && matches!(&frames[..], [f] if is_offset_frame(f)) {
+                    let own = file.lookup(svma, svma);
+                    if !matches!(&own[..], [f] if is_offset_frame(f)) {
+                        frames = own;
+                    }
+                }
+                Arc::from(frames)
+            }
             Slot::Failed(_) => Arc::from(vec![offset_frame(&name, svma)]),
         };
         self.cache.insert(key, frames.clone());

@@ -271,6 +271,28 @@ fn return_addresses_are_looked_up_minus_one() {
 }
 
 #[test]
+fn a_pushed_function_entry_as_return_address_names_that_function() {
+    // V8's deoptimizer pushes Builtins_InterpreterEnterAtNextBytecode's first byte as a
+    // return address; the byte before it is padding after the previous function.
+    let mut r = Rec::new(&info(1, Mode::Cpu, 0));
+    r.w.module(&app_module());
+    r.sample(1, 0, &[at(0x1010), at(0x1480), at(0x1410)], 1, 0);
+    let p = read_profile(&r.finish()).unwrap();
+    let mut s = Symbolizer::without_debug_dirs();
+    s.add_symbols(
+        APP,
+        APP_ID,
+        [
+            (0x1000u64, 0x100u64, "main"),
+            (0x1400, 0x50, "padded"),
+            (0x1480, 0x40, "entry"),
+        ],
+    );
+    let a = analyze(&p, &mut s);
+    assert_eq!(a.collapsed(), "main;entry;padded 1\n");
+}
+
+#[test]
 fn synthetic_frames_syscalls_vdso_and_unknown_addresses() {
     let mut r = Rec::new(&info(1, Mode::Wall, 0));
     r.w.module(&app_module());
@@ -291,18 +313,27 @@ fn synthetic_frames_syscalls_vdso_and_unknown_addresses() {
         flags::OFF_CPU,
     );
     r.sample(1, 0, &[main, (7, 42)], 1, 0);
+    // CPU time in the kernel, syscall unknown (cpu mode: no OFF_CPU flag).
+    r.sample(
+        1,
+        0,
+        &[main, (node_kind::SYSCALL, prof_format::UNKNOWN_SYSCALL)],
+        3,
+        0,
+    );
     r.sample(1, 0, &[main, (node_kind::NATIVE, 0x7f00_dead_beef)], 1, 0);
     r.sample(1, 0, &[main, (node_kind::NATIVE, 0x7fff_0123)], 1, 0);
     let p = read_profile(&r.finish()).unwrap();
     let a = analyze(&p, &mut symbolizer());
     assert_eq!(
         a.collapsed(),
-        "main;0x7f00deadbeef 1\nmain;[syscall 99999] 1\nmain;[syscall nanosleep] 4\nmain;[unknown frame kind 7] 1\nmain;[vdso] 1\n"
+        "main;0x7f00deadbeef 1\nmain;[kernel] 3\nmain;[syscall 99999] 1\nmain;[syscall nanosleep] 4\nmain;[unknown frame kind 7] 1\nmain;[vdso] 1\n"
     );
     let s = a.summary();
     assert_eq!(s.mode, "wall");
     assert_eq!(s.off_cpu_samples, 2);
     assert_eq!(func(&s, "[syscall nanosleep]").module, "[kernel]");
+    assert_eq!(func(&s, "[kernel]").module, "[kernel]");
     assert_eq!(func(&s, "0x7f00deadbeef").module, "[unknown]");
     assert_eq!(func(&s, "[vdso]").module, "[vdso]");
     assert!(s.symbol_warnings.is_empty(), "{:?}", s.symbol_warnings);

@@ -272,6 +272,33 @@ mod tests {
             r.frame_tier(&f("v8::internal::Heap::CollectGarbage", "node")),
             Some(Tier::Gc)
         );
+        // Node's bindings and addons are native; V8's builtins decide nothing.
+        assert_eq!(
+            r.frame_tier(&f(
+                "node::crypto::Hash::HashUpdate(char const*, unsigned long)",
+                "node"
+            )),
+            Some(Tier::Native)
+        );
+        assert_eq!(
+            r.frame_tier(&f(
+                "v8::Maybe<bool> node::fs::ReadFileUtf8(v8::Isolate*)",
+                "node"
+            )),
+            Some(Tier::Native)
+        );
+        assert_eq!(
+            r.frame_tier(&f("napi_call", "addon.node")),
+            Some(Tier::Native)
+        );
+        assert_eq!(r.frame_tier(&f("Builtins_LoadIC", "node")), None);
+        assert_eq!(
+            r.frame_tier(&f(
+                "v8::internal::JsonStringifier::Serialize_(bool)",
+                "node"
+            )),
+            None
+        );
         assert_eq!(
             r.frame_tier(&f("_PyEval_EvalFrameDefault", "libpython3.11.so")),
             Some(Tier::Interpreter)

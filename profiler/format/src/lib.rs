@@ -55,7 +55,9 @@ pub mod flags {
 pub mod node_kind {
     /// A native instruction address (the leaf's pc, or a return address).
     pub const NATIVE: u32 = 0;
-    /// A synthetic frame: `value` is a syscall number the thread was blocked in.
+    /// A synthetic leaf frame for time in the kernel: `value` is the syscall number the
+    /// thread was blocked in (wall mode, off-CPU) or spent CPU time in (cpu time in the
+    /// kernel), or [`super::UNKNOWN_SYSCALL`] for kernel time whose syscall is unknown.
     pub const SYSCALL: u32 = 1;
     /// A Python frame: `value` = (PY_CODE id << 32) | instruction index in its bytecode.
     pub const PYTHON: u32 = 2;
@@ -69,6 +71,10 @@ pub mod node_kind {
     /// is the loop of the `PYPY` frame just before it. Named from PyPy's JIT log.
     pub const PYPY_JIT: u32 = 5;
 }
+
+/// `SYSCALL` node value for CPU time spent in the kernel outside any known syscall (a page
+/// fault, an interrupt, a syscall whose number could not be read): shown as `[kernel]`.
+pub const UNKNOWN_SYSCALL: u64 = u32::MAX as u64;
 
 /// FRAME record: a frame known by name rather than by address, as imported profiles
 /// (vmprof, perf script, folded stacks) give them. Referenced by [`node_kind::FRAME`] nodes.

@@ -33,7 +33,17 @@ impl StackInterner {
 
     /// Interns a stack given outermost frame first; returns its leaf node id (0 if empty).
     pub fn intern<I: IntoIterator<Item = (u32, u64)>>(&mut self, root_first: I) -> u32 {
-        let mut parent = 0u32;
+        self.intern_under(0, root_first)
+    }
+
+    /// Interns frames (outermost first) below node `parent`, an id this interner returned
+    /// (or 0, the root); returns the leaf node id (`parent` if there are no frames).
+    pub fn intern_under<I: IntoIterator<Item = (u32, u64)>>(
+        &mut self,
+        parent: u32,
+        root_first: I,
+    ) -> u32 {
+        let mut parent = parent.min(self.len() as u32);
         for (kind, value) in root_first {
             let node = Node {
                 parent,
