@@ -376,9 +376,11 @@ fn pypy_django_orm_reads_like_vmprof() {
         .iter()
         .find(|f| f["name"] == "sqlite3VdbeExec")
         .unwrap_or_else(|| panic!("no sqlite3VdbeExec: {}", describe(&r)));
-    let native = vdbe["tiers"]["native"].as_f64().unwrap();
+    // Native, or kernel for the system calls made under it (their CPU time is theirs).
+    let native =
+        vdbe["tiers"]["native"].as_f64().unwrap() + vdbe["tiers"]["kernel"].as_f64().unwrap();
     assert!(
-        native >= 0.99 * vdbe["total"].as_f64().unwrap(),
+        native >= 0.98 * vdbe["total"].as_f64().unwrap(),
         "sqlite3VdbeExec is native: {vdbe}"
     );
     assert!(total > 0);
