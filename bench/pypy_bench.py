@@ -15,6 +15,7 @@ Variants:
   prof-nolog      prof run --rate 999 --no-jit-maps (no PYPYLOG: no loop names, phases)
   log-prof        plain with prof's PYPYLOG sections, no prof: the log's own cost
   log-nogc        plain with prof's sections minus gc-minor/gc-collect-step
+  log-optbridge   plain with prof's sections plus jit-log-opt-bridge (names bridges; dropped)
   vmprof          pypy3 -m vmprof (its default period; its delivered rate is printed)
 
 Needs release binaries (`cargo build --release`) and a PyPy with vmprof installed
@@ -34,8 +35,9 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PROF_SECTIONS = "jit-backend-addr,jit-log-opt-bridge,jit-tracing,jit-blackhole,gc-minor,gc-collect-step"
-NOGC_SECTIONS = "jit-backend-addr,jit-log-opt-bridge,jit-tracing,jit-blackhole"
+PROF_SECTIONS = "jit-backend-addr,jit-tracing,jit-blackhole,gc-minor,gc-collect-step"
+NOGC_SECTIONS = "jit-backend-addr,jit-tracing,jit-blackhole"
+OPT_SECTIONS = PROF_SECTIONS + ",jit-log-opt-bridge"
 
 
 def timed(argv, env=None):
@@ -78,12 +80,14 @@ def main():
     env.pop("PYPYLOG", None)
     log_env = dict(env, PYPYLOG=f"{PROF_SECTIONS}:{tmp}/log-%d")
     nogc_env = dict(env, PYPYLOG=f"{NOGC_SECTIONS}:{tmp}/log-%d")
+    opt_env = dict(env, PYPYLOG=f"{OPT_SECTIONS}:{tmp}/log-%d")
     variants = {
         "plain": ([a.pypy] + work, env),
         "prof": ([prof, "run", "-q", "--rate", "999", "-o", data, "--", a.pypy] + work, env),
         "prof-nolog": ([prof, "run", "-q", "--no-jit-maps", "--rate", "999", "-o", data + "2", "--", a.pypy] + work, env),
         "log-prof": ([a.pypy] + work, log_env),
         "log-nogc": ([a.pypy] + work, nogc_env),
+        "log-optbridge": ([a.pypy] + work, opt_env),
     }
     if a.vmprof_python:
         variants["vmprof"] = ([a.vmprof_python, "-m", "vmprof", "-o", vm] + work, env)

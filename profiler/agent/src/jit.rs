@@ -43,6 +43,9 @@ pub struct Jit {
     perf_map: Tail,
     pypy_log: Option<Tail>,
     pypy: PypyLog,
+    /// [issue 17] PyPy's loops: start -> (end, name), to name the bridges that jump back
+    /// into them.
+    pypy_loops: BTreeMap<u64, (u64, String)>,
     /// Named code seen so far, start -> end, to notice replacements.
     named: BTreeMap<u64, u64>,
     /// Anonymous executable mappings already recorded.
@@ -65,6 +68,7 @@ impl Jit {
                 .and_then(|v| pypylog_path(&v, pid))
                 .map(Tail::new),
             pypy: PypyLog::new(),
+            pypy_loops: BTreeMap::new(),
             named: BTreeMap::new(),
             anon: HashSet::new(),
             last_anon: None,
@@ -120,7 +124,18 @@ impl Jit {
                 }
                 for ev in found {
                     match ev {
-                        PypyEvent::Code { start, end, name } => {
+                        PypyEvent::Code {
+                            start,
+                            end,
+                            name,
+                            ops_end,
+                        } => {
+                            let name = if name.starts_with("Loop") {
+                                self.pypy_loops.insert(start, (end, name.clone()));
+                                name
+                            } else {
+                                self.name_bridge(name, start, ops_end)
+                            };
                             self.named_code(log, start, end - start, &name, JitSource::PypyLog, now)
                         }
                         PypyEvent::Phase(p) => log.jit_phase(&p),
@@ -137,6 +152,48 @@ impl Jit {
             self.unknown_seen = false;
             self.scan_anon(log, now);
         }
+    }
+
+    /// [issue 17] PyPy's log names a bridge only `bridge out of Guard 0x…`. A bridge ends by
+    /// jumping back into a loop (just before its operations end): it belongs
+    /// to that loop's Python function, so it is named `bridge out of Guard 0x… (f;…)` with
+    /// the loop's description. The code is read through the kernel (it may be gone).
+    fn name_bridge(&self, name: String, start: u64, ops_end: u64) -> String {
+        if name.contains('(') || ops_end <= start {
+            return name;
+        }
+        let from = ops_end.saturating_sub(64).max(start);
+        let mut buf = vec![0u8; (ops_end - from) as usize];
+        if crate::python::safe_read(from, &mut buf) != buf.len() {
+            return name;
+        }
+        for k in (0..buf.len().saturating_sub(4)).rev() {
+            // `movabs $target, %r11; jmp *%r11` (how PyPy's x86-64 backend jumps between
+            // pieces of code), or `jmp rel32`.
+            let target = if buf[k..].starts_with(&[0x49, 0xbb])
+                && buf.get(k + 10..k + 13) == Some(&[0x41, 0xff, 0xe3])
+            {
+                let mut t = [0u8; 8];
+                t.copy_from_slice(&buf[k + 2..k + 10]);
+                u64::from_le_bytes(t)
+            } else if buf[k] == 0xe9 {
+                let rel = i32::from_le_bytes([buf[k + 1], buf[k + 2], buf[k + 3], buf[k + 4]]);
+                (from + k as u64 + 5).wrapping_add(rel as i64 as u64)
+            } else {
+                continue;
+            };
+            let hit = self
+                .pypy_loops
+                .range(..=target)
+                .next_back()
+                .filter(|(_, (end, _))| target < *end);
+            if let Some((_, (_, loop_name))) = hit {
+                if let Some(i) = loop_name.find('(') {
+                    return format!("{name} {}", &loop_name[i..]);
+                }
+            }
+        }
+        name
     }
 
     /// At exit: node 20 writes a V8 log (`isolate-0xADDR-PID-v8.log`, in its working
@@ -416,7 +473,14 @@ impl Tail {
 /// What a PyPy log line told.
 #[derive(Debug, PartialEq)]
 enum PypyEvent {
-    Code { start: u64, end: u64, name: String },
+    /// `ops_end`: for a bridge, where its operations' code ends (its closing jump back into
+    /// a loop lies just before), else 0.
+    Code {
+        start: u64,
+        end: u64,
+        name: String,
+        ops_end: u64,
+    },
     Phase(JitPhase),
 }
 
@@ -432,11 +496,12 @@ const PYPY_PHASES: [&str; 4] = [
 struct PypyLog {
     /// Open sections: (name, TSC at open).
     open: Vec<(String, u64)>,
-    /// The loop or bridge being described: (start, end, name).
+    /// The loop or bridge being described: (start, end, name), and where its operations end.
     code: Option<(u64, u64, String)>,
+    ops_end: u64,
     /// [issue 17] A bridge waiting for its `jit-log-opt-bridge` section, whose first
     /// outermost `debug_merge_point` names the Python function the bridge belongs to.
-    bridge: Option<(u64, u64, String)>,
+    bridge: Option<(u64, u64, String, u64)>,
     /// (TSC, ns since process start) when the agent started and now.
     clock0: (u64, u64),
     clock1: (u64, u64),
@@ -460,6 +525,7 @@ impl PypyLog {
         PypyLog {
             open: Vec::new(),
             code: None,
+            ops_end: 0,
             bridge: None,
             clock0: c,
             clock1: c,
@@ -510,9 +576,14 @@ impl PypyLog {
                     if let Some((start, end, name)) = self.code.take() {
                         if name.starts_with("bridge") {
                             self.emit_bridge(out);
-                            self.bridge = Some((start, end, name));
+                            self.bridge = Some((start, end, name, self.ops_end));
                         } else {
-                            out.push(PypyEvent::Code { start, end, name });
+                            out.push(PypyEvent::Code {
+                                start,
+                                end,
+                                name,
+                                ops_end: 0,
+                            });
                         }
                     }
                     return;
@@ -559,6 +630,7 @@ impl PypyLog {
                 let start = boot.map_or(a, |c| c.min(a));
                 if start < b {
                     self.code = Some((start, b, what.to_string()));
+                    self.ops_end = b;
                 }
             }
         } else if let Some(e) = l.strip_prefix("end: ").and_then(hex) {
@@ -573,8 +645,13 @@ impl PypyLog {
 
 impl PypyLog {
     fn emit_bridge(&mut self, out: &mut Vec<PypyEvent>) {
-        if let Some((start, end, name)) = self.bridge.take() {
-            out.push(PypyEvent::Code { start, end, name });
+        if let Some((start, end, name, ops_end)) = self.bridge.take() {
+            out.push(PypyEvent::Code {
+                start,
+                end,
+                name,
+                ops_end,
+            });
         }
     }
 }
@@ -698,7 +775,8 @@ ffffffffff600000-ffffffffff601000 --xp 00000000 00:00 0                  [vsysca
                 PypyEvent::Code {
                     start: 0x7f009d0,
                     end: 0x7f00dd7,
-                    name: "Loop 1 (kernel;/t/loop.py:2-4~#12 FOR_ITER)".into()
+                    name: "Loop 1 (kernel;/t/loop.py:2-4~#12 FOR_ITER)".into(),
+                    ops_end: 0,
                 },
                 PypyEvent::Phase(JitPhase {
                     start_ns: 0x200,
@@ -715,16 +793,44 @@ ffffffffff600000-ffffffffff601000 --xp 00000000 00:00 0                  [vsysca
                     end: 0x7f01010,
                     name:
                         "bridge out of Guard 0x7f5805fca020 (kernel;/t/loop.py:2-3~#30 LOAD_CONST)"
-                            .into()
+                            .into(),
+                    ops_end: 0x7f00f70,
                 },
-                // No jit-log-opt-bridge section: the bridge keeps its bare name.
+                // No jit-log-opt-bridge section: the writer names it from its jump.
                 PypyEvent::Code {
                     start: 0x7f01100,
                     end: 0x7f01200,
-                    name: "bridge out of Guard 0x7f5805fca0a0".into()
+                    name: "bridge out of Guard 0x7f5805fca0a0".into(),
+                    ops_end: 0x7f01200,
                 },
             ]
         );
+    }
+
+    #[test]
+    fn bridges_are_named_after_the_loop_they_jump_to() {
+        crate::python::set_pid();
+        let mut j = Jit::new(0);
+        j.pypy_loops.insert(
+            0x7000,
+            (0x7400, "Loop 3 (kernel;/t/loop.py:6-8~#12 FOR_ITER)".into()),
+        );
+        // movabs $0x7100, %r11; jmp *%r11; nopw — as a bridge of PyPy 7.3.11 ends.
+        let mut code = vec![0x90u8; 40];
+        code.extend_from_slice(&[0x49, 0xbb, 0x00, 0x71, 0, 0, 0, 0, 0, 0, 0x41, 0xff, 0xe3]);
+        code.extend_from_slice(&[0x66, 0x0f, 0x1f, 0x44, 0x00, 0x00]);
+        let start = code.as_ptr() as u64;
+        let end = start + code.len() as u64;
+        let named = j.name_bridge("bridge out of Guard 0x1".into(), start, end);
+        assert_eq!(
+            named,
+            "bridge out of Guard 0x1 (kernel;/t/loop.py:6-8~#12 FOR_ITER)"
+        );
+        // A bridge that returns (`finish`) jumps nowhere: its name stays.
+        let ret = [0x48u8, 0x81, 0xc4, 0xb8, 0, 0, 0, 0xc3];
+        let s = ret.as_ptr() as u64;
+        let bare = j.name_bridge("bridge out of Guard 0x2".into(), s, s + ret.len() as u64);
+        assert_eq!(bare, "bridge out of Guard 0x2");
     }
 
     #[test]

@@ -39,6 +39,9 @@ pub struct Pypy {
     pub stack_field: u64,
     /// libpypy's executable ranges (interpreter-internal native frames).
     pub text: Vec<(u64, u64)>,
+    /// Heap entries may be read in place: the code publishes an entry only once it is
+    /// whole (see [`find_pushes`]); else every heap entry is read through the kernel.
+    pub direct: bool,
 }
 
 static PP: AtomicUsize = AtomicUsize::new(0);
@@ -123,9 +126,15 @@ fn thread_pointer() -> u64 {
     tp
 }
 
-/// Is libpypy loaded in this process? (Cheap enough for the constructor.)
+/// libpypy was loaded with the program (seen by the constructor): its TLS is static.
+static AT_START: AtomicBool = AtomicBool::new(false);
+
+/// Is libpypy loaded in this process? Called by the constructor, which runs after the
+/// program's own libraries are loaded and before anything is dlopen'ed.
 pub fn loaded() -> bool {
-    scan().tls_size > 0
+    let yes = scan().tls_size > 0;
+    AT_START.store(yes, Ordering::Relaxed);
+    yes
 }
 
 fn scan() -> Found {
@@ -168,17 +177,24 @@ fn detect_in(found: Found) -> Result<(), String> {
     // Static TLS (the library was loaded with the program) lies just below the thread
     // pointer, at the same distance in every thread; a dlopen'ed PyPy's may not.
     let tls_off = tp.wrapping_sub(found.tls_data);
+    // A PyPy dlopen'ed later (embedded) may have its TLS allocated per thread on demand.
+    if !AT_START.load(Ordering::Relaxed) {
+        return Err(no("it was loaded after the program started"));
+    }
     if found.tls_data == 0 || tls_off == 0 || tls_off > 1 << 20 || tls_off < found.tls_size {
         return Err(no("its thread-local storage is not static"));
     }
     let mut votes: Vec<(u64, u32)> = Vec::new();
+    let mut ordered = true;
     for &(start, end) in &found.text {
         // SAFETY: an executable PT_LOAD segment of a loaded library: mapped and readable
         // for as long as the library stays loaded (libpypy is never unloaded: it is the
         // program).
         let code =
             unsafe { core::slice::from_raw_parts(start as *const u8, (end - start) as usize) };
-        for off in find_stack_field(code) {
+        let pushes = find_pushes(code);
+        ordered &= pushes.ordered;
+        for off in pushes.offsets {
             if off % 8 == 0 && off >= 0x20 && off + 8 <= found.tls_size {
                 match votes.iter_mut().find(|v| v.0 == off) {
                     Some(v) => v.1 += 1,
@@ -198,16 +214,30 @@ fn detect_in(found: Found) -> Result<(), String> {
         tls_off,
         stack_field,
         text: found.text,
+        direct: ordered,
     });
     PP.store(Box::into_raw(pp) as usize, Ordering::Release);
     Ok(())
 }
 
-/// Offsets `D` of every `mov %REG, D(%rax)` that follows, across one call (the thread-local
-/// block's address comes back from `__tls_get_addr` in %rax), a `movq $1, 0x10(%REG)`:
-/// rvmprof's `enter_code` setting a new entry's kind to CODE, then publishing it.
-fn find_stack_field(code: &[u8]) -> Vec<u64> {
-    let mut out = Vec::new();
+/// What the code of libpypy says about rvmprof's push (`enter_code`): a new entry gets
+/// its fields — `next` at 0, `value` at 8, `kind` = CODE (`movq $1, 0x10(%REG)`) — then
+/// `__tls_get_addr` is called (general-dynamic TLS: `66 66 48 e8`, the address of the
+/// thread-local block comes back in %rax), then `mov %REG, D(%rax)` publishes the entry.
+#[derive(Debug, Default, PartialEq)]
+struct Pushes {
+    /// `D` of every push found.
+    offsets: Vec<u64>,
+    /// Every push found fills all three fields before the call that precedes its
+    /// publication: a published entry is always whole.
+    ordered: bool,
+}
+
+fn find_pushes(code: &[u8]) -> Pushes {
+    let mut p = Pushes {
+        offsets: Vec::new(),
+        ordered: true,
+    };
     let mut i = 0;
     while i + 8 <= code.len() {
         let rex = code[i];
@@ -219,26 +249,51 @@ fn find_stack_field(code: &[u8]) -> Vec<u64> {
             && code[i + 4..i + 8] == [1, 0, 0, 0]
         {
             let reg = (code[i + 2] & 7) | if rex == 0x49 { 8 } else { 0 };
-            if let Some(d) = publish_after(code, i + 8, reg) {
-                out.push(d);
+            // The TLS call that follows, if any: else this is no push.
+            let end = (i + 72).min(code.len().saturating_sub(4));
+            if let Some(call) = (i + 8..end).find(|&k| code[k..k + 4] == [0x66, 0x66, 0x48, 0xe8]) {
+                // Whatever path leads to the publication (a slow path may jump back to the
+                // shared one), the entry must be whole before the TLS call.
+                let from = i.saturating_sub(48);
+                if !(stores_to(&code[from..call], reg, 0) && stores_to(&code[from..call], reg, 8)) {
+                    p.ordered = false;
+                }
+                if let Some(d) = publication(code, call + 8, reg) {
+                    p.offsets.push(d);
+                }
             }
             i += 8;
         } else {
             i += 1;
         }
     }
-    out
+    p
 }
 
-fn publish_after(code: &[u8], from: usize, reg: u8) -> Option<u64> {
-    let end = (from + 64).min(code.len());
-    let call = (from..end).find(|&k| code[k] == 0xe8)?;
+/// `mov %REG, D(%rax)` within a few bytes of `from`: D.
+fn publication(code: &[u8], from: usize, reg: u8) -> Option<u64> {
     let store_rex = 0x48 | if reg >= 8 { 0x04 } else { 0 };
     let modrm = 0x40 | ((reg & 7) << 3); // [rax + disp8]
-    let lim = (call + 5 + 24).min(code.len().saturating_sub(3));
-    (call + 5..lim)
+    let lim = (from + 16).min(code.len().saturating_sub(3));
+    (from..lim)
         .find(|&k| code[k] == store_rex && code[k + 1] == 0x89 && code[k + 2] == modrm)
         .map(|k| code[k + 3] as u64)
+}
+
+/// Does `code` hold a `mov %r64, disp(%base)` with that displacement (0 or 8)?
+fn stores_to(code: &[u8], base: u8, disp: u8) -> bool {
+    let b = base & 7;
+    let rex_b = base >= 8;
+    (0..code.len().saturating_sub(3)).any(|k| {
+        let rex = code[k];
+        if rex & 0xf8 != 0x48 || (rex & 1 == 1) != rex_b || code[k + 1] != 0x89 {
+            return false;
+        }
+        let m = code[k + 2];
+        (m & 7) == b
+            && ((m >> 6 == 1 && code[k + 3] == disp)
+                || (m >> 6 == 0 && disp == 0 && b != 4 && b != 5))
+    })
 }
 
 /// The interrupted thread's PyPy entries, innermost first, into `out` (`code` = the
@@ -269,6 +324,19 @@ pub fn walk(pp: &Pypy, sp: u64, hi: u64, out: &mut [PyFrame]) -> usize {
         let mut e = [0u64; 3];
         if on_stack(node, 24) {
             // SAFETY: 24 bytes inside [sp, hi), the mapped live stack of this thread.
+            unsafe {
+                for (k, w) in e.iter_mut().enumerate() {
+                    *w = core::ptr::read_volatile((node + 8 * k as u64) as *const u64);
+                }
+            }
+        } else if pp.direct {
+            // SAFETY: a malloc'ed entry on this thread's list. Only this thread (the one
+            // running this handler) pushes and pops entries; an entry is published only
+            // once whole (checked in libpypy's code at detection: every push fills its
+            // fields before the call that precedes the publication, and a call is a
+            // barrier to the compiler) and freed only after it is unlinked (`free` comes
+            // after the store that unlinks it, for the same reason). So every entry on the
+            // list is allocated, mapped memory.
             unsafe {
                 for (k, w) in e.iter_mut().enumerate() {
                     *w = core::ptr::read_volatile((node + 8 * k as u64) as *const u64);
@@ -366,6 +434,22 @@ pub fn walk_other(pp: &Pypy, tp: u64, sp: u64, out: &mut [PyFrame]) -> usize {
 mod tests {
     use super::*;
 
+    /// Debian's PyPy (installed by scripts/test.sh): two pushes (the interpreter's and the
+    /// JIT's copies of `enter_code`), both publishing a whole entry at offset 0x48.
+    #[test]
+    fn debians_pypy_publishes_whole_entries() {
+        let lib = "/usr/lib/x86_64-linux-gnu/libpypy3.9-c.so";
+        let bytes = std::fs::read(lib).unwrap_or_else(|e| {
+            panic!("{lib}: {e} (apt-get install -y pypy3; scripts/test.sh does)")
+        });
+        let p = find_pushes(&bytes);
+        assert!(p.ordered, "{p:?}");
+        assert!(
+            !p.offsets.is_empty() && p.offsets.iter().all(|&d| d == 0x48),
+            "{p:?}"
+        );
+    }
+
     #[test]
     fn finds_the_publishing_store() {
         // Bytes of PyPy 7.3.11's enter_code (libpypy3.9-c.so, Debian 7.3.11+dfsg-2+deb12u3):
@@ -376,8 +460,25 @@ mod tests {
             0x45, 0x00, 0x66, 0x48, 0x8d, 0x3d, 0x8e, 0xb1, 0x4b, 0x00, 0x66, 0x66, 0x48, 0xe8,
             0x16, 0x32, 0xe8, 0xfe, 0x66, 0x0f, 0x1f, 0x44, 0x00, 0x00, 0x48, 0x89, 0x68, 0x48,
         ];
-        assert_eq!(find_stack_field(&code), vec![0x48]);
-        // A kind store with no publication after it is not a match.
-        assert!(find_stack_field(&code[..30]).is_empty());
+        assert_eq!(
+            find_pushes(&code),
+            Pushes {
+                offsets: vec![0x48],
+                ordered: true
+            }
+        );
+        // Published before `next` is filled: the order cannot be trusted.
+        let mut late = code.to_vec();
+        late.drain(12..16); // mov %rax,0x0(%rbp)
+        late.extend_from_slice(&[0x48, 0x89, 0x45, 0x00]);
+        assert!(!find_pushes(&late).ordered);
+        // A kind store with no TLS call after it is no push.
+        assert_eq!(
+            find_pushes(&code[..26]),
+            Pushes {
+                offsets: vec![],
+                ordered: true
+            }
+        );
     }
 }
