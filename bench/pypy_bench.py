@@ -14,8 +14,9 @@ Variants:
   prof            prof run --rate 999 (Python frames, names, PYPYLOG sections prof sets)
   prof-nolog      prof run --rate 999 --no-jit-maps (no PYPYLOG: no loop names, phases)
   log-prof        plain with prof's PYPYLOG sections, no prof: the log's own cost
-  log-nogc        plain with prof's sections minus gc-minor/gc-collect-step
+  log-nogc        plain with prof's sections minus gc-collect-step
   log-optbridge   plain with prof's sections plus jit-log-opt-bridge (names bridges; dropped)
+  prof+gc-minor   prof with its sections plus gc-minor (minor collections as gc; dropped)
   vmprof          pypy3 -m vmprof (its default period; its delivered rate is printed)
 
 Needs release binaries (`cargo build --release`) and a PyPy with vmprof installed
@@ -35,9 +36,10 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PROF_SECTIONS = "jit-backend-addr,jit-tracing,jit-blackhole,gc-minor,gc-collect-step"
+PROF_SECTIONS = "jit-backend-addr,jit-tracing,jit-blackhole,gc-collect-step"
 NOGC_SECTIONS = "jit-backend-addr,jit-tracing,jit-blackhole"
 OPT_SECTIONS = PROF_SECTIONS + ",jit-log-opt-bridge"
+MINOR_SECTIONS = PROF_SECTIONS + ",gc-minor"
 
 
 def timed(argv, env=None):
@@ -81,6 +83,7 @@ def main():
     log_env = dict(env, PYPYLOG=f"{PROF_SECTIONS}:{tmp}/log-%d")
     nogc_env = dict(env, PYPYLOG=f"{NOGC_SECTIONS}:{tmp}/log-%d")
     opt_env = dict(env, PYPYLOG=f"{OPT_SECTIONS}:{tmp}/log-%d")
+    minor_env = dict(env, PYPYLOG=f"{MINOR_SECTIONS}:{tmp}/log-%d")
     variants = {
         "plain": ([a.pypy] + work, env),
         "prof": ([prof, "run", "-q", "--rate", "999", "-o", data, "--", a.pypy] + work, env),
@@ -88,6 +91,7 @@ def main():
         "log-prof": ([a.pypy] + work, log_env),
         "log-nogc": ([a.pypy] + work, nogc_env),
         "log-optbridge": ([a.pypy] + work, opt_env),
+        "prof+gc-minor": ([prof, "run", "-q", "--rate", "999", "-o", data + "3", "--", a.pypy] + work, minor_env),
     }
     if a.vmprof_python:
         variants["vmprof"] = ([a.vmprof_python, "-m", "vmprof", "-o", vm] + work, env)

@@ -259,6 +259,26 @@ fn sample(t: &ThreadEntry, uc: *mut c_void, weight: u32, syscall: u64) {
         .max(1);
     let lo = t.stack_lo.load(Ordering::Relaxed) as u64;
     let hi = t.stack_hi.load(Ordering::Relaxed) as u64;
+    d.npy = 0;
+    // [issue 17] PyPy's own stack of Python code, from the thread's TLS; with it, the
+    // native walk stops at libpypy (see unwind::Stack::stop).
+    let mut stop = (0, 0);
+    let pypy = if t.py_tstate.load(Ordering::Relaxed) == 0 {
+        crate::pypy::get()
+    } else {
+        None
+    };
+    if let Some(pp) = pypy {
+        let (s, h) = if sp >= lo && sp < hi {
+            (sp, hi)
+        } else {
+            (0, 0)
+        };
+        d.npy = crate::pypy::walk(pp, s, h, &mut d.py) as u32;
+        if d.npy > 0 {
+            stop = pp.text_span;
+        }
+    }
     #[cfg(target_arch = "x86_64")]
     let (depth, flags) = {
         let _ = fp;
@@ -274,7 +294,7 @@ fn sample(t: &ThreadEntry, uc: *mut c_void, weight: u32, syscall: u64) {
             crate::unwind::unwind(
                 d,
                 regs,
-                &crate::unwind::Stack { lo: sp, hi },
+                &crate::unwind::Stack { lo: sp, hi, stop },
                 ctx,
                 max_depth,
             )
@@ -284,7 +304,6 @@ fn sample(t: &ThreadEntry, uc: *mut c_void, weight: u32, syscall: u64) {
     let (depth, flags) = walk_frame_pointers(d, fp, sp, lo, hi, max_depth);
     d.depth = depth as u32;
     d.flags = flags;
-    d.npy = 0;
     let tstate = t.py_tstate.load(Ordering::Relaxed);
     if tstate != 0 {
         if let Some(py) = crate::python::get() {
@@ -296,14 +315,6 @@ fn sample(t: &ThreadEntry, uc: *mut c_void, weight: u32, syscall: u64) {
             };
             d.npy = crate::python::walk(py, tstate, d.tid as u64, live, &mut d.py) as u32;
         }
-    } else if let Some(pp) = crate::pypy::get() {
-        // [issue 17] PyPy's own stack of Python code, from the thread's TLS.
-        let (s, h) = if sp >= lo && sp < hi {
-            (sp, hi)
-        } else {
-            (0, 0)
-        };
-        d.npy = crate::pypy::walk(pp, s, h, &mut d.py) as u32;
     }
     claim.publish();
 }

@@ -39,6 +39,8 @@ pub struct Pypy {
     pub stack_field: u64,
     /// libpypy's executable ranges (interpreter-internal native frames).
     pub text: Vec<(u64, u64)>,
+    /// From the lowest to the highest address of `text`.
+    pub text_span: (u64, u64),
     /// Heap entries may be read in place: the code publishes an entry only once it is
     /// whole (see [`find_pushes`]); else every heap entry is read through the kernel.
     pub direct: bool,
@@ -213,6 +215,10 @@ fn detect_in(found: Found) -> Result<(), String> {
     let pp = Box::new(Pypy {
         tls_off,
         stack_field,
+        text_span: (
+            found.text.iter().map(|r| r.0).min().unwrap_or(0),
+            found.text.iter().map(|r| r.1).max().unwrap_or(0),
+        ),
         text: found.text,
         direct: ordered,
     });
@@ -234,38 +240,38 @@ struct Pushes {
 }
 
 fn find_pushes(code: &[u8]) -> Pushes {
+    const TLS_CALL: [u8; 4] = [0x66, 0x66, 0x48, 0xe8];
     let mut p = Pushes {
         offsets: Vec::new(),
         ordered: true,
     };
-    let mut i = 0;
-    while i + 8 <= code.len() {
-        let rex = code[i];
-        if (rex == 0x48 || rex == 0x49)
-            && code[i + 1] == 0xc7
-            && (0x40..=0x47).contains(&code[i + 2])
-            && code[i + 2] != 0x44 // rsp/r12 need a SIB byte
-            && code[i + 3] == 0x10
-            && code[i + 4..i + 8] == [1, 0, 0, 0]
-        {
-            let reg = (code[i + 2] & 7) | if rex == 0x49 { 8 } else { 0 };
-            // The TLS call that follows, if any: else this is no push.
-            let end = (i + 72).min(code.len().saturating_sub(4));
-            if let Some(call) = (i + 8..end).find(|&k| code[k..k + 4] == [0x66, 0x66, 0x48, 0xe8]) {
-                // Whatever path leads to the publication (a slow path may jump back to the
-                // shared one), the entry must be whole before the TLS call.
-                let from = i.saturating_sub(48);
-                if !(stores_to(&code[from..call], reg, 0) && stores_to(&code[from..call], reg, 8)) {
-                    p.ordered = false;
-                }
-                if let Some(d) = publication(code, call + 8, reg) {
-                    p.offsets.push(d);
-                }
+    // TLS calls are rare (~2,400 in 35 MB): find them first, then the kind stores in the
+    // 72 bytes before each, for which that call is the first one that follows.
+    let mut prev_call = 0;
+    for call in memchr::memmem::find_iter(code, &TLS_CALL) {
+        for i in call.saturating_sub(72).max(prev_call)..call.saturating_sub(7) {
+            let rex = code[i];
+            if !((rex == 0x48 || rex == 0x49)
+                && code[i + 1] == 0xc7
+                && (0x40..=0x47).contains(&code[i + 2])
+                && code[i + 2] != 0x44 // rsp/r12 need a SIB byte
+                && code[i + 3] == 0x10
+                && code[i + 4..i + 8] == [1, 0, 0, 0])
+            {
+                continue;
             }
-            i += 8;
-        } else {
-            i += 1;
+            let reg = (code[i + 2] & 7) | if rex == 0x49 { 8 } else { 0 };
+            // Whatever path leads to the publication (a slow path may jump back to the
+            // shared one), the entry must be whole before the TLS call.
+            let from = i.saturating_sub(48);
+            if !(stores_to(&code[from..call], reg, 0) && stores_to(&code[from..call], reg, 8)) {
+                p.ordered = false;
+            }
+            if let Some(d) = publication(code, call + 8, reg) {
+                p.offsets.push(d);
+            }
         }
+        prev_call = call + 4;
     }
     p
 }

@@ -51,6 +51,7 @@ impl Unwinder {
         let stack = Stack {
             lo: regs.r[7],
             hi: self.stack_hi,
+            stop: (0, 0),
         };
         let (depth, flags) =
             unwind::unwind(&mut self.data, regs, &stack, Some(&mut self.ctx), max_depth);

@@ -237,6 +237,10 @@ pub trait ReadStack {
     /// May code bytes next to a return address be read in place? (Only on the thread
     /// that will execute them: elsewhere, the code could be unmapped meanwhile.)
     const CODE_READABLE: bool;
+    /// See [`Stack::stop`].
+    fn stop(&self) -> (u64, u64) {
+        (0, 0)
+    }
 }
 
 impl Regs {
@@ -255,6 +259,10 @@ impl Regs {
 pub struct Stack {
     pub lo: u64,
     pub hi: u64,
+    /// Code whose frames end the walk once one is recorded ([0, 0): none): a PyPy sample
+    /// keeps only the native frames above the first one in libpypy (pypy_names.rs), so
+    /// the deep interpreter recursion below it is not unwound for nothing.
+    pub stop: (u64, u64),
 }
 
 impl ReadStack for Stack {
@@ -268,6 +276,9 @@ impl ReadStack for Stack {
         Some(unsafe { core::ptr::read_volatile(addr as *const u64) })
     }
     const CODE_READABLE: bool = true;
+    fn stop(&self) -> (u64, u64) {
+        self.stop
+    }
 }
 
 /// A copy of another thread's stack: `bytes` held what was at [base, base + len).
@@ -338,6 +349,10 @@ pub fn unwind<S: ReadStack>(
         let pc = regs.r[RA];
         // Return addresses point after the call: look up the call instruction itself.
         let lookup = if depth == 1 { pc } else { pc.wrapping_sub(1) };
+        let (stop_lo, stop_hi) = stack.stop();
+        if lookup >= stop_lo && lookup < stop_hi {
+            return (depth, 0);
+        }
         let step = match ctx.as_deref_mut() {
             Some(c) => match cached_step(c, lookup, &mut regs, stack, &mut stale) {
                 Some(s) => s,

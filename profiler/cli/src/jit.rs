@@ -17,12 +17,13 @@
 //!   write; without frame pointers in compiled code ~80% of the stacks through C2 code
 //!   stopped at their leaf here). The JVM prints `Picked up JAVA_TOOL_OPTIONS: ...` on
 //!   stderr.
-//! - PyPy: `PYPYLOG=jit-backend-addr,jit-tracing,jit-blackhole,gc-minor,gc-collect-step:
+//! - PyPy: `PYPYLOG=jit-backend-addr,jit-tracing,jit-blackhole,gc-collect-step:
 //!   $PROF_DIR/pypy-%d.log` when the user has no PYPYLOG of their own: compiled loops and
-//!   bridges with their addresses, and the time spent tracing and collecting. The file
-//!   lives in prof's temporary log directory and goes with it. (Not `jit-log-opt-bridge`,
-//!   which would name bridges too but costs ~4% of a PyPy program's CPU time:
-//!   bench/RESULTS-pypy.md; the agent names a bridge from the loop it jumps back to.)
+//!   bridges with their addresses, and the time spent tracing and in major collections.
+//!   The file lives in prof's temporary log directory and goes with it. Not what does not
+//!   pay for itself (bench/RESULTS-pypy.md): `gc-minor` (thousands of sections a second:
+//!   ~6% of the program's CPU time to tell ~2% of it as minor GC) and `jit-log-opt-bridge`
+//!   (~4%: the agent names a bridge from the loop it jumps back to instead).
 
 use std::ffi::{OsStr, OsString};
 use std::path::Path;
@@ -37,7 +38,7 @@ const JAVA_FLAGS: [&str; 3] = [
     "-XX:+DumpPerfMapAtExit",
     "-XX:+PreserveFramePointer",
 ];
-const PYPY_SECTIONS: &str = "jit-backend-addr,jit-tracing,jit-blackhole,gc-minor,gc-collect-step";
+const PYPY_SECTIONS: &str = "jit-backend-addr,jit-tracing,jit-blackhole,gc-collect-step";
 
 /// The built-in tier rules, preceded by those in `file` if given. The error is one line
 /// naming the file and line (`rules.txt:3: unknown tier "fast" (...)`).
@@ -235,7 +236,7 @@ mod tests {
         assert_eq!(e["PYTHONPERFSUPPORT"], "1");
         assert_eq!(
             e["PYPYLOG"],
-            "jit-backend-addr,jit-tracing,jit-blackhole,gc-minor,gc-collect-step:/d/pypy-%d.log"
+            "jit-backend-addr,jit-tracing,jit-blackhole,gc-collect-step:/d/pypy-%d.log"
         );
 
         let mut cmd = Command::new("true");
