@@ -277,8 +277,7 @@ impl Builder<'_> {
                 let v = crate::jit::PypyJit::from_value(node.value);
                 match self.jit.resolve(p, v.lookup_addr(), id as u32) {
                     Some(k) => crate::jit::pypy_jit_frames(&p.jit_code[k], v),
-                    None if v.of_previous => Vec::new(),
-                    None => vec![Frame::bare("[pypy jit]", crate::jit::JIT_MODULE)],
+                    None => Vec::new(),
                 }
             }
             k => vec![Frame::bare(format!("[unknown frame kind {k}]"), "")],

@@ -312,15 +312,16 @@ impl PypyJit {
 }
 
 /// The Python frames of PyPy JIT code `c` at `v`: the loop's function (unless it is the
-/// frame before, already shown) as a Python frame like the interpreter's.
+/// frame before, already shown) as a Python frame like the interpreter's; none when the
+/// log names no function.
 pub fn pypy_jit_frames(c: &JitCode, v: PypyJit) -> Vec<Frame> {
     if v.of_previous {
         return Vec::new();
     }
-    match pypy_function(&c.name) {
-        Some(f) => vec![f],
-        None => vec![pypy_frame(&c.name)],
-    }
+    // Code PyPy's log names no function for (`Loop -1 ()`: an entry it compiled for
+    // `call_assembler`; a bridge whose jump was not seen) is JIT time of the frame
+    // before it: no frame of its own, rather than a name that is no Python function's.
+    pypy_function(&c.name).into_iter().collect()
 }
 
 /// `Loop 3 (f;/app.py:6-9~#12 FOR_ITER)` -> `f` at /app.py:6, module `app.py`, as the
