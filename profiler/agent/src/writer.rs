@@ -142,7 +142,8 @@ fn merged_stack(
     match py.filter(|_| npy > 0) {
         None => out.extend(native.iter().rev().map(|&a| (node_kind::NATIVE, a))),
         Some(py) => {
-            // Python frames grouped by C-level evaluation, innermost group first.
+            // Python frames grouped by C-level evaluation, innermost group first (a group
+            // may be empty: an evaluation whose frame is being torn down).
             let pyf = d.py_frames();
             let mut groups: Vec<&[python::PyFrame]> = Vec::new();
             let mut start = 0;
@@ -167,7 +168,7 @@ fn merged_stack(
             // Appends Python frames (given innermost first) outermost first.
             let push_py =
                 |codes: &mut CodeTable, frames: &[python::PyFrame], out: &mut Vec<(u32, u64)>| {
-                    for f in frames.iter().rev() {
+                    for f in frames.iter().rev().filter(|f| !f.is_empty_group()) {
                         let id = codes.id(py, f.code, f.fingerprint);
                         if codes.shims.contains(&id) {
                             continue;
@@ -176,16 +177,49 @@ fn merged_stack(
                         out.push((node_kind::PYTHON, ((id as u64) << 32) | at as u64));
                     }
                 };
-            if evals == groups.len() {
-                // Root first: the outermost eval frame runs the outermost group.
-                let mut g = groups.len();
-                for (i, &a) in native.iter().enumerate().rev() {
-                    out.push((node_kind::NATIVE, a));
-                    if is_eval(i, a) && g > 0 {
-                        g -= 1;
-                        push_py(codes, groups[g], out);
+            // Root first, pairing evaluation frames with groups from the innermost: the
+            // j-th innermost evaluation frame runs groups[j]; with `outer_first`, groups
+            // no evaluation frame runs (the native root was lost) come first.
+            let pair = |codes: &mut CodeTable,
+                        groups: &[&[python::PyFrame]],
+                        outer_first: bool,
+                        out: &mut Vec<(u32, u64)>| {
+                if outer_first {
+                    for g in groups.iter().skip(evals).rev() {
+                        push_py(codes, g, out);
                     }
                 }
+                let mut j = evals;
+                for (i, &a) in native.iter().enumerate().rev() {
+                    out.push((node_kind::NATIVE, a));
+                    if is_eval(i, a) && j > 0 {
+                        j -= 1;
+                        if let Some(g) = groups.get(j) {
+                            push_py(codes, g, out);
+                        }
+                    }
+                }
+            };
+            let leaf_eval = native.first().is_some_and(|&a| is_eval(0, a));
+            let root_lost = d.flags & (flags::TRUNCATED | flags::UNWIND_STOPPED) != 0;
+            // The walk stopped at its frame limit: the outermost groups are missing.
+            let py_cut = npy >= d.py.len();
+            if evals == groups.len() {
+                pair(codes, &groups, false, out);
+            } else if evals == groups.len() + 1 && leaf_eval {
+                // The sample fell in the innermost evaluation itself before it linked its
+                // frame, or after it unlinked it (its prologue and epilogue): it runs none.
+                groups.insert(0, &[]);
+                pair(codes, &groups, false, out);
+            } else if evals > groups.len() && py_cut {
+                // The outer evaluations' Python frames are beyond the walk's limit.
+                pair(codes, &groups, false, out);
+                extra = flags::TRUNCATED;
+            } else if evals > 0 && evals < groups.len() && root_lost {
+                // The native stack lost its root (depth limit, or the unwinder stopped):
+                // its evaluation frames are the innermost ones, and the outer groups'
+                // frames come first, where the lost native frames were.
+                pair(codes, &groups, true, out);
             } else {
                 // Keep both: the native stack, and every Python frame after the
                 // outermost evaluation frame (or at the end).
