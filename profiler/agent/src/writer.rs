@@ -687,3 +687,117 @@ impl Drop for Writer {
         let _ = std::io::stderr().flush();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::python::{Layout, PyFrame};
+    use crate::ring::MAX_FRAMES;
+
+    /// Evaluation frames are addresses in [0x1000, 0x2000), other native frames 0x5000+.
+    fn python() -> Python {
+        Python {
+            layout: Layout::default(),
+            runtime: 0,
+            code_type: 0,
+            unicode_type: 0,
+            bytes_type: 0,
+            eval_start: 0x1000,
+            eval_end: 0x2000,
+        }
+    }
+
+    /// A Python frame named by its instruction offset (its code object cannot be read, so
+    /// the offset is what identifies it in the merged stack).
+    fn pf(n: u32, entry: bool) -> PyFrame {
+        PyFrame {
+            code: 0x10_0000 + n as u64 * 0x100,
+            fingerprint: 0,
+            offset: n,
+            entry: entry as u32,
+        }
+    }
+
+    /// Merges `native` (leaf first) and `py` (innermost first); the stack root first as
+    /// `E` (evaluation frame), `nADDR` (other native frame) and `pN` (Python frame N).
+    fn merge(native: &[u64], py: &[PyFrame], flags: u32) -> (String, u32) {
+        let mut d = SampleData {
+            tid: 1,
+            flags,
+            weight: 1,
+            depth: native.len() as u32,
+            time_ns: 0,
+            syscall: NO_SYSCALL,
+            frames: [0; MAX_FRAMES],
+            npy: py.len() as u32,
+            py: [PyFrame::default(); python::MAX_PY_FRAMES],
+        };
+        d.frames[..native.len()].copy_from_slice(native);
+        d.py[..py.len()].copy_from_slice(py);
+        let mut codes = CodeTable::default();
+        let mut out = Vec::new();
+        let extra = merged_stack(&d, Some(&python()), &mut codes, &mut out);
+        let s: Vec<String> = out
+            .iter()
+            .map(|&(kind, v)| match kind {
+                node_kind::PYTHON => format!("p{}", v as u32),
+                _ if (0x1000..0x2000).contains(&v) => "E".into(),
+                _ => format!("n{v:x}"),
+            })
+            .collect();
+        (s.join(" "), extra)
+    }
+
+    #[test]
+    fn evaluations_and_python_groups_pair_from_the_innermost() {
+        // Two evaluations: A (outer, runs p1) and B (runs p2, p3).
+        let native = [0x5001, 0x1500, 0x5002, 0x1501, 0x5003];
+        let py = [pf(3, false), pf(2, true), pf(1, true)];
+        assert_eq!(
+            merge(&native, &py, 0),
+            ("n5003 E p1 n5002 E p2 p3 n5001".into(), 0)
+        );
+        // 3.12+: the innermost evaluation tears its returned frame down (the walk met its
+        // entry shim first and recorded an empty group).
+        let native = [0x5001, 0x1500, 0x5002, 0x1501, 0x5003, 0x1502, 0x5004];
+        let py = [PyFrame::EMPTY_GROUP, pf(2, true), pf(1, true)];
+        assert_eq!(
+            merge(&native, &py, 0),
+            ("n5004 E p1 n5003 E p2 n5002 E n5001".into(), 0)
+        );
+        // The leaf is an evaluation's prologue: it has not linked its frame yet.
+        let native = [0x1500, 0x5002, 0x1501, 0x5003];
+        assert_eq!(
+            merge(&native, &[pf(1, true)], 0),
+            ("n5003 E p1 n5002 E".into(), 0)
+        );
+        // The native stack was cut at the depth limit: its one evaluation runs the
+        // innermost group, the outer groups come first.
+        let native = [0x5001, 0x1500];
+        let py = [pf(3, true), pf(2, true), pf(1, true)];
+        assert_eq!(
+            merge(&native, &py, flags::TRUNCATED),
+            ("p1 p2 E p3 n5001".into(), 0)
+        );
+    }
+
+    #[test]
+    fn a_python_walk_cut_at_its_limit_keeps_the_inner_pairs() {
+        let py: Vec<PyFrame> = (0..python::MAX_PY_FRAMES as u32)
+            .map(|i| pf(1000 - i, false))
+            .collect();
+        let (s, extra) = merge(&[0x5001, 0x1500, 0x5002, 0x1501, 0x5003], &py, 0);
+        assert_eq!(extra, flags::TRUNCATED);
+        assert!(s.starts_with("n5003 E n5002 E p873 p874 "), "{s}");
+        assert!(s.ends_with(" p999 p1000 n5001"), "{s}");
+    }
+
+    #[test]
+    fn unmatched_counts_keep_both_and_flag_the_sample() {
+        // Three evaluations, one group, a whole native stack: no rule applies.
+        let native = [0x5001, 0x1500, 0x5002, 0x1501, 0x5003, 0x1502, 0x5004];
+        let (s, extra) = merge(&native, &[pf(2, false), pf(1, true)], 0);
+        assert_eq!(extra, flags::MERGE_MISMATCH);
+        assert_eq!(s, "n5004 E p1 p2 n5003 E n5002 E n5001");
+    }
+}
