@@ -609,8 +609,10 @@ fn node_sort_and_json_every_frame_named() {
     let sha = functions_like(&r, "sha256_block_data_order");
     let sha_total: f64 = sha.iter().map(|f| f["total"].as_f64().unwrap()).sum();
     let sha_native: f64 = sha.iter().map(|f| tier(&f["tiers"], "native")).sum();
+    // (kernel time under it — interrupts, page faults — is kernel)
+    let sha_kernel: f64 = sha.iter().map(|f| tier(&f["tiers"], "kernel")).sum();
     assert!(
-        sha_total >= 5.0 && sha_native >= 0.95 * sha_total,
+        sha_total >= 5.0 && sha_native >= 0.95 * (sha_total - sha_kernel),
         "OpenSSL's SHA-256: native {sha_native} of {sha_total}:\n{}",
         describe(&r)
     );
