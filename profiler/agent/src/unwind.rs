@@ -122,6 +122,22 @@ fn find(pc: u64) -> Option<&'static UnwindModule> {
     (pc >= start && pc < end).then_some(m)
 }
 
+/// Does [lo, hi) lie inside one loaded module's executable segment? Those are mapped from
+/// the ELF file, readable (x86_64 has no execute-only pages unless a program asks for
+/// them with memory protection keys), and stay mapped while a thread runs in them.
+#[inline]
+pub fn in_module_code(lo: u64, hi: u64) -> bool {
+    // SAFETY: SNAPSHOT is null or a leaked, immutable Snapshot.
+    let Some(snap) = (unsafe { SNAPSHOT.load(Ordering::Acquire).as_ref() }) else {
+        return false;
+    };
+    let e = &snap.entries;
+    let i = e.partition_point(|x| x.0 <= lo);
+    i.checked_sub(1)
+        .and_then(|i| e.get(i))
+        .is_some_and(|&(start, end, _)| lo >= start && hi <= end && lo < hi)
+}
+
 /// Copies a module's unwind sections. Must run inside a dl_iterate_phdr callback (the
 /// module cannot be unmapped meanwhile). `hdr` is its PT_GNU_EH_FRAME segment, `loads`
 /// its PT_LOAD segments (runtime start, end), bounding the .eh_frame walk.
