@@ -109,6 +109,13 @@ pub fn drain_limit_ns() -> i64 {
     2 * state::period_ns().max(10_000_000) as i64
 }
 
+/// The most periods one syscall tick may take: a tick of the slowest common kernel
+/// (HZ=100, 10 ms) and one period. A catcher that overran by more was held back (SIGPROF
+/// blocked by the program), and the CPU time behind its overrun is not this syscall's.
+pub fn max_tick_periods() -> u32 {
+    (10_000_000 / state::period_ns().max(1)).min(u32::MAX as u64 - 1) as u32 + 1
+}
+
 /// Resets the accounting at `now` (thread registration; signals before sampling starts).
 pub fn reset(e: &ThreadEntry, now: u64) {
     e.cpu_mark.store(now, Ordering::Relaxed);
