@@ -256,12 +256,15 @@ fn interpreter_start_up_at_20_khz_never_crashes() {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("prof.data");
         for i in 0..25 {
+            // With CPython 3.12+'s perf trampolines (off unless asked for), whose code
+            // the unwinder checks.
             let o = run_captured(
-                &mut prof_run(
+                prof_run(
                     &["-q", "--rate", "20000"],
                     &out,
                     &[p.as_os_str(), OsStr::new("-c"), OsStr::new("pass")],
-                ),
+                )
+                .env("PYTHONPERFSUPPORT", "1"),
                 TIMEOUT,
             );
             assert_eq!(
@@ -318,6 +321,16 @@ fn pyenv_pythons() -> Vec<PathBuf> {
         .collect()
 }
 
+/// CPython's Python frames were matched one-to-one with its evaluation frames in
+/// (nearly) every sample (`merge_mismatch_samples`, flag MERGE_MISMATCH).
+fn assert_merged(report: &Value, who: &str) {
+    let mismatched = num(report, "merge_mismatch_samples");
+    assert!(
+        mismatched <= 0.01 * num(report, "samples"),
+        "{who}: {mismatched} samples with Python frames not matched to evaluation frames"
+    );
+}
+
 /// A Django 4.2 ORM workload on SQLite (tests/fixtures/py_django.py): each request is a
 /// few filter/exclude/order_by/count/values_list queries. one_request stays at one depth
 /// under <module>;main (on 3.11 a fifth of its samples once sat under
@@ -350,6 +363,7 @@ fn django_orm_stacks_are_whole_and_sqlite_is_native() {
         let r = report_json(&out);
         let stacks = folded(&out);
         let total = assert_one_depth(&stacks, &r, "one_request", &who);
+        assert_merged(&r, &who);
         for f in ["QuerySet.filter", "QuerySet.exclude", "QuerySet.count"] {
             let (chains, w) = caller_chains(&stacks, f);
             let under: u64 = chains
@@ -401,23 +415,33 @@ fn django_orm_stacks_are_whole_and_sqlite_is_native() {
 /// never interleaved with interpreter frames, and `work` (reached every way) under it.
 #[test]
 fn python_stacks_are_whole_through_every_call_shape() {
-    for p in pythons() {
-        let who = p.display().to_string();
+    // 3.12+ also with the perf trampolines a user may turn on: every Python call is then a
+    // C-level evaluation of its own, each return tears its frame down inside it.
+    let runs = pythons().into_iter().flat_map(|p| {
+        let trampolines = !p.to_string_lossy().contains("3.11");
+        [(p.clone(), false)]
+            .into_iter()
+            .chain(trampolines.then_some((p, true)))
+    });
+    for (p, trampolines) in runs {
+        let who = format!("{} (PYTHONPERFSUPPORT={})", p.display(), trampolines as u8);
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("prof.data");
         let script = fixture_py("py_calls.py");
         let o = run_captured(
-            &mut prof_run(
+            prof_run(
                 &["-q", "--rate", "1999"],
                 &out,
                 &[p.as_os_str(), script.as_os_str(), OsStr::new("1.5")],
-            ),
+            )
+            .env("PYTHONPERFSUPPORT", if trampolines { "1" } else { "0" }),
             TIMEOUT,
         );
         assert_eq!(o.code(), Some(0), "{who}: {}\n{}", o.stdout, o.stderr);
         let r = report_json(&out);
         let stacks = folded(&out);
         assert_one_depth(&stacks, &r, "one_request", &who);
+        assert_merged(&r, &who);
         for (via, callee) in [
             ("decorator.<locals>.wrapper", "decorated"),
             ("star", "work"),

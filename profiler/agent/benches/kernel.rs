@@ -1,7 +1,8 @@
 //! ns per call of what kernel-time accounting adds to the SIGPROF handler (issue 12): the
 //! thread's CPU clock (a syscall: the vDSO does not serve CPU clocks), read at every
 //! kernel-catcher signal after a syscall and every 16th perf sample, and the check of
-//! the 18 code bytes around a pc (process_vm_readv) at every POSIX-timer signal.
+//! the 18 code bytes around a pc at every POSIX-timer signal (read in place inside a
+//! loaded module, else with process_vm_readv).
 use criterion::{criterion_group, criterion_main, Criterion};
 use std::hint::black_box;
 
@@ -31,6 +32,12 @@ fn bench(c: &mut Criterion) {
     c.bench_function("thread_cpu_clock", |b| {
         b.iter(|| black_box(prof_agent::testing::thread_cpu_ns()))
     });
+    // Before the modules are indexed: the code is read with process_vm_readv.
+    c.bench_function("syscall_at_process_vm_readv", |b| {
+        b.iter(|| black_box(prof_agent::testing::syscall_at(black_box(pc))))
+    });
+    // Indexed (as by the writer thread): read in place.
+    let _modules = prof_agent::testing::Unwinder::new();
     c.bench_function("syscall_at_syscall_return", |b| {
         b.iter(|| black_box(prof_agent::testing::syscall_at(black_box(pc))))
     });

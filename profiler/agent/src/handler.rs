@@ -155,7 +155,7 @@ fn on_timer(t: &ThreadEntry, uc: *mut c_void, kind: Kind) {
                 // The tick came during this syscall: it stands for `ticks` periods of
                 // the thread's time, paid from the kernel time the clock says is due.
                 let credit = kernel::settle(t, thread_cpu_ns());
-                let w = kernel::take(t, credit, ticks, true);
+                let w = kernel::take(t, credit, ticks.min(kernel::max_tick_periods()), true);
                 if w > 0 {
                     sample(t, uc, w, nr);
                 }

@@ -29,6 +29,20 @@ pub struct PyFrame {
     pub entry: u32,
 }
 
+impl PyFrame {
+    /// Not a frame: a C-level evaluation that runs no Python frame (see `walk`).
+    pub const EMPTY_GROUP: PyFrame = PyFrame {
+        code: 0,
+        fingerprint: 0,
+        offset: 0,
+        entry: 1,
+    };
+
+    pub fn is_empty_group(&self) -> bool {
+        self.code == 0
+    }
+}
+
 pub const MAX_PY_FRAMES: usize = 128;
 
 /// Field offsets of one CPython version.
@@ -626,9 +640,20 @@ fn walk_impl(
         let instr = word(&fb, l.frame_instr);
         let owner = fb.get(l.frame_owner as usize).copied().unwrap_or(0);
         if l.frame_is_entry.is_none() && owner == FRAME_OWNED_BY_CSTACK {
-            // 3.12+: a C-stack shim frame separates two C-level evaluations.
-            if let Some(prev) = n.checked_sub(1).and_then(|i| out.get_mut(i)) {
-                prev.entry = 1;
+            // 3.12+: a C-stack shim frame separates two C-level evaluations; the frame
+            // before it (inner) is the outermost of the inner evaluation. With none (the
+            // shim is the innermost frame, or follows another shim), that evaluation runs
+            // no Python frame at the moment — its frame returned and is being torn down,
+            // which in 3.12+ happens inside the evaluation — so an empty group is
+            // recorded: the evaluation frames on the native stack still match one-to-one.
+            match n.checked_sub(1).and_then(|i| out.get_mut(i)) {
+                Some(prev) if prev.entry == 0 => prev.entry = 1,
+                _ => {
+                    if let Some(slot) = out.get_mut(n) {
+                        *slot = PyFrame::EMPTY_GROUP;
+                        n += 1;
+                    }
+                }
             }
             frame = previous;
             continue;
@@ -665,9 +690,17 @@ fn walk_impl(
     let mut pending = [0usize; BATCH]; // frame indexes whose header goes in `bufs`
     let mut np = 0usize;
     let mut end = n;
+    // The innermost real frame's code object may be mid-teardown (see `walk`).
+    let innermost = out[..n]
+        .iter()
+        .position(|f| !f.is_empty_group())
+        .unwrap_or(n);
     for i in 0..=n {
+        if i < n && out[i].is_empty_group() {
+            continue;
+        }
         if i < n {
-            if i > 0 && in_chunk_mask & (1 << i) != 0 {
+            if i > innermost && in_chunk_mask & (1 << i) != 0 {
                 match direct_code_header(py, out[i].code, hdr) {
                     Some(fp) => out[i].fingerprint = fp,
                     None => end = i,

@@ -142,7 +142,8 @@ fn merged_stack(
     match py.filter(|_| npy > 0) {
         None => out.extend(native.iter().rev().map(|&a| (node_kind::NATIVE, a))),
         Some(py) => {
-            // Python frames grouped by C-level evaluation, innermost group first.
+            // Python frames grouped by C-level evaluation, innermost group first (a group
+            // may be empty: an evaluation whose frame is being torn down).
             let pyf = d.py_frames();
             let mut groups: Vec<&[python::PyFrame]> = Vec::new();
             let mut start = 0;
@@ -167,7 +168,7 @@ fn merged_stack(
             // Appends Python frames (given innermost first) outermost first.
             let push_py =
                 |codes: &mut CodeTable, frames: &[python::PyFrame], out: &mut Vec<(u32, u64)>| {
-                    for f in frames.iter().rev() {
+                    for f in frames.iter().rev().filter(|f| !f.is_empty_group()) {
                         let id = codes.id(py, f.code, f.fingerprint);
                         if codes.shims.contains(&id) {
                             continue;
@@ -176,16 +177,49 @@ fn merged_stack(
                         out.push((node_kind::PYTHON, ((id as u64) << 32) | at as u64));
                     }
                 };
-            if evals == groups.len() {
-                // Root first: the outermost eval frame runs the outermost group.
-                let mut g = groups.len();
-                for (i, &a) in native.iter().enumerate().rev() {
-                    out.push((node_kind::NATIVE, a));
-                    if is_eval(i, a) && g > 0 {
-                        g -= 1;
-                        push_py(codes, groups[g], out);
+            // Root first, pairing evaluation frames with groups from the innermost: the
+            // j-th innermost evaluation frame runs groups[j]; with `outer_first`, groups
+            // no evaluation frame runs (the native root was lost) come first.
+            let pair = |codes: &mut CodeTable,
+                        groups: &[&[python::PyFrame]],
+                        outer_first: bool,
+                        out: &mut Vec<(u32, u64)>| {
+                if outer_first {
+                    for g in groups.iter().skip(evals).rev() {
+                        push_py(codes, g, out);
                     }
                 }
+                let mut j = evals;
+                for (i, &a) in native.iter().enumerate().rev() {
+                    out.push((node_kind::NATIVE, a));
+                    if is_eval(i, a) && j > 0 {
+                        j -= 1;
+                        if let Some(g) = groups.get(j) {
+                            push_py(codes, g, out);
+                        }
+                    }
+                }
+            };
+            let leaf_eval = native.first().is_some_and(|&a| is_eval(0, a));
+            let root_lost = d.flags & (flags::TRUNCATED | flags::UNWIND_STOPPED) != 0;
+            // The walk stopped at its frame limit: the outermost groups are missing.
+            let py_cut = npy >= d.py.len();
+            if evals == groups.len() {
+                pair(codes, &groups, false, out);
+            } else if evals == groups.len() + 1 && leaf_eval {
+                // The sample fell in the innermost evaluation itself before it linked its
+                // frame, or after it unlinked it (its prologue and epilogue): it runs none.
+                groups.insert(0, &[]);
+                pair(codes, &groups, false, out);
+            } else if evals > groups.len() && py_cut {
+                // The outer evaluations' Python frames are beyond the walk's limit.
+                pair(codes, &groups, false, out);
+                extra = flags::TRUNCATED;
+            } else if evals > 0 && evals < groups.len() && root_lost {
+                // The native stack lost its root (depth limit, or the unwinder stopped):
+                // its evaluation frames are the innermost ones, and the outer groups'
+                // frames come first, where the lost native frames were.
+                pair(codes, &groups, true, out);
             } else {
                 // Keep both: the native stack, and every Python frame after the
                 // outermost evaluation frame (or at the end).
@@ -651,5 +685,119 @@ impl Drop for Writer {
     fn drop(&mut self) {
         let _ = self.log.flush();
         let _ = std::io::stderr().flush();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::python::{Layout, PyFrame};
+    use crate::ring::MAX_FRAMES;
+
+    /// Evaluation frames are addresses in [0x1000, 0x2000), other native frames 0x5000+.
+    fn python() -> Python {
+        Python {
+            layout: Layout::default(),
+            runtime: 0,
+            code_type: 0,
+            unicode_type: 0,
+            bytes_type: 0,
+            eval_start: 0x1000,
+            eval_end: 0x2000,
+        }
+    }
+
+    /// A Python frame named by its instruction offset (its code object cannot be read, so
+    /// the offset is what identifies it in the merged stack).
+    fn pf(n: u32, entry: bool) -> PyFrame {
+        PyFrame {
+            code: 0x10_0000 + n as u64 * 0x100,
+            fingerprint: 0,
+            offset: n,
+            entry: entry as u32,
+        }
+    }
+
+    /// Merges `native` (leaf first) and `py` (innermost first); the stack root first as
+    /// `E` (evaluation frame), `nADDR` (other native frame) and `pN` (Python frame N).
+    fn merge(native: &[u64], py: &[PyFrame], flags: u32) -> (String, u32) {
+        let mut d = SampleData {
+            tid: 1,
+            flags,
+            weight: 1,
+            depth: native.len() as u32,
+            time_ns: 0,
+            syscall: NO_SYSCALL,
+            frames: [0; MAX_FRAMES],
+            npy: py.len() as u32,
+            py: [PyFrame::default(); python::MAX_PY_FRAMES],
+        };
+        d.frames[..native.len()].copy_from_slice(native);
+        d.py[..py.len()].copy_from_slice(py);
+        let mut codes = CodeTable::default();
+        let mut out = Vec::new();
+        let extra = merged_stack(&d, Some(&python()), &mut codes, &mut out);
+        let s: Vec<String> = out
+            .iter()
+            .map(|&(kind, v)| match kind {
+                node_kind::PYTHON => format!("p{}", v as u32),
+                _ if (0x1000..0x2000).contains(&v) => "E".into(),
+                _ => format!("n{v:x}"),
+            })
+            .collect();
+        (s.join(" "), extra)
+    }
+
+    #[test]
+    fn evaluations_and_python_groups_pair_from_the_innermost() {
+        // Two evaluations: A (outer, runs p1) and B (runs p2, p3).
+        let native = [0x5001, 0x1500, 0x5002, 0x1501, 0x5003];
+        let py = [pf(3, false), pf(2, true), pf(1, true)];
+        assert_eq!(
+            merge(&native, &py, 0),
+            ("n5003 E p1 n5002 E p2 p3 n5001".into(), 0)
+        );
+        // 3.12+: the innermost evaluation tears its returned frame down (the walk met its
+        // entry shim first and recorded an empty group).
+        let native = [0x5001, 0x1500, 0x5002, 0x1501, 0x5003, 0x1502, 0x5004];
+        let py = [PyFrame::EMPTY_GROUP, pf(2, true), pf(1, true)];
+        assert_eq!(
+            merge(&native, &py, 0),
+            ("n5004 E p1 n5003 E p2 n5002 E n5001".into(), 0)
+        );
+        // The leaf is an evaluation's prologue: it has not linked its frame yet.
+        let native = [0x1500, 0x5002, 0x1501, 0x5003];
+        assert_eq!(
+            merge(&native, &[pf(1, true)], 0),
+            ("n5003 E p1 n5002 E".into(), 0)
+        );
+        // The native stack was cut at the depth limit: its one evaluation runs the
+        // innermost group, the outer groups come first.
+        let native = [0x5001, 0x1500];
+        let py = [pf(3, true), pf(2, true), pf(1, true)];
+        assert_eq!(
+            merge(&native, &py, flags::TRUNCATED),
+            ("p1 p2 E p3 n5001".into(), 0)
+        );
+    }
+
+    #[test]
+    fn a_python_walk_cut_at_its_limit_keeps_the_inner_pairs() {
+        let py: Vec<PyFrame> = (0..python::MAX_PY_FRAMES as u32)
+            .map(|i| pf(1000 - i, false))
+            .collect();
+        let (s, extra) = merge(&[0x5001, 0x1500, 0x5002, 0x1501, 0x5003], &py, 0);
+        assert_eq!(extra, flags::TRUNCATED);
+        assert!(s.starts_with("n5003 E n5002 E p873 p874 "), "{s}");
+        assert!(s.ends_with(" p999 p1000 n5001"), "{s}");
+    }
+
+    #[test]
+    fn unmatched_counts_keep_both_and_flag_the_sample() {
+        // Three evaluations, one group, a whole native stack: no rule applies.
+        let native = [0x5001, 0x1500, 0x5002, 0x1501, 0x5003, 0x1502, 0x5004];
+        let (s, extra) = merge(&native, &[pf(2, false), pf(1, true)], 0);
+        assert_eq!(extra, flags::MERGE_MISMATCH);
+        assert_eq!(s, "n5004 E p1 p2 n5003 E n5002 E n5001");
     }
 }

@@ -59,6 +59,8 @@ pub(crate) struct ProcData {
     pub weight: u64,
     pub truncated: u64,
     pub unwind_stopped: u64,
+    /// Samples whose Python frames the agent could not match to evaluation frames.
+    pub merge_mismatch: u64,
     pub off_cpu: u64,
     /// Weight of the off-CPU samples (wall mode), which no CPU time stands behind.
     pub off_cpu_weight: u64,
@@ -330,6 +332,7 @@ impl Builder<'_> {
             weight: 0,
             truncated: 0,
             unwind_stopped: 0,
+            merge_mismatch: 0,
             off_cpu: 0,
             off_cpu_weight: 0,
             bad_leaf: 0,
@@ -365,6 +368,9 @@ impl Builder<'_> {
             }
             if s.flags & flags::UNWIND_STOPPED != 0 {
                 d.unwind_stopped += 1;
+            }
+            if s.flags & flags::MERGE_MISMATCH != 0 {
+                d.merge_mismatch += 1;
             }
             if s.flags & flags::OFF_CPU != 0 {
                 d.off_cpu += 1;

@@ -37,6 +37,10 @@ pub struct Summary {
     pub samples_per_cpu_s: Option<f64>,
     pub truncated_samples: u64,
     pub unwind_stopped_samples: u64,
+    /// Samples whose Python frames could not be matched one-to-one with the interpreter's
+    /// evaluation frames (flag MERGE_MISMATCH; docs/FORMAT.md).
+    #[serde(default)]
+    pub merge_mismatch_samples: u64,
     pub off_cpu_samples: u64,
     /// Samples whose leaf node id did not exist (corrupt input); counted under "[no stack]".
     #[serde(default)]
@@ -191,6 +195,7 @@ impl Analysis {
         let mut ids: Vec<FrameId> = Vec::new();
         let (mut samples, mut weight, mut lost) = (0u64, 0u64, 0u64);
         let (mut truncated, mut stopped, mut off_cpu, mut bad) = (0u64, 0u64, 0u64, 0u64);
+        let mut mismatch = 0u64;
         let (mut ended_weight, mut cpu_ns) = (0u64, 0u64);
         let mut notices: Vec<String> = Vec::new();
         let mut timers: Vec<&str> = Vec::new();
@@ -209,6 +214,7 @@ impl Analysis {
             lost = lost.saturating_add(p.lost);
             truncated += p.truncated;
             stopped += p.unwind_stopped;
+            mismatch += p.merge_mismatch;
             off_cpu += p.off_cpu;
             bad += p.bad_leaf;
             if let Some(c) = p.cpu_ns.filter(|&c| c > 0) {
@@ -363,6 +369,7 @@ impl Analysis {
             samples_per_cpu_s: (cpu_ns > 0).then(|| ended_weight as f64 / secs(cpu_ns)),
             truncated_samples: truncated,
             unwind_stopped_samples: stopped,
+            merge_mismatch_samples: mismatch,
             off_cpu_samples: off_cpu,
             bad_stack_samples: bad,
             notices,
@@ -536,6 +543,12 @@ pub fn render_text(s: &Summary, top: usize) -> String {
         problems.push(format!(
             "{} stopped unwinding early",
             s.unwind_stopped_samples
+        ));
+    }
+    if s.merge_mismatch_samples > 0 {
+        problems.push(format!(
+            "{} with Python frames not matched to the interpreter's",
+            s.merge_mismatch_samples
         ));
     }
     if s.bad_stack_samples > 0 {

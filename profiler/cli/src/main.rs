@@ -79,8 +79,8 @@ pub struct RunArgs {
     /// Show the Python interpreter's own C frames between Python frames (hidden by default).
     #[arg(long)]
     native_internals: bool,
-    /// Do not turn on the runtimes' JIT maps (node --perf-basic-prof, PYTHONPERFSUPPORT,
-    /// HotSpot's DumpPerfMapAtExit, PYPYLOG); see docs/TIERS.md.
+    /// Do not turn on the runtimes' JIT maps (node --perf-basic-prof, HotSpot's
+    /// DumpPerfMapAtExit, PYPYLOG); see docs/TIERS.md.
     #[arg(long)]
     no_jit_maps: bool,
     /// Tier rules to try before the built-in ones (format: docs/TIERS.md).
