@@ -17,6 +17,9 @@ Variants:
   log-nogc        plain with prof's sections minus gc-collect-step
   log-optbridge   plain with prof's sections plus jit-log-opt-bridge (names bridges; dropped)
   prof+gc-minor   prof with its sections plus gc-minor (minor collections as gc; dropped)
+  floor           plain with only prof's timer and an empty SIGPROF handler preloaded
+                  (bench/bench.py's FLOOR_C, main thread): what any in-process sampler
+                  driven by that timer costs here before it does any work
   vmprof          pypy3 -m vmprof (its default period; its delivered rate is printed)
 
 Needs release binaries (`cargo build --release`) and a PyPy with vmprof installed
@@ -75,6 +78,14 @@ def main():
     if not a.pypy:
         sys.exit("pypy3 missing: apt-get install -y pypy3")
     tmp = tempfile.mkdtemp(prefix="pypy-bench-")
+    sys.path.insert(0, os.path.join(ROOT, "bench"))
+    import bench  # noqa: E402 (FLOOR_C)
+
+    floor_c = os.path.join(tmp, "floor.c")
+    with open(floor_c, "w") as f:
+        f.write(bench.FLOOR_C)
+    floor_so = os.path.join(tmp, "floor.so")
+    subprocess.run(["gcc", "-O2", "-shared", "-fPIC", "-o", floor_so, floor_c], check=True)
     data = os.path.join(tmp, "p.data")
     vm = os.path.join(tmp, "p.vmprof")
     work = [a.workload, a.scale]
@@ -88,6 +99,7 @@ def main():
         "plain": ([a.pypy] + work, env),
         "prof": ([prof, "run", "-q", "--rate", "999", "-o", data, "--", a.pypy] + work, env),
         "prof-nolog": ([prof, "run", "-q", "--no-jit-maps", "--rate", "999", "-o", data + "2", "--", a.pypy] + work, env),
+        "floor": ([a.pypy] + work, dict(env, LD_PRELOAD=floor_so, FLOOR_HZ="999")),
         "log-prof": ([a.pypy] + work, log_env),
         "log-nogc": ([a.pypy] + work, nogc_env),
         "log-optbridge": ([a.pypy] + work, opt_env),
