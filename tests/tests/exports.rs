@@ -177,6 +177,7 @@ fn firefox_export_is_a_processed_profile() {
         assert!(cats.contains(&t), "{cats:?}");
     }
     let native = cats.iter().position(|&c| c == "native").unwrap() as u64;
+    let kernel = cats.iter().position(|&c| c == "kernel").unwrap() as u64;
     let threads = doc["threads"].as_array().unwrap();
     assert_eq!(threads.len(), report["threads"].as_array().unwrap().len());
     let mut weight = 0u64;
@@ -203,9 +204,27 @@ fn firefox_export_is_a_processed_profile() {
                 assert!(strings[file].as_str().unwrap().ends_with("c_threads.c"));
             }
         }
-        // A native program: every frame in the native category.
-        for c in t["frameTable"]["category"].as_array().unwrap() {
-            assert_eq!(c.as_u64(), Some(native));
+        // A native program: every frame native, or kernel where its system calls' CPU time
+        // lands (`[syscall NAME]`, `[kernel]`).
+        let frame_func = t["frameTable"]["func"].as_array().unwrap();
+        for (i, c) in t["frameTable"]["category"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .enumerate()
+        {
+            let f = frame_func[i].as_u64().unwrap() as usize;
+            let name = strings[ft["name"][f].as_u64().unwrap() as usize]
+                .as_str()
+                .unwrap();
+            let c = c.as_u64().unwrap();
+            if name.starts_with("[syscall ") || name == "[kernel]" {
+                assert_eq!(c, kernel, "{name}");
+            } else {
+                // A frame takes the tier of the samples it was first seen in: kernel on
+                // a stack that made a system call.
+                assert!(c == native || c == kernel, "{name}: category {c}");
+            }
         }
         // Stack prefixes point backwards, frames exist.
         let st = &t["stackTable"];
@@ -240,7 +259,11 @@ fn svg_export_is_xml_with_the_hot_function() {
         .iter()
         .find(|t| t.starts_with("work_d"))
         .unwrap_or_else(|| panic!("no work_d frame: {titles:?}"));
-    assert!(work_d.contains("native 100.0%"), "{work_d}");
+    // Native, and kernel for the CPU time of the system calls made under it.
+    assert!(work_d.contains("native "), "{work_d}");
+    for t in ["interpreter", "warmup", "jit", "gc"] {
+        assert!(!work_d.contains(t), "{work_d}");
+    }
     assert!(work_d.contains("c_threads.c:"), "{work_d}");
     let labels: Vec<&str> = doc
         .descendants()

@@ -511,7 +511,8 @@ fn viewer_in_headless_chromium() {
             .replace(',', "")
             .parse::<f64>()
             .unwrap()
-            == weight
+            == s.report["samples"].as_f64().unwrap(),
+        "the list's samples column: {row}"
     );
     let bars = b.js(
         "return document.querySelectorAll('table.profiles .tierbar .seg').length;",
