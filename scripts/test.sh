@@ -17,6 +17,8 @@ command -v node >/dev/null 2>&1 || need+=(nodejs)
 # (nodesource's nodejs includes it; Debian packages it apart).
 command -v npm >/dev/null 2>&1 || need+=(npm)
 command -v javac >/dev/null 2>&1 || need+=(openjdk-17-jdk-headless)
+# The PyPy tests (tests/tests/pypy.rs) run Debian's pypy3; their venvs get Django and vmprof
+# from PyPI, and the agent's unit tests read its libpypy3.9-c.so.
 command -v pypy3 >/dev/null 2>&1 || need+=(pypy3)
 # The export/import tests (tests/tests/exports.rs) read the pprof export with
 # `go tool pprof`, draw the HTML flamegraph in headless Chromium, and record vmprof logs
