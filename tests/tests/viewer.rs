@@ -219,15 +219,22 @@ fn viewer_in_headless_chromium() {
         tip.contains("self ") && tip.contains("total "),
         "tooltip: {tip}"
     );
-    assert!(tip.contains("warmup 100%"), "tooltip tier split: {tip}");
+    // All warmup — but for the CPU time the kernel spent on the thread while it ran (the
+    // sampling signals' delivery, page faults: kernel-time accounting puts it under a
+    // `[kernel]` leaf, more of it on a loaded machine), which the split shows as kernel.
+    assert!(tip.contains("warmup "), "tooltip tier split: {tip}");
+    for t in ["interpreter", "jit", "native", "gc"] {
+        assert!(!tip.contains(t), "tooltip tier split: {tip}");
+    }
     let segs = b.js(
         "return document.querySelectorAll('#tooltip .tierbar .seg').length;",
         json!([]),
     );
+    let kernel = tip.contains("kernel ");
     assert_eq!(
         segs,
-        json!(1),
-        "compile_loop is all warmup: one bar segment"
+        json!(1 + kernel as u64),
+        "compile_loop is warmup (and kernel): one bar segment each"
     );
     b.screenshot("02-tooltip");
 
