@@ -185,6 +185,17 @@ fn pc_and_syscall_register(uc: *mut c_void) -> (u64, u64) {
     }
 }
 
+/// A ring slot for one sample; a full ring counts the sample as lost (async-signal-safe:
+/// the ring never blocks).
+pub fn claim_slot() -> Option<crate::ring::Claim<'static>> {
+    let ring = state::ring()?;
+    let claim = ring.claim();
+    if claim.is_none() {
+        LOST.fetch_add(1, Ordering::Relaxed);
+    }
+    claim
+}
+
 /// A SIGPROF that is not from our timers (e.g. `kill -PROF`): do what would have happened
 /// without prof.
 fn forward(sig: libc::c_int, info: *mut libc::siginfo_t, uc: *mut c_void) {
@@ -241,11 +252,7 @@ fn registers(uc: *mut c_void) -> (u64, u64, u64) {
 /// Records the interrupted stack with `weight` periods; `syscall` other than NO_SYSCALL
 /// adds a kernel leaf (`[syscall NAME]`, or `[kernel]` for UNKNOWN_SYSCALL).
 fn sample(t: &ThreadEntry, uc: *mut c_void, weight: u32, syscall: u64) {
-    let Some(ring) = state::ring() else { return };
-    let Some(claim) = ring.claim() else {
-        LOST.fetch_add(1, Ordering::Relaxed);
-        return;
-    };
+    let Some(claim) = claim_slot() else { return };
     let d = claim.data();
     let (pc, fp, sp) = registers(uc);
     d.tid = t.tid.load(Ordering::Relaxed) as u32;

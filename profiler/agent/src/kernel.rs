@@ -151,9 +151,7 @@ pub fn settle_exit(e: &ThreadEntry, tid: libc::pid_t, now: u64) {
     if w == 0 {
         return;
     }
-    let Some(ring) = state::ring() else { return };
-    let Some(claim) = ring.claim() else {
-        crate::handler::LOST.fetch_add(1, Ordering::Relaxed);
+    let Some(claim) = crate::handler::claim_slot() else {
         return;
     };
     let d = claim.data();

@@ -167,9 +167,7 @@ extern "C" fn sampler_main(_: *mut c_void) -> *mut c_void {
 }
 
 fn push(tid: i32, nr: u64, frames: &[u64], py: &[crate::python::PyFrame], flags: u32, weight: u32) {
-    let Some(ring) = state::ring() else { return };
-    let Some(claim) = ring.claim() else {
-        crate::handler::LOST.fetch_add(1, Ordering::Relaxed);
+    let Some(claim) = crate::handler::claim_slot() else {
         return;
     };
     let d = claim.data();
