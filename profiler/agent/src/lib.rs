@@ -6,14 +6,15 @@
 //! starts its own log; at exit the last samples and a PROCESS_END record are written.
 //! With no PROF_DIR in the environment the library does nothing but pass calls through.
 //!
-//! `unsafe` lives in `sys`, `ring`, `threads`, `timer`, `handler`, `hooks`, `modules`, `pypy`
-//! and `wall`, each use next to a `SAFETY:` note; the writer is ordinary Rust.
+//! `unsafe` lives in `sys`, `ring`, `threads`, `timer`, `handler`, `hooks`, `modules`, `pypy`,
+//! `markers` and `wall`, each use next to a `SAFETY:` note; the writer is ordinary Rust.
 
 mod handler;
 mod hooks;
 mod jit;
 mod kernel;
 mod logfile;
+mod markers;
 mod modules;
 mod pypy;
 mod pypy_names;
@@ -31,6 +32,7 @@ mod writer;
 pub mod testing;
 
 pub use hooks::{dlopen, pthread_create, pthread_sigmask, sigaction, signal, sigprocmask};
+pub use markers::{prof_marker_begin, prof_marker_enabled, prof_marker_end, prof_marker_interval};
 
 use core::ffi::{c_char, c_int};
 use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicU8, AtomicUsize, Ordering};

@@ -9,7 +9,9 @@ use std::io::Write;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use prof_format::{flags, node_kind, LogWriter, PendingSample, ProcessEnd, ProcessInfo, PyCode};
+use prof_format::{
+    flags, node_kind, LogWriter, MarkerEvent, PendingSample, ProcessEnd, ProcessInfo, PyCode,
+};
 
 use crate::handler::{LOST, SIGNALS};
 use crate::logfile::LogFile;
@@ -62,6 +64,60 @@ struct Writer {
     /// `[kernel]` leaf added: where an exiting thread's remaining kernel time goes
     /// (kernel.rs). (leaf node, is it a kernel stack?)
     last_kernel: HashMap<u32, (u32, bool)>,
+    /// [issue 14] Marker events per thread not yet written, and the marker names logged.
+    markers: MarkerTable,
+}
+
+/// [issue 14] Request markers seen by the writer (markers.rs makes the events).
+#[derive(Default)]
+struct MarkerTable {
+    ids: HashMap<Vec<u8>, u32>,
+    /// Names interned since the last write (MARKER_NAME records precede their events).
+    fresh: Vec<(u32, String)>,
+    per_thread: HashMap<u32, Vec<MarkerEvent>>,
+    lost_said: u64,
+}
+
+impl MarkerTable {
+    fn push(&mut self, d: &SampleData) {
+        use crate::markers::{BEGIN, DURATION_WORD, INTERVAL};
+        let name = (d.weight == BEGIN || d.weight == INTERVAL).then(|| {
+            let bytes = crate::markers::unpack(&d.frames, d.depth as usize);
+            let next = self.ids.len() as u32;
+            *self.ids.entry(bytes).or_insert_with_key(|b| {
+                // A name cut at MAX_NAME may end inside a UTF-8 sequence: keep what is valid.
+                let text = match std::str::from_utf8(b) {
+                    Ok(t) => t.to_string(),
+                    Err(e) if e.error_len().is_none() => {
+                        String::from_utf8_lossy(&b[..e.valid_up_to()]).into_owned()
+                    }
+                    Err(_) => String::from_utf8_lossy(b).into_owned(),
+                };
+                self.fresh.push((next, text));
+                next
+            })
+        });
+        self.per_thread.entry(d.tid).or_default().push(MarkerEvent {
+            tid: d.tid,
+            time_ns: d.time_ns,
+            cpu_ns: d.syscall,
+            name,
+            duration_ns: (d.weight == INTERVAL).then(|| d.frames[DURATION_WORD]),
+        });
+    }
+
+    fn write(&mut self, log: &mut LogWriter<crate::logfile::LogFile>) {
+        for (id, name) in self.fresh.drain(..) {
+            log.marker_name(id, &name);
+        }
+        for (&tid, events) in self.per_thread.iter_mut() {
+            // Stable: begins and ends keep their order; a whole interval, recorded when it
+            // ended, moves back to its start.
+            events.sort_by_key(|e| e.time_ns);
+            log.markers(tid, events);
+            events.clear();
+        }
+    }
 }
 
 /// Python code objects recorded so far: (address, fingerprint) -> PY_CODE id.
@@ -321,6 +377,7 @@ pub fn start(dir: &str, start_unix_ns: u64) -> std::io::Result<()> {
         pypy_names: None,
         pypy_samples: 0,
         last_kernel: HashMap::default(),
+        markers: MarkerTable::default(),
     };
     w.step(true);
     if w.failed {
@@ -518,10 +575,15 @@ impl Writer {
             let ranges = modules::exec_ranges();
             let in_module = |a: u64| ranges.iter().any(|&(s, e)| a >= s && a < e);
             let last_kernel = &mut self.last_kernel;
+            let markers = &mut self.markers;
             let mut popped = 0usize;
             while ring
                 .pop(|d| {
                     popped += 1;
+                    if d.flags & crate::markers::SLOT_MARKER != 0 {
+                        markers.push(d);
+                        return;
+                    }
                     jit.note_frames(d.native());
                     let (leaf, flags) = if d.syscall == crate::kernel::REPEAT_LAST_KERNEL {
                         let leaf = match last_kernel.get(&d.tid) {
@@ -612,6 +674,15 @@ impl Writer {
             samples.sort_by_key(|s| s.time_ns);
             self.log.samples(tid, samples);
             samples.clear();
+        }
+        self.markers.write(&mut self.log);
+        let lost_markers = crate::markers::LOST_EVENTS.load(Ordering::Relaxed);
+        // Said when first seen and then each time the count doubles: no notice per drain.
+        if lost_markers > self.markers.lost_said.saturating_mul(2) {
+            self.markers.lost_said = lost_markers;
+            self.log.notice(&format!(
+                "{lost_markers} marker events were lost (the sample ring was full): some markers may be unpaired"
+            ));
         }
         let lost = LOST.load(Ordering::Relaxed);
         if lost > self.lost_written {

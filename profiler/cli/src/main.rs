@@ -7,6 +7,7 @@
 
 mod error;
 mod jit;
+mod markers;
 mod merge;
 mod report;
 mod run;

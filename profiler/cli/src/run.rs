@@ -42,6 +42,7 @@ pub fn run(args: RunArgs) -> Result<i32> {
         .env("PROF_MODE", args.mode.env_value());
     // [issue 5] the runtimes' JIT maps, appended to the user's settings.
     let jit_maps = crate::jit::JitMaps::configure(&mut command, args.no_jit_maps, logs.path());
+    crate::markers::configure(&mut command, logs.path(), std::env::var_os("PYTHONPATH"));
     let mut child = command
         .spawn()
         .map_err(|e| refuse(format!("{shown}: cannot run: {e}")))?;

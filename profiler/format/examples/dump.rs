@@ -48,6 +48,9 @@ fn main() {
             flags
         );
         println!("  end {:?} notices {:?}", pr.end, pr.notices);
+        for m in pr.markers() {
+            println!("  marker {m:?}");
+        }
         let want: u32 = std::env::var("FLAGS")
             .ok()
             .and_then(|v| v.parse().ok())

@@ -35,6 +35,10 @@ pub mod kind {
     pub const JIT_CODE: u8 = 11;
     pub const JIT_PHASE: u8 = 12;
     pub const FRAME: u8 = 13;
+    /// A marker name (request markers): id and text; MARKERS events name it by id.
+    pub const MARKER_NAME: u8 = 14;
+    /// Marker begin/end events of one thread (`prof_marker_begin` / `prof_marker_end`).
+    pub const MARKERS: u8 = 15;
 }
 
 /// Sample flags (bit set in [`Sample::flags`]).
@@ -308,6 +312,37 @@ pub struct ProcessEnd {
     pub cpu_system_ns: u64,
     /// Timer signals the handler received.
     pub signals: u64,
+}
+
+/// One `prof_marker_begin` (`name: Some`, `duration_ns: None`), `prof_marker_end`
+/// (`name: None`) or `prof_marker_interval` (`name` and `duration_ns`: a whole interval,
+/// not nested by thread, e.g. one request of an event loop) call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MarkerEvent {
+    pub tid: u32,
+    /// ns since process start (the samples' clock); an interval's start.
+    pub time_ns: u64,
+    /// The thread's CPU clock (user + system) at the call, ns.
+    pub cpu_ns: u64,
+    /// Index into `Process::marker_names` for a begin or an interval; `None` for an end.
+    pub name: Option<u32>,
+    /// An interval's length.
+    pub duration_ns: Option<u64>,
+}
+
+/// A marked interval of one thread: a begin paired with its end (innermost first, like
+/// brackets), or an interval given whole. `end_ns` is `None` when the process ended
+/// inside the marker; `cpu_ns` also for an interval given whole.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Marker {
+    pub name: String,
+    pub tid: u32,
+    pub start_ns: u64,
+    pub end_ns: Option<u64>,
+    /// CPU time the thread used between begin and end.
+    pub cpu_ns: Option<u64>,
+    /// 0 for an outermost marker, 1 for one inside it, ...
+    pub depth: u32,
 }
 
 /// A one-line message from the agent for the user (e.g. "perf_event_open refused").

@@ -2,8 +2,8 @@
 
 use crate::varint::Cursor;
 use crate::{
-    kind, Error, JitCode, JitPhase, JitSource, Mode, Module, Node, Notice, ProcessEnd, ProcessInfo,
-    PyCode, Sample, SymFrame, TimerSource, HEADER_LEN, MAGIC, VERSION,
+    kind, Error, JitCode, JitPhase, JitSource, Marker, MarkerEvent, Mode, Module, Node, Notice,
+    ProcessEnd, ProcessInfo, PyCode, Sample, SymFrame, TimerSource, HEADER_LEN, MAGIC, VERSION,
 };
 
 /// One record as it sits in the file.
@@ -41,6 +41,10 @@ pub struct Process {
     pub jit_phases: Vec<JitPhase>,
     /// Symbolic frames (FRAME records), in the order recorded (look up by `SymFrame::id`).
     pub frames: Vec<SymFrame>,
+    /// Marker names by id (MARKER_NAME records).
+    pub marker_names: Vec<String>,
+    /// Marker begin/end calls, per thread in time order (see [`Process::markers`]).
+    pub marker_events: Vec<MarkerEvent>,
 }
 
 impl Process {
@@ -63,7 +67,61 @@ impl Process {
             jit_code: Vec::new(),
             jit_phases: Vec::new(),
             frames: Vec::new(),
+            marker_names: Vec::new(),
+            marker_events: Vec::new(),
         }
+    }
+
+    /// The marked intervals, by start time: each end closes the innermost open begin of
+    /// its thread; an end with nothing open (its begin was lost) is ignored; begins still
+    /// open at the end of the log have no end.
+    pub fn markers(&self) -> Vec<Marker> {
+        let mut open: std::collections::HashMap<u32, Vec<usize>> = Default::default();
+        let mut out: Vec<Marker> = Vec::new();
+        let mut cpu_start: std::collections::HashMap<usize, u64> = Default::default();
+        for e in &self.marker_events {
+            let stack = open.entry(e.tid).or_default();
+            match (e.name, e.duration_ns) {
+                (Some(id), Some(d)) => out.push(Marker {
+                    name: self
+                        .marker_names
+                        .get(id as usize)
+                        .cloned()
+                        .unwrap_or_default(),
+                    tid: e.tid,
+                    start_ns: e.time_ns,
+                    end_ns: Some(e.time_ns.saturating_add(d)),
+                    cpu_ns: None,
+                    depth: 0,
+                }),
+                (Some(id), None) => {
+                    let name = self
+                        .marker_names
+                        .get(id as usize)
+                        .cloned()
+                        .unwrap_or_default();
+                    stack.push(out.len());
+                    cpu_start.insert(out.len(), e.cpu_ns);
+                    out.push(Marker {
+                        name,
+                        tid: e.tid,
+                        start_ns: e.time_ns,
+                        end_ns: None,
+                        cpu_ns: None,
+                        depth: (stack.len() - 1) as u32,
+                    });
+                }
+                (None, _) => {
+                    if let Some(i) = stack.pop() {
+                        let m = &mut out[i];
+                        m.end_ns = Some(e.time_ns.max(m.start_ns));
+                        m.cpu_ns = Some(e.cpu_ns.saturating_sub(cpu_start[&i]));
+                    }
+                }
+            }
+        }
+        out.sort_by_key(|m| (m.start_ns, m.depth));
+        out
     }
 
     /// The frames of the stack ending at `leaf`, leaf first.
@@ -204,6 +262,8 @@ pub fn read_profile(bytes: &[u8]) -> Result<Profile, Error> {
                 | kind::JIT_CODE
                 | kind::JIT_PHASE
                 | kind::FRAME
+                | kind::MARKER_NAME
+                | kind::MARKERS
         );
         if !known {
             continue; // Forward compatibility: unknown kinds are skipped.
@@ -284,6 +344,14 @@ pub fn read_profile(bytes: &[u8]) -> Result<Profile, Error> {
                 });
                 c.is_empty().then_some(())
             })(),
+            kind::MARKER_NAME => (|| {
+                let id = c.u32()? as usize;
+                let name = c.string()?;
+                // Names are numbered densely from 0; a gap or a repeat is corruption.
+                (id == p.marker_names.len()).then(|| p.marker_names.push(name))?;
+                c.is_empty().then_some(())
+            })(),
+            kind::MARKERS => decode_markers(&mut c, p),
             _ => unreachable!("filtered above"),
         };
         ok.ok_or(corrupt("malformed record payload"))?;
@@ -371,6 +439,41 @@ fn decode_nodes(c: &mut Cursor, p: &mut Process) -> Option<()> {
         });
     }
     Some(())
+}
+
+fn decode_markers(c: &mut Cursor, p: &mut Process) -> Option<()> {
+    let tid = c.u32()?;
+    let mut t = c.u64()?;
+    let mut cpu = c.u64()?;
+    let n = c.count(3)?;
+    p.marker_events.reserve(n);
+    for _ in 0..n {
+        t = t.checked_add(c.u64()?)?;
+        cpu = cpu.wrapping_add(c.i64()? as u64);
+        // 0 = end; odd = begin of name (v-1)/2; even = whole interval of name v/2-1,
+        // followed by its length in ns.
+        let (name, duration_ns) = match c.u64()? {
+            0 => (None, None),
+            v if v & 1 == 1 => (Some(v >> 1), None),
+            v => (Some((v >> 1) - 1), Some(c.u64()?)),
+        };
+        let name = match name {
+            Some(id) => {
+                let id = u32::try_from(id).ok()?;
+                ((id as usize) < p.marker_names.len()).then_some(())?;
+                Some(id)
+            }
+            None => None,
+        };
+        p.marker_events.push(MarkerEvent {
+            tid,
+            time_ns: t,
+            cpu_ns: cpu,
+            name,
+            duration_ns,
+        });
+    }
+    c.is_empty().then_some(())
 }
 
 fn decode_samples(c: &mut Cursor, p: &mut Process) -> Option<()> {

@@ -67,6 +67,38 @@ fn sample_log() -> (Vec<u8>, usize) {
         w.samples(42, &ss);
         w.lost(batch);
     }
+    // Markers: "request" around "db" on thread 42, an unclosed one on thread 43, and an end
+    // whose begin was lost.
+    w.marker_name(0, "request");
+    w.marker_name(1, "db");
+    let ev = |time_ns, cpu_ns, name| MarkerEvent {
+        tid: 42,
+        time_ns,
+        cpu_ns,
+        name,
+        duration_ns: None,
+    };
+    w.markers(
+        42,
+        &[
+            ev(10_000_000, 5_000, Some(0)),
+            ev(12_000_000, 6_000, Some(1)),
+            ev(15_000_000, 9_000, None),
+            ev(30_000_000, 25_000, None),
+        ],
+    );
+    let interval = MarkerEvent {
+        duration_ns: Some(7_000_000),
+        ..ev(41_000_000, 1, Some(1))
+    };
+    w.markers(
+        43,
+        &[
+            ev(20_000_000, 0, None),
+            ev(40_000_000, 1, Some(0)),
+            interval,
+        ],
+    );
     w.end(&ProcessEnd {
         duration_ns: 100_000_000,
         cpu_user_ns: 99,
@@ -128,6 +160,62 @@ fn roundtrip() {
         assert_eq!(s.weight, 1 + i.is_multiple_of(7) as u32);
         assert_eq!(s.time_ns, k as u64 * 1_000_000);
     }
+}
+
+#[test]
+fn markers_pair_innermost_first() {
+    let (bytes, _) = sample_log();
+    let p = read_profile(&bytes).unwrap();
+    let pr = &p.processes[0];
+    assert_eq!(pr.marker_names, vec!["request", "db"]);
+    assert_eq!(pr.marker_events.len(), 7);
+    let m = pr.markers();
+    let brief: Vec<_> = m
+        .iter()
+        .map(|m| {
+            (
+                m.name.as_str(),
+                m.tid,
+                m.start_ns,
+                m.end_ns,
+                m.cpu_ns,
+                m.depth,
+            )
+        })
+        .collect();
+    assert_eq!(
+        brief,
+        vec![
+            ("request", 42, 10_000_000, Some(30_000_000), Some(20_000), 0),
+            ("db", 42, 12_000_000, Some(15_000_000), Some(3_000), 1),
+            ("request", 43, 40_000_000, None, None, 0),
+            ("db", 43, 41_000_000, Some(48_000_000), None, 0),
+        ]
+    );
+}
+
+#[test]
+fn marker_events_naming_an_unknown_name_are_corruption() {
+    let mut w = LogWriter::new(Vec::new());
+    let (bytes, _) = sample_log();
+    let pr = read_profile(&bytes).unwrap().processes.remove(0);
+    w.process(&pr.info);
+    w.markers(
+        1,
+        &[MarkerEvent {
+            tid: 1,
+            time_ns: 0,
+            cpu_ns: 0,
+            name: Some(0),
+            duration_ns: None,
+        }],
+    );
+    let bytes = w.into_inner().unwrap();
+    assert!(matches!(read_profile(&bytes), Err(Error::Corrupt { .. })));
+    let mut w = LogWriter::new(Vec::new());
+    w.process(&pr.info);
+    w.marker_name(1, "skips id 0");
+    assert!(read_profile(&w.into_inner().unwrap()).is_err());
 }
 
 #[test]

@@ -7,8 +7,8 @@ use rustc_hash::FxHashMap as HashMap;
 
 use crate::varint::{put_bytes, put_i64, put_u64};
 use crate::{
-    kind, JitCode, JitPhase, Module, Node, ProcessEnd, ProcessInfo, PyCode, SymFrame, HEADER_LEN,
-    MAGIC, VERSION,
+    kind, JitCode, JitPhase, MarkerEvent, Module, Node, ProcessEnd, ProcessInfo, PyCode, SymFrame,
+    HEADER_LEN, MAGIC, VERSION,
 };
 
 /// Deduplicates stacks into a tree of nodes (frame + parent), so a stack seen again costs
@@ -244,6 +244,47 @@ impl<W: Write> LogWriter<W> {
             }
         }
         self.emit(kind::SAMPLES);
+    }
+
+    /// A MARKER_NAME record: `id` must be the next unused id (0, 1, 2, ...).
+    pub fn marker_name(&mut self, id: u32, name: &str) {
+        put_u64(&mut self.rec, id as u64);
+        put_bytes(&mut self.rec, name.as_bytes());
+        self.emit(kind::MARKER_NAME);
+    }
+
+    /// One MARKERS record for one thread; `events` in time order (a later one is written
+    /// at the time of the one before), names already written. Times are in ns, not the
+    /// samples' unit: a request may take less than one unit.
+    pub fn markers(&mut self, tid: u32, events: &[MarkerEvent]) {
+        let Some(first) = events.first() else {
+            return;
+        };
+        let r = &mut self.rec;
+        put_u64(r, tid as u64);
+        let mut prev_t = first.time_ns;
+        let mut prev_cpu = first.cpu_ns;
+        put_u64(r, prev_t);
+        put_u64(r, prev_cpu);
+        put_u64(r, events.len() as u64);
+        for e in events {
+            let t = e.time_ns.max(prev_t);
+            put_u64(r, t - prev_t);
+            prev_t = t;
+            // Signed: an interval's event carries the CPU clock of its call, later than
+            // the events that its start sorts before.
+            put_i64(r, e.cpu_ns.wrapping_sub(prev_cpu) as i64);
+            prev_cpu = e.cpu_ns;
+            match (e.name, e.duration_ns) {
+                (None, _) => put_u64(r, 0),
+                (Some(id), None) => put_u64(r, ((id as u64) << 1) | 1),
+                (Some(id), Some(d)) => {
+                    put_u64(r, (id as u64 + 1) << 1);
+                    put_u64(r, d);
+                }
+            }
+        }
+        self.emit(kind::MARKERS);
     }
 
     pub fn lost(&mut self, count: u64) {
