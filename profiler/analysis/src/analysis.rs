@@ -90,6 +90,8 @@ pub(crate) struct ProcData {
     /// [issue 5] The process's runtime phases, and the tier each gives (by phase index).
     pub phases: std::sync::Arc<crate::jit::JitIndex>,
     pub phase_tiers: Vec<Option<Tier>>,
+    /// [issue 14] The process's request markers, placed on its timeline.
+    pub markers: Vec<crate::markers::MarkerInfo>,
 }
 
 /// A symbolized profile. Built by [`analyze`]; reports are methods and [`crate::summary`].
@@ -349,6 +351,7 @@ impl Builder<'_> {
             phased: HashMap::new(),
             phases: Default::default(),
             phase_tiers: Vec::new(),
+            markers: Vec::new(),
         };
 
         let mut agg: HashMap<(u32, u32), (u64, u64)> = HashMap::new();
@@ -538,6 +541,9 @@ impl Analysis {
             .map(|ph| rules.phase_tier(&ph.name))
             .collect();
         let mut phased: HashMap<(u32, u32), Vec<(Tier, u64)>> = HashMap::new();
+        // [issue 14] (sample time, CPU used so far), to place markers on the x axis.
+        let mut cum: Vec<(u64, u64)> = Vec::new();
+        let has_markers = !p.marker_events.is_empty();
         for i in order {
             let s = &p.samples[i];
             let leaf = if (s.leaf as usize) < p.nodes.len() {
@@ -563,6 +569,9 @@ impl Analysis {
                 .unwrap_or(Tier::Native);
             let x = if wall { s.time_ns } else { cpu };
             cpu = cpu.saturating_add((s.weight as u64).saturating_mul(period));
+            if has_markers {
+                cum.push((s.time_ns, cpu));
+            }
             let b = (x / bucket_ns) as usize;
             if b >= timeline.len() {
                 timeline.resize(b + 1, TierCounts::default());
@@ -577,6 +586,9 @@ impl Analysis {
         d.phased = phased;
         d.phases = std::sync::Arc::new(jit);
         d.phase_tiers = phase_tier;
+        if has_markers {
+            d.markers = crate::markers::place(p.markers(), &cum, wall);
+        }
     }
 
     /// The tier of a stack whose nodes may carry tiers (FRAME nodes of imported profiles):

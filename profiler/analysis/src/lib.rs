@@ -21,6 +21,7 @@ mod analysis;
 pub mod export;
 pub mod import;
 mod jit;
+pub mod markers;
 mod python;
 mod summary;
 mod symbolize;

@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 use serde::{Deserialize, Serialize};
 
 use crate::analysis::{merge_buckets, Analysis, FrameId, NO_STACK};
+use crate::markers::{MarkerStats, MarkerSummary};
 use crate::tiers::{Tier, TierCounts};
 
 /// Everything `prof report` shows; serialized as the `--json` output. Field names are a
@@ -58,6 +59,12 @@ pub struct Summary {
     /// The warmup curve of all processes together, each from its own start.
     #[serde(default)]
     pub timeline: Timeline,
+    /// [issue 14] Request markers of every process, by process then start.
+    #[serde(default)]
+    pub markers: Vec<MarkerSummary>,
+    /// [issue 14] Latency per marker name, busiest (largest total time) first.
+    #[serde(default)]
+    pub marker_stats: Vec<MarkerStats>,
 }
 
 /// Tier weights over CPU time since process start (wall time in wall mode).
@@ -201,6 +208,7 @@ impl Analysis {
         let mut timers: Vec<&str> = Vec::new();
         let mut tiers = TierCounts::default();
         let mut first_start = u64::MAX;
+        let mut markers: Vec<MarkerSummary> = Vec::new();
         let mut last_end = 0u64;
 
         for (pi, p) in self.procs.iter().enumerate() {
@@ -233,6 +241,7 @@ impl Analysis {
             if p.mode == prof_format::Mode::Wall && !timers.contains(&WALL_SAMPLER) {
                 timers.push(WALL_SAMPLER);
             }
+            markers.extend(crate::markers::summarize(p.pid, &p.markers));
             first_start = first_start.min(p.start_unix_ns);
             last_end = last_end.max(p.start_unix_ns.saturating_add(p.duration_ns));
             processes.push(ProcessSummary {
@@ -377,6 +386,8 @@ impl Analysis {
             profile_truncated: self.profile_truncated,
             tiers,
             timeline: self.combined_timeline(),
+            marker_stats: crate::markers::stats(&markers),
+            markers,
         }
     }
 
@@ -398,6 +409,63 @@ impl Analysis {
         }
         let (bs, b) = merge_buckets(&sum, fine_ns, None);
         Timeline::from_buckets(bs, b)
+    }
+}
+
+/// [issue 14] Marker latency per name (the busiest `top` names).
+fn marker_table(out: &mut String, stats: &[MarkerStats], top: usize) {
+    if stats.is_empty() {
+        return;
+    }
+    let width = stats
+        .iter()
+        .take(top)
+        .map(|m| m.name.chars().count().min(40))
+        .max()
+        .unwrap_or(4)
+        .max(6);
+    let _ = writeln!(out, "\nMarkers (duration of each marked interval)");
+    let _ = writeln!(
+        out,
+        "  {:<width$}  {:>7}  {:>9}  {:>9}  {:>9}  {:>9}  {:>9}",
+        "marker", "count", "p50", "p90", "p99", "max", "CPU/each"
+    );
+    for m in stats.iter().take(top) {
+        let open = if m.open > 0 {
+            format!("  ({} unfinished)", m.open)
+        } else {
+            String::new()
+        };
+        let cpu = if m.cpu_s > 0.0 && m.count > 0 {
+            duration(m.cpu_s / m.count as f64)
+        } else {
+            "-".into()
+        };
+        let _ = writeln!(
+            out,
+            "  {:<width$}  {:>7}  {:>9}  {:>9}  {:>9}  {:>9}  {:>9}{open}",
+            clip(&m.name, 40),
+            m.count,
+            duration(m.p50_s),
+            duration(m.p90_s),
+            duration(m.p99_s),
+            duration(m.max_s),
+            cpu,
+        );
+    }
+    if stats.len() > top {
+        let _ = writeln!(out, "  … {} more (see --format json)", stats.len() - top);
+    }
+}
+
+/// A duration for people: `850 µs`, `12.3 ms`, `1.25 s`.
+fn duration(s: f64) -> String {
+    if s < 1e-3 {
+        format!("{:.0} µs", s * 1e6)
+    } else if s < 1.0 {
+        format!("{:.1} ms", s * 1e3)
+    } else {
+        format!("{s:.2} s")
     }
 }
 
@@ -572,6 +640,7 @@ pub fn render_text(s: &Summary, top: usize) -> String {
     for w in &s.symbol_warnings {
         let _ = writeln!(out, "symbols: {w}");
     }
+    marker_table(&mut out, &s.marker_stats, top);
 
     let by_self: Vec<&FunctionSummary> = s
         .functions

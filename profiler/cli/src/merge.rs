@@ -16,7 +16,14 @@ use prof_format::{read_profile, split_records, Error as FormatError, LogWriter, 
 pub struct Section {
     pub path: PathBuf,
     pub pid: u32,
+    pub ppid: u32,
     pub start_unix_ns: u64,
+    /// The command line, space-joined.
+    pub command: String,
+    /// Sample weight × period: the CPU time the samples stand for, ns.
+    pub sampled_ns: u64,
+    /// CPU time (user + system) from the end record, if the process ended normally.
+    pub cpu_ns: Option<u64>,
     /// The whole records to copy (everything after the header up to the last good record).
     pub records: Vec<u8>,
     /// Why part of the log was dropped, for a NOTICE record.
@@ -72,10 +79,17 @@ pub fn load_section(path: &Path, bytes: &[u8]) -> Result<Section, String> {
             outcome.records.len()
         ));
     }
+    let weight: u64 = first.samples.iter().map(|s| s.weight as u64).sum();
     Ok(Section {
         path: path.to_path_buf(),
         pid: first.info.pid,
+        ppid: first.info.ppid,
         start_unix_ns: first.info.start_unix_ns,
+        command: first.info.argv.join(" "),
+        sampled_ns: weight.saturating_mul(first.info.period_ns),
+        cpu_ns: first
+            .end
+            .map(|e| e.cpu_user_ns.saturating_add(e.cpu_system_ns)),
         records: bytes[HEADER_LEN..end].to_vec(),
         notice,
     })
@@ -112,9 +126,138 @@ pub fn merge_dir(dir: &Path) -> Result<Merged> {
             Err(why) => merged.warnings.push(format!("skipped {why}")),
         }
     }
+    let folded = fold_launchers(&mut sections);
     merged.bytes = merge_sections(&mut sections, &mut merged.warnings)?;
+    if let Some(text) = folded {
+        // After the first section's records: the notice belongs to the program's process.
+        let at = first_section_end(&merged.bytes);
+        let rec = notice_record(&format!("prof run: {text}"))?;
+        merged.bytes.splice(at..at, rec);
+    }
     merged.logs = sections.len();
     Ok(merged)
+}
+
+/// A launcher image that did more than this much CPU work of its own before it exec'd is a
+/// program in its own right (it worked, then handed over), not a launcher.
+const LAUNCHER_MAX_OWN_NS: u64 = 1_000_000_000;
+/// A root process that forked one child and used at most this much CPU is its waiting
+/// launcher (`sh -c`).
+const WAITER_MAX_OWN_NS: u64 = 20_000_000;
+
+/// [issue 14] Folds launchers away: a process image that only exec'd another program
+/// (a pyenv shim, `env`, `sh -c`, a virtualenv launcher) and the helper processes it forked
+/// before its exec (pyenv's `readlink`, `pyenv-version-name`…) are not processes of the
+/// profile: the profile is the program finally run. Returns a one-line notice saying what
+/// was folded, when anything was.
+pub fn fold_launchers(sections: &mut Vec<Section>) -> Option<String> {
+    sections
+        .sort_by(|a, b| (a.start_unix_ns, a.pid, &a.path).cmp(&(b.start_unix_ns, b.pid, &b.path)));
+    let n = sections.len();
+    // The image of the same pid that replaced each section by exec, if any.
+    let next_image: Vec<Option<usize>> = (0..n)
+        .map(|i| (i + 1..n).find(|&j| sections[j].pid == sections[i].pid))
+        .collect();
+    let mut fold = vec![false; n];
+    for i in 0..n {
+        let Some(j) = next_image[i] else { continue };
+        if sections[i].sampled_ns > LAUNCHER_MAX_OWN_NS {
+            continue;
+        }
+        fold[i] = true;
+        // Children it forked before the exec, and theirs (in start order, so a parent's
+        // fate is known before its children's).
+        let (pid, until) = (sections[i].pid, sections[j].start_unix_ns);
+        let mut helpers = vec![pid];
+        for k in i + 1..n {
+            let s = &sections[k];
+            // The launcher's own children count until its exec; their descendants always.
+            let forked_by_launcher = s.ppid == pid && s.start_unix_ns < until;
+            let descends = s.ppid != pid && helpers.contains(&s.ppid);
+            if s.pid != pid && (forked_by_launcher || descends) {
+                fold[k] = true;
+                if !helpers.contains(&s.pid) {
+                    helpers.push(s.pid);
+                }
+            }
+        }
+    }
+    // Never fold everything: a run whose every image exec'd keeps its last one.
+    if fold.iter().all(|&f| f) {
+        return None;
+    }
+    // A root that only forked the program and waited (`sh -c 'python3 app.py'`, a
+    // supervisor shell): next to no CPU of its own and one child left.
+    while let Some(root) = (0..n).find(|&i| !fold[i]) {
+        let r = &sections[root];
+        let light =
+            r.sampled_ns <= WAITER_MAX_OWN_NS && r.cpu_ns.is_none_or(|c| c <= WAITER_MAX_OWN_NS);
+        let children: Vec<usize> = (root + 1..n)
+            .filter(|&k| !fold[k] && sections[k].ppid == r.pid && sections[k].pid != r.pid)
+            .collect();
+        let others = (root + 1..n).any(|k| !fold[k] && sections[k].pid == r.pid);
+        if !light || children.len() != 1 || others {
+            break;
+        }
+        fold[root] = true;
+    }
+    let count = fold.iter().filter(|&&f| f).count();
+    if count == 0 {
+        return None;
+    }
+    let mut pids: Vec<u32> = Vec::new();
+    let mut cpu_ns = 0u64;
+    let mut first_cmd = None;
+    for (s, _) in sections.iter().zip(&fold).filter(|(_, &f)| f) {
+        if !pids.contains(&s.pid) {
+            pids.push(s.pid);
+        }
+        cpu_ns = cpu_ns.saturating_add(s.cpu_ns.unwrap_or(s.sampled_ns));
+        first_cmd.get_or_insert_with(|| s.command.clone());
+    }
+    let mut k = 0;
+    sections.retain(|_| {
+        k += 1;
+        !fold[k - 1]
+    });
+    let program = sections
+        .first()
+        .map(|s| s.command.clone())
+        .unwrap_or_default();
+    Some(format!(
+        "folded away the launcher `{}` ({} process{}, {:.2} s CPU) that started `{}`",
+        clip(&first_cmd.unwrap_or_default(), 60),
+        pids.len(),
+        if pids.len() == 1 { "" } else { "es" },
+        cpu_ns as f64 / 1e9,
+        clip(&program, 60),
+    ))
+}
+
+fn clip(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        return s.to_string();
+    }
+    let mut out: String = s.chars().take(max - 1).collect();
+    out.push('…');
+    out
+}
+
+/// Where the first process section of a merged file ends (its records' end).
+fn first_section_end(bytes: &[u8]) -> usize {
+    let Ok(outcome) = split_records(bytes) else {
+        return bytes.len();
+    };
+    let mut seen_process = false;
+    for r in &outcome.records {
+        if r.kind == prof_format::kind::PROCESS {
+            if seen_process {
+                return r.offset;
+            }
+            seen_process = true;
+        }
+    }
+    bytes.len()
 }
 
 /// Concatenates sections in process-start order under one header.
@@ -228,5 +371,77 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let m = merge_dir(d.path()).unwrap();
         assert_eq!(m.logs, 0);
+    }
+
+    fn sec(pid: u32, ppid: u32, start: u64, command: &str, sampled_ms: u64) -> Section {
+        Section {
+            path: PathBuf::from(format!("{pid}-{start}.plog")),
+            pid,
+            ppid,
+            start_unix_ns: start,
+            command: command.into(),
+            sampled_ns: sampled_ms * 1_000_000,
+            cpu_ns: None,
+            records: Vec::new(),
+            notice: None,
+        }
+    }
+
+    fn commands(s: &[Section]) -> Vec<&str> {
+        s.iter().map(|s| s.command.as_str()).collect()
+    }
+
+    #[test]
+    fn a_pyenv_shim_and_its_helpers_fold_into_the_program() {
+        let mut s = vec![
+            sec(10, 1, 100, "/usr/bin/env bash /shims/python3 app.py", 0),
+            sec(10, 1, 110, "bash /shims/python3 app.py", 30),
+            sec(11, 10, 120, "bash /shims/python3 app.py", 5), // subshell
+            sec(12, 11, 130, "/usr/bin/readlink pyenv", 1),    // its child
+            sec(10, 1, 200, "python3.12 app.py", 900),
+            sec(13, 10, 300, "python3.12 -c worker", 400), // the program's own child
+            sec(14, 12, 301, "late grandchild of a helper", 1),
+        ];
+        let note = fold_launchers(&mut s).unwrap();
+        assert_eq!(
+            commands(&s),
+            vec!["python3.12 app.py", "python3.12 -c worker"]
+        );
+        assert!(note.contains("4 processes"), "{note}");
+        assert!(note.contains("started `python3.12 app.py`"), "{note}");
+    }
+
+    #[test]
+    fn sh_c_waiting_for_its_one_child_folds_away() {
+        let mut s = vec![
+            sec(20, 1, 100, "sh -c python3 app.py", 1),
+            sec(21, 20, 110, "python3 app.py", 500),
+        ];
+        assert!(fold_launchers(&mut s).is_some());
+        assert_eq!(commands(&s), vec!["python3 app.py"]);
+    }
+
+    #[test]
+    fn real_parents_and_programs_that_worked_before_exec_stay() {
+        // A shell running two programs: both stay, and so does the shell.
+        let mut s = vec![
+            sec(30, 1, 100, "sh -c a; b", 1),
+            sec(31, 30, 110, "a", 300),
+            sec(32, 30, 120, "b", 300),
+        ];
+        assert!(fold_launchers(&mut s).is_none());
+        assert_eq!(s.len(), 3);
+        // A program that worked for 2 s and then exec'd itself (a restart) is no launcher.
+        let mut s = vec![
+            sec(40, 1, 100, "server --old", 2_000),
+            sec(40, 1, 200, "server --new", 100),
+        ];
+        assert!(fold_launchers(&mut s).is_none());
+        // A busy parent with one child is no waiter.
+        let mut s = vec![
+            sec(50, 1, 100, "make", 400),
+            sec(51, 50, 110, "cc x.c", 300),
+        ];
+        assert!(fold_launchers(&mut s).is_none());
     }
 }
