@@ -32,7 +32,7 @@ pub struct Bins {
 }
 
 /// target/<profile>/ of the running test executable (target/<profile>/deps/<test>).
-fn profile_dir() -> PathBuf {
+pub fn profile_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
     let deps = exe.parent().expect("test executable has a parent dir");
     let dir = if deps.file_name() == Some(OsStr::new("deps")) {
@@ -195,6 +195,11 @@ pub fn run_captured(cmd: &mut Command, timeout: Duration) -> Outcome {
 }
 
 pub const TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The directory of the `prof_markers` Python module (what `prof run` puts on PYTHONPATH).
+pub fn python_markers_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../profiler/cli/python")
+}
 
 /// `prof` with no arguments yet.
 pub fn prof() -> Command {

@@ -1,0 +1,198 @@
+//! [issue 14] Request markers end to end: the agent's C ABI through the `prof_markers`
+//! Python module (WSGI middleware under a real wsgiref server, `mark`, `marked`,
+//! `interval`) on pyenv's CPython 3.11, 3.12, 3.13 and Debian's PyPy, to `prof report`'s
+//! `markers` and `marker_stats`; and launchers (pyenv's shim, `env`, `sh -c`) folding into
+//! the program they start.
+
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+
+use prof_e2e::{prof_run, report_json, run_captured, TIMEOUT};
+use serde_json::Value;
+
+fn pyenv_root() -> PathBuf {
+    PathBuf::from(std::env::var("PYENV_ROOT").unwrap_or_else(|_| "/root/.pyenv".into()))
+}
+
+fn interpreters() -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = [
+        "3.11.7/bin/python3.11",
+        "3.12.1/bin/python3.12",
+        "3.13.0/bin/python3.13",
+    ]
+    .iter()
+    .map(|p| pyenv_root().join("versions").join(p))
+    .collect();
+    v.push(PathBuf::from("/usr/bin/pypy3"));
+    for p in &v {
+        assert!(
+            p.exists(),
+            "{} is missing: the marker tests need pyenv's CPython 3.11.7, 3.12.1, 3.13.0 and Debian's pypy3 (apt-get install pypy3)",
+            p.display()
+        );
+    }
+    v
+}
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(name)
+}
+
+fn out_dir(name: &str) -> PathBuf {
+    let d = prof_e2e::profile_dir().join("markers");
+    std::fs::create_dir_all(&d).unwrap();
+    d.join(name)
+}
+
+fn stats<'a>(report: &'a Value, name: &str) -> &'a Value {
+    report["marker_stats"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == name)
+        .unwrap_or_else(|| panic!("no marker {name:?} in {}", report["marker_stats"]))
+}
+
+fn check(python: &Path) {
+    let tag = python.file_name().unwrap().to_string_lossy().into_owned();
+    let out = out_dir(&format!("{tag}.data"));
+    let o = run_captured(
+        &mut prof_run(
+            &[],
+            &out,
+            &[python.as_os_str(), fixture("py_markers.py").as_os_str()],
+        ),
+        TIMEOUT,
+    );
+    assert!(o.status.success(), "{tag}: {}\n{}", o.status, o.stderr);
+    let did: Value = serde_json::from_str(
+        o.stdout
+            .lines()
+            .find(|l| l.starts_with('{'))
+            .unwrap_or_else(|| panic!("{tag}: no JSON line in {}", o.stdout)),
+    )
+    .unwrap();
+    assert_eq!(did["enabled"], true, "{tag}: prof_markers found no agent");
+    let r = report_json(&out);
+    // Every request is one marker, named by route with its id folded.
+    let fast = stats(&r, "GET /fast/{id}/item");
+    let slow = stats(&r, "GET /slow/{id}");
+    assert_eq!(fast["count"], did["fast"], "{tag}");
+    assert_eq!(slow["count"], did["slow"], "{tag}");
+    assert_eq!(stats(&r, "batch")["count"], 5, "{tag}");
+    assert_eq!(stats(&r, "decorated")["count"], 1, "{tag}");
+    assert_eq!(stats(&r, "given whole")["count"], 1, "{tag}");
+    // Durations: the slow route burns 12 ms of CPU, the fast one 2 ms (each at least that
+    // long; a loaded machine stretches them).
+    let p50 = |m: &Value| m["p50_s"].as_f64().unwrap();
+    assert!(p50(slow) >= 0.012, "{tag}: slow p50 {}", p50(slow));
+    assert!(p50(fast) >= 0.002, "{tag}: fast p50 {}", p50(fast));
+    assert!(
+        p50(slow) > 2.0 * p50(fast),
+        "{tag}: slow {} fast {}",
+        p50(slow),
+        p50(fast)
+    );
+    let whole = stats(&r, "given whole");
+    assert!((p50(whole) - 0.030).abs() < 0.001, "{tag}: {whole}");
+    // CPU time of each marker: its thread's, so the slow requests used >= 12 ms each.
+    let cpu_each = slow["cpu_s"].as_f64().unwrap() / slow["count"].as_f64().unwrap();
+    assert!(cpu_each >= 0.012, "{tag}: slow CPU each {cpu_each}");
+    // Requests ran on the server thread, not the main one; markers are placed on the
+    // CPU-time axis in order.
+    let markers = r["markers"].as_array().unwrap();
+    let pid = r["processes"][0]["pid"].as_u64().unwrap();
+    let requests: Vec<&Value> = markers
+        .iter()
+        .filter(|m| m["name"].as_str().unwrap().starts_with("GET "))
+        .collect();
+    assert!(
+        requests.iter().all(|m| m["tid"].as_u64() != Some(pid)),
+        "{tag}"
+    );
+    let xs: Vec<f64> = requests
+        .iter()
+        .map(|m| m["timeline_s"].as_f64().unwrap())
+        .collect();
+    assert!(xs.windows(2).all(|w| w[0] <= w[1]), "{tag}: {xs:?}");
+    assert!(
+        xs.last().unwrap() > &0.1,
+        "{tag}: the last request at {xs:?}"
+    );
+}
+
+#[test]
+fn markers_round_trip_on_cpython_and_pypy() {
+    for python in interpreters() {
+        check(&python);
+    }
+}
+
+#[test]
+fn markers_cost_nothing_and_do_nothing_without_prof() {
+    // The same module, run without prof: every call is a no-op.
+    let dir = out_dir("standalone");
+    std::fs::create_dir_all(&dir).unwrap();
+    let o = run_captured(
+        std::process::Command::new(&interpreters()[0])
+            .arg("-c")
+            .arg("import prof_markers as m\nwith m.mark('x'): pass\nm.begin('y'); m.end(); print(m.enabled())")
+            .env("PYTHONPATH", prof_e2e::python_markers_dir()),
+        TIMEOUT,
+    );
+    assert!(o.status.success(), "{}", o.stderr);
+    assert_eq!(o.stdout.trim(), "False");
+}
+
+fn launched(name: &str, cmd: &[&OsStr]) -> Value {
+    let out = out_dir(&format!("{name}.data"));
+    let o = run_captured(&mut prof_run(&[], &out, cmd), TIMEOUT);
+    assert!(o.status.success(), "{name}: {}\n{}", o.status, o.stderr);
+    report_json(&out)
+}
+
+#[test]
+fn launchers_fold_into_the_program() {
+    let shim = pyenv_root().join("shims/python3");
+    assert!(
+        shim.exists(),
+        "{} is missing: this test runs pyenv's shim (install pyenv with CPython 3.11.7)",
+        shim.display()
+    );
+    let script = fixture("py_loop.py");
+    let s = script.to_str().unwrap();
+    let cases: Vec<(&str, Vec<String>)> = vec![
+        ("shim", vec![shim.to_string_lossy().into_owned(), s.into()]),
+        (
+            "env",
+            vec!["/usr/bin/env".into(), "python3.11".into(), s.into()],
+        ),
+        (
+            "sh-c",
+            vec![
+                "/bin/sh".into(),
+                "-c".into(),
+                format!("{} {s}", shim.display()),
+            ],
+        ),
+    ];
+    for (name, argv) in cases {
+        let argv: Vec<&OsStr> = argv.iter().map(OsStr::new).collect();
+        let r = launched(name, &argv);
+        let procs = r["processes"].as_array().unwrap();
+        assert_eq!(procs.len(), 1, "{name}: {procs:#?}");
+        let cmd = procs[0]["command"].as_str().unwrap();
+        assert!(
+            cmd.contains("python3") && cmd.ends_with("py_loop.py") && !cmd.contains("shims"),
+            "{name}: the profile is named {cmd:?}"
+        );
+        assert!(procs[0]["ended"].as_bool().unwrap(), "{name}");
+        let notes = r["notices"].to_string();
+        assert!(
+            notes.contains("folded away the launcher"),
+            "{name}: {notes}"
+        );
+    }
+}
