@@ -91,6 +91,10 @@ pub struct RunArgs {
     /// $PROF_SERVER, else to a local server started on a free port that serves until Ctrl-C.
     #[arg(long, value_name = "URL", num_args = 0..=1, require_equals = true, default_missing_value = "")]
     web: Option<String>,
+    /// With --web and no server: keep the local server's database and profiles in DIR
+    /// (default: a temporary directory, removed when prof exits).
+    #[arg(long, value_name = "DIR", requires = "web")]
+    data: Option<PathBuf>,
     /// The command to profile and its arguments.
     #[arg(
         required = true,

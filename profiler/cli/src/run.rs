@@ -98,7 +98,7 @@ pub fn run(args: RunArgs) -> Result<i32> {
         );
     }
     if let Some(web) = &args.web {
-        return crate::web::after_run(web, &args.output, code);
+        return crate::web::after_run(web, &args.output, code, args.data.as_deref());
     }
     Ok(code)
 }

@@ -73,7 +73,7 @@ pub fn upload(args: UploadArgs) -> Result<i32> {
 /// After `prof run --web[=URL]` wrote the profile at `path`: upload it (to `web`, else
 /// `$PROF_SERVER`, else a local server started here and kept serving until Ctrl-C).
 /// Returns the exit code `prof run` ends with.
-pub fn after_run(web: &str, path: &Path, code: i32) -> Result<i32> {
+pub fn after_run(web: &str, path: &Path, code: i32, data: Option<&Path>) -> Result<i32> {
     let bytes = std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
     let token = env_nonempty("PROF_TOKEN");
     let remote = if web.is_empty() {
@@ -81,37 +81,60 @@ pub fn after_run(web: &str, path: &Path, code: i32) -> Result<i32> {
     } else {
         Some(web.to_string())
     };
-    let result = match remote {
-        Some(url) => Client::new(&url, token).and_then(|c| {
-            let link = c.upload_all(&bytes, None, &[], true)?;
-            eprintln!("prof: profile uploaded: {link}");
-            Ok(())
-        }),
-        None => serve_locally(&bytes),
-    };
-    match result {
-        Ok(()) => Ok(code),
-        Err(e) => Err(e.context(format!(
-            "the profile is saved in {}; upload it later with `prof upload {}`",
-            path.display(),
-            path.display()
-        ))),
+    match remote {
+        Some(url) => {
+            let uploaded = Client::new(&url, token).and_then(|c| c.upload_all(&bytes, None, &[], true));
+            match uploaded {
+                Ok(link) => {
+                    eprintln!("prof: profile uploaded: {link}");
+                    Ok(code)
+                }
+                // Cause first, then advice that works as written.
+                Err(e) => Err(anyhow!(
+                    "{e:#}; the profile is saved in {p}: upload it once the server is up with `prof upload {p} --server {url}`",
+                    p = path.display(),
+                )),
+            }
+        }
+        None => match serve_locally(&bytes, data) {
+            Ok(()) => Ok(code),
+            Err(e) => Err(anyhow!(
+                "{e:#}; the profile is saved in {p}: see it with `prof serve` and `prof upload {p} --server URL`, or `prof report {p}`",
+                p = path.display(),
+            )),
+        },
     }
 }
 
-/// Starts a server on a free loopback port with the default data directory, uploads the
-/// profile to it, prints the link and serves until Ctrl-C.
-fn serve_locally(bytes: &[u8]) -> Result<()> {
-    let mut config = prof_server::Config::local(prof_server::default_data_dir());
+/// Starts a server on a free loopback port, uploads the profile to it, prints the link
+/// and serves until Ctrl-C. Its data goes to `data`, else to a temporary directory
+/// removed when prof exits (say so: nothing is kept behind the user's back).
+fn serve_locally(bytes: &[u8], data: Option<&Path>) -> Result<()> {
+    let temp;
+    let (dir, kept) = match data {
+        Some(d) => (d.to_path_buf(), true),
+        None => {
+            temp = tempfile::Builder::new()
+                .prefix("prof-web-")
+                .tempdir()
+                .context("creating a temporary directory for the local server")?;
+            (temp.path().to_path_buf(), false)
+        }
+    };
+    let mut config = prof_server::Config::local(dir.clone());
     config.addr = "127.0.0.1:0".into();
-    let data = config.data_dir.clone();
     let server = prof_server::spawn(config).context("starting a local server")?;
     // Same machine: the server reads the binaries itself; no symbol upload needed.
     let link = Client::new(&server.url(), None)?.upload_all(bytes, None, &[], false)?;
-    eprintln!(
-        "prof: serving the profile at {link} (data in {}; Ctrl-C to stop)",
-        data.display()
-    );
+    let where_ = if kept {
+        format!("data kept in {}", dir.display())
+    } else {
+        format!(
+            "data in {}, removed when you stop; keep it with --data DIR",
+            dir.display()
+        )
+    };
+    eprintln!("prof: serving the profile at {link} ({where_}; Ctrl-C to stop)");
     server.wait().context("serving")?;
     Ok(())
 }
@@ -121,6 +144,26 @@ pub struct Client {
     base: String,
     token: Option<String>,
     agent: ureq::Agent,
+}
+
+/// "cannot reach URL: connection refused": the cause once (ureq's own message repeats
+/// the URL and wraps the OS error twice).
+fn unreachable(base: &str, e: &ureq::Error) -> String {
+    let mut src: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = src {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            let kind = io.kind().to_string();
+            return format!("cannot reach {base}: {kind}");
+        }
+        src = err.source();
+    }
+    match e {
+        ureq::Error::Transport(t) => format!(
+            "cannot reach {base}: {}",
+            t.message().map(str::to_string).unwrap_or_else(|| t.kind().to_string())
+        ),
+        other => format!("cannot reach {base}: {other}"),
+    }
 }
 
 /// The message of a JSON error body, else the body's start.
@@ -166,7 +209,7 @@ impl Client {
         match result {
             Ok(resp) => Ok(resp),
             Err(ureq::Error::Status(_, resp)) => Err(anyhow!("{label}: {}", error_message(resp))),
-            Err(e) => Err(anyhow!("{label}: cannot reach {}: {e}", self.base)),
+            Err(e) => Err(anyhow!("{label}: {}", unreachable(&self.base, &e))),
         }
     }
 
@@ -180,7 +223,7 @@ impl Client {
                 "asking for symbols of {build_id}: {}",
                 error_message(resp)
             )),
-            Err(e) => Err(anyhow!("cannot reach {}: {e}", self.base)),
+            Err(e) => Err(anyhow!("{}", unreachable(&self.base, &e))),
         }
     }
 
