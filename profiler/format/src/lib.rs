@@ -36,9 +36,9 @@ pub mod kind {
     pub const JIT_PHASE: u8 = 12;
     pub const FRAME: u8 = 13;
     /// A marker name (request markers): id and text; MARKERS events name it by id.
-    pub const MARKER_NAME: u8 = 14;
+    pub const MARKER_NAME: u8 = 15;
     /// Marker begin/end events of one thread (`prof_marker_begin` / `prof_marker_end`).
-    pub const MARKERS: u8 = 15;
+    pub const MARKERS: u8 = 16;
 }
 
 /// Sample flags (bit set in [`Sample::flags`]).
