@@ -196,3 +196,34 @@ fn launchers_fold_into_the_program() {
         );
     }
 }
+
+#[test]
+fn node_markers_through_the_marker_file() {
+    let out = out_dir("node.data");
+    let o = run_captured(
+        &mut prof_run(
+            &[],
+            &out,
+            &[OsStr::new("node"), fixture("node_markers.js").as_os_str()],
+        ),
+        TIMEOUT,
+    );
+    assert!(o.status.success(), "{}\n{}", o.status, o.stderr);
+    let r = report_json(&out);
+    let slow = stats(&r, "slow");
+    let fast = stats(&r, "fast");
+    assert_eq!(
+        (slow["count"].as_u64(), fast["count"].as_u64()),
+        (Some(10), Some(40))
+    );
+    // 2e6 square roots take longer than 2e5 (10x the work).
+    assert!(slow["p50_s"].as_f64() > fast["p50_s"].as_f64(), "{r:#}");
+    let pid = r["processes"][0]["pid"].as_u64().unwrap();
+    assert!(r["markers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|m| m["pid"].as_u64() == Some(pid)
+            && m["start_s"].as_f64().unwrap() >= 0.0
+            && m["start_s"].as_f64().unwrap() < r["duration_s"].as_f64().unwrap()));
+}

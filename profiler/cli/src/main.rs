@@ -7,6 +7,7 @@
 
 mod error;
 mod jit;
+mod marker_file;
 mod markers;
 mod merge;
 mod report;

@@ -12,6 +12,8 @@ pub const PY_MODULE: &str = include_str!("../python/prof_markers.py");
 /// Writes the module under `dir` and points `PYTHONPATH` at it. Failing to write it only
 /// costs the program its markers (it sees no `prof_markers`), so it is a warning.
 pub fn configure(cmd: &mut Command, dir: &Path, current: Option<OsString>) {
+    // Programs without the C ABI (node, Java) append finished markers to this file.
+    cmd.env("PROF_MARKER_FILE", dir.join(crate::marker_file::FILE_NAME));
     let py = dir.join("python");
     let written = std::fs::create_dir_all(&py)
         .and_then(|()| std::fs::write(py.join("prof_markers.py"), PY_MODULE));

@@ -24,6 +24,8 @@ pub struct Section {
     pub sampled_ns: u64,
     /// CPU time (user + system) from the end record, if the process ended normally.
     pub cpu_ns: Option<u64>,
+    /// MARKER_NAME records in the section (marker-file names are numbered after them).
+    pub marker_names: usize,
     /// The whole records to copy (everything after the header up to the last good record).
     pub records: Vec<u8>,
     /// Why part of the log was dropped, for a NOTICE record.
@@ -90,6 +92,7 @@ pub fn load_section(path: &Path, bytes: &[u8]) -> Result<Section, String> {
         cpu_ns: first
             .end
             .map(|e| e.cpu_user_ns.saturating_add(e.cpu_system_ns)),
+        marker_names: first.marker_names.len(),
         records: bytes[HEADER_LEN..end].to_vec(),
         notice,
     })
@@ -124,6 +127,17 @@ pub fn merge_dir(dir: &Path) -> Result<Merged> {
         match load_section(&path, &bytes) {
             Ok(s) => sections.push(s),
             Err(why) => merged.warnings.push(format!("skipped {why}")),
+        }
+    }
+    let marker_file = dir.join(crate::marker_file::FILE_NAME);
+    if let Ok(text) = std::fs::read_to_string(&marker_file) {
+        let (lines, bad) = crate::marker_file::parse(&text);
+        let orphans = crate::marker_file::attach(&mut sections, lines);
+        if bad + orphans > 0 {
+            merged.warnings.push(format!(
+                "{} of the lines in $PROF_MARKER_FILE were skipped ({bad} malformed, {orphans} from no profiled process); a line is `PID TID START_UNIX_NS END_UNIX_NS NAME`",
+                bad + orphans
+            ));
         }
     }
     let folded = fold_launchers(&mut sections);
@@ -382,6 +396,7 @@ mod tests {
             command: command.into(),
             sampled_ns: sampled_ms * 1_000_000,
             cpu_ns: None,
+            marker_names: 0,
             records: Vec::new(),
             notice: None,
         }

@@ -160,7 +160,9 @@ fn unreachable(base: &str, e: &ureq::Error) -> String {
     match e {
         ureq::Error::Transport(t) => format!(
             "cannot reach {base}: {}",
-            t.message().map(str::to_string).unwrap_or_else(|| t.kind().to_string())
+            t.message()
+                .map(str::to_string)
+                .unwrap_or_else(|| t.kind().to_string())
         ),
         other => format!("cannot reach {base}: {other}"),
     }
