@@ -467,6 +467,38 @@ fn garbage_profiles_do_not_panic() {
         notices: vec![],
         py_code: vec![],
         frames: vec![],
+        marker_names: vec!["m".into()],
+        // Ends without begins, a name id past the table, times at the limits.
+        marker_events: vec![
+            prof_format::MarkerEvent {
+                tid: 1,
+                time_ns: u64::MAX,
+                cpu_ns: u64::MAX,
+                name: None,
+                duration_ns: None,
+            },
+            prof_format::MarkerEvent {
+                tid: 1,
+                time_ns: u64::MAX,
+                cpu_ns: 0,
+                name: Some(99),
+                duration_ns: Some(u64::MAX),
+            },
+            prof_format::MarkerEvent {
+                tid: 2,
+                time_ns: 5,
+                cpu_ns: 9,
+                name: Some(0),
+                duration_ns: None,
+            },
+            prof_format::MarkerEvent {
+                tid: 2,
+                time_ns: 1,
+                cpu_ns: 0,
+                name: None,
+                duration_ns: None,
+            },
+        ],
         jit_code: vec![],
         jit_phases: vec![],
     };
@@ -639,6 +671,8 @@ fn aggregation_scales() {
         notices: vec![],
         py_code: vec![],
         frames: vec![],
+        marker_names: vec![],
+        marker_events: vec![],
         jit_code: vec![],
         jit_phases: vec![],
     };
