@@ -18,6 +18,7 @@
 //!   stacks for flamegraphs.
 
 mod analysis;
+pub mod code_only;
 pub mod export;
 pub mod import;
 mod jit;

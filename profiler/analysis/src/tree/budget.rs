@@ -22,6 +22,7 @@ impl ProfileIndex {
         matches: Option<&dyn Fn(&Function) -> bool>,
     ) -> Result<CallTree, QueryError> {
         let focus = self.focus_mask(filter)?;
+        let view = self.view(filter.native);
         let sel = self.select(filter)?;
         let weighted: Vec<u32> = (0..self.stack_proc.len() as u32)
             .filter(|&s| sel.weights[s as usize].iter().any(|&w| w > 0))
@@ -31,7 +32,7 @@ impl ProfileIndex {
         if let Some(pred) = matches {
             let mut cache: Vec<Option<bool>> = vec![None; self.functions.len()];
             for &s in &weighted {
-                let hit = self.stack(s).iter().any(|&f| {
+                let hit = self.stack(filter.native, s).iter().any(|&f| {
                     *cache[f as usize].get_or_insert_with(|| pred(&self.functions[f as usize]))
                 });
                 if hit {
@@ -46,19 +47,19 @@ impl ProfileIndex {
             if focus.is_none() && !opts.invert {
                 let ends = weighted
                     .iter()
-                    .map(|&s| (self.stack_node[s as usize], s))
+                    .map(|&s| (view.node[s as usize], s))
                     .collect();
-                (&self.full, &self.full_shape, ends)
+                (&view.full, &view.shape, ends)
             } else {
                 let mut t = Trie::new();
                 let mut ends = Vec::new();
                 for &s in &weighted {
-                    let st = self.stack(s);
+                    let st = self.stack(filter.native, s);
                     let node = match (&focus, opts.invert) {
                         (None, false) => t.insert(st.iter().copied()),
                         (None, true) => t.insert(st.iter().rev().copied()),
                         (Some(fm), inv) => {
-                            let Some(k) = self.focus_pos(s, fm) else {
+                            let Some(k) = self.focus_pos(filter.native, s, fm) else {
                                 continue;
                             };
                             if inv {

@@ -7,6 +7,7 @@ use prof_format::{Mode, Profile};
 
 use super::*;
 use crate::analysis::{Analysis, NO_STACK};
+use crate::code_only::{self, FrameKind};
 
 /// A tree of functions: node 0 is the root, every node's parent has a smaller id.
 #[derive(Debug, Clone, Default)]
@@ -186,160 +187,141 @@ impl std::hash::Hasher for Fx {
 
 pub(super) type FxMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<Fx>>;
 
+/// One view's stacks: per stack its functions root first
+/// (`funcs[start[s]..start[s + 1]]`) and its end node in the view's full call tree.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Stacks {
+    start: Vec<u32>,
+    funcs: Vec<u32>,
+    pub(super) node: Vec<u32>,
+    pub(super) full: Trie,
+    pub(super) shape: Shape,
+}
+
+impl Stacks {
+    fn new() -> Stacks {
+        Stacks {
+            start: vec![0],
+            full: Trie::new(),
+            ..Stacks::default()
+        }
+    }
+
+    fn push(&mut self, frames: &[u32]) {
+        self.funcs.extend_from_slice(frames);
+        self.start.push(self.funcs.len() as u32);
+        self.node.push(self.full.insert(frames.iter().copied()));
+    }
+
+    fn finish(mut self) -> Stacks {
+        self.shape = Shape::new(&self.full);
+        self
+    }
+
+    /// Functions of stack `s`, root first.
+    pub(super) fn stack(&self, s: u32) -> &[u32] {
+        &self.funcs[self.start[s as usize] as usize..self.start[s as usize + 1] as usize]
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.node.len()
+    }
+}
+
+/// The function table under construction: frames merged by (name, module).
+struct Functions {
+    list: Vec<Function>,
+    ids: HashMap<(String, String), u32>,
+}
+
+impl Functions {
+    fn intern(&mut self, f: Function) -> u32 {
+        let key = (f.name.clone(), f.module.clone());
+        let list = &mut self.list;
+        *self.ids.entry(key).or_insert_with(|| {
+            list.push(f);
+            list.len() as u32 - 1
+        })
+    }
+
+    fn named(&mut self, name: &str, module: &str) -> u32 {
+        self.intern(Function {
+            name: name.to_string(),
+            module: module.to_string(),
+            file: None,
+            line: None,
+        })
+    }
+}
+
+/// A sample before the samples are put in wall-clock order.
+struct Raw {
+    wall: u64,
+    proc: u32,
+    stack: u32,
+    tid: u32,
+    weight: u32,
+    tier: u8,
+}
+
+/// What reading the samples of every process gives.
+struct Read {
+    stack_proc: Vec<u32>,
+    native: Stacks,
+    raw: Vec<Raw>,
+    procs: Vec<Proc>,
+    groups: Vec<Group>,
+}
+
 impl ProfileIndex {
     /// Indexes `profile`, whose analysis is `analysis` (from [`crate::analyze`]).
     pub fn new(profile: &Profile, analysis: &Analysis) -> ProfileIndex {
-        let mut functions: Vec<Function> = Vec::new();
-        let mut func_ids: HashMap<(String, String), u32> = HashMap::new();
-        let mut intern = |functions: &mut Vec<Function>, f: Function| -> u32 {
-            let key = (f.name.clone(), f.module.clone());
-            *func_ids.entry(key).or_insert_with(|| {
-                functions.push(f);
-                functions.len() as u32 - 1
-            })
+        let mut functions = Functions {
+            list: Vec::new(),
+            ids: HashMap::new(),
         };
+        // V8 names a JS function by the tier that compiled it (`JS:~f`, `JS:^f`, `JS:*f`):
+        // one function whatever tier ran it; the samples' tiers keep the split.
         let frame_func: Vec<u32> = analysis
             .frames()
             .iter()
             .map(|fr| {
-                intern(
-                    &mut functions,
-                    Function {
-                        name: fr.name.clone(),
-                        module: fr.module.clone(),
-                        file: fr.file.clone(),
-                        line: fr.line,
-                    },
-                )
+                functions.intern(Function {
+                    name: code_only::merge_v8_tier(&fr.name).unwrap_or_else(|| fr.name.clone()),
+                    module: fr.module.clone(),
+                    file: fr.file.clone(),
+                    line: fr.line,
+                })
             })
             .collect();
-        let mut no_stack: Option<u32> = None;
-
-        let mut stack_proc = Vec::new();
-        let mut stack_start = vec![0u32];
-        let mut stack_funcs: Vec<u32> = Vec::new();
-        let mut stack_node = Vec::new();
-        let mut full = Trie::new();
-
         let start_unix_ns = profile
             .processes
             .iter()
             .map(|p| p.info.start_unix_ns)
             .min()
             .unwrap_or(0);
-
-        // (wall time, process, sample index) for every sample.
-        struct Raw {
-            wall: u64,
-            proc: u32,
-            stack: u32,
-            tid: u32,
-            weight: u32,
-            tier: u8,
-        }
-        let mut raw: Vec<Raw> = Vec::new();
-        let mut procs = Vec::new();
-        let mut group_index: FxMap<(u32, u32, u8), usize> = FxMap::default();
-        let mut groups: Vec<Group> = Vec::new();
-        let mut frames = Vec::new();
-        for (pi, p) in profile.processes.iter().enumerate() {
-            let offset = p.info.start_unix_ns.saturating_sub(start_unix_ns);
-            let mut tids: Vec<u32> = Vec::new();
-            // Stack id of each leaf node of this process (u32::MAX: not seen yet).
-            let mut stack_ids: Vec<u32> = vec![u32::MAX; p.nodes.len().max(1)];
-            for s in &p.samples {
-                let leaf = if (s.leaf as usize) < p.nodes.len() {
-                    s.leaf
-                } else {
-                    0
-                };
-                let stack = match stack_ids[leaf as usize] {
-                    id if id != u32::MAX => id,
-                    _ => {
-                        let id = stack_proc.len() as u32;
-                        frames.clear();
-                        frames.extend(
-                            analysis
-                                .stack_ids(pi, leaf)
-                                .into_iter()
-                                .map(|f| frame_func[f as usize]),
-                        );
-                        if frames.is_empty() {
-                            let f = *no_stack.get_or_insert_with(|| {
-                                intern(
-                                    &mut functions,
-                                    Function {
-                                        name: NO_STACK.to_string(),
-                                        module: String::new(),
-                                        file: None,
-                                        line: None,
-                                    },
-                                )
-                            });
-                            frames.push(f);
-                        }
-                        stack_funcs.extend_from_slice(&frames);
-                        stack_start.push(stack_funcs.len() as u32);
-                        stack_proc.push(pi as u32);
-                        stack_node.push(full.insert(frames.iter().copied()));
-                        stack_ids[leaf as usize] = id;
-                        id
-                    }
-                };
-                let tier = tier_index(sample_tier(analysis, pi, s.tid, leaf, s.time_ns)) as u8;
-                if !tids.contains(&s.tid) {
-                    tids.push(s.tid);
-                }
-                let g = *group_index.entry((stack, s.tid, tier)).or_insert_with(|| {
-                    groups.push(Group {
-                        stack,
-                        tid: s.tid,
-                        tier,
-                        weight: 0,
-                    });
-                    groups.len() - 1
-                });
-                groups[g].weight += s.weight as u64;
-                raw.push(Raw {
-                    wall: offset.saturating_add(s.time_ns),
-                    proc: pi as u32,
-                    stack,
-                    tid: s.tid,
-                    weight: s.weight,
-                    tier,
-                });
-            }
-            tids.sort_unstable();
-            procs.push(Proc {
-                pid: p.info.pid,
-                samples: Vec::new(),
-                tids,
-            });
-        }
-        // Wall-clock order. The samples of one SAMPLES record are sorted already, so a
-        // stable sort of compact keys mostly merges runs.
-        let mut order: Vec<(u64, u32)> = raw
-            .iter()
-            .enumerate()
-            .map(|(i, r)| (r.wall, i as u32))
-            .collect();
-        order.sort_by_key(|&(w, _)| w);
+        let read = read_samples(
+            profile,
+            analysis,
+            &frame_func,
+            &mut functions,
+            start_unix_ns,
+        );
+        let (code, mostly_program) = code_stacks(&read.native, &read.groups, &mut functions);
 
         let period: Vec<u64> = profile
             .processes
             .iter()
             .map(|p| p.info.period_ns.max(1))
             .collect();
-        let n = raw.len();
+        let n = read.raw.len();
         let mut idx = ProfileIndex {
-            functions,
+            functions: functions.list,
             by_name: HashMap::new(),
-            stack_proc,
-            stack_start,
-            stack_funcs,
-            stack_node,
-            full_shape: Shape::new(&full),
-            full,
+            stack_proc: read.stack_proc,
+            native: read.native.finish(),
+            code: code.finish(),
+            mostly_program,
             s_wall: Vec::with_capacity(n),
             s_cpu_all: Vec::with_capacity(n),
             s_cpu_proc: Vec::with_capacity(n),
@@ -347,8 +329,8 @@ impl ProfileIndex {
             s_tid: Vec::with_capacity(n),
             s_weight: Vec::with_capacity(n),
             s_tier: Vec::with_capacity(n),
-            groups,
-            procs,
+            groups: read.groups,
+            procs: read.procs,
             end_wall: 0,
             end_cpu_all: 0,
             end_cpu_proc: vec![0; profile.processes.len()],
@@ -358,24 +340,7 @@ impl ProfileIndex {
             },
             start_unix_ns,
         };
-        let mut cpu_all = 0u64;
-        for (i, &(_, ri)) in order.iter().enumerate() {
-            let r = &raw[ri as usize];
-            let pi = r.proc as usize;
-            let dt = (r.weight as u64).saturating_mul(period[pi]);
-            idx.s_wall.push(r.wall);
-            idx.s_cpu_all.push(cpu_all);
-            idx.s_cpu_proc.push(idx.end_cpu_proc[pi]);
-            idx.s_stack.push(r.stack);
-            idx.s_tid.push(r.tid);
-            idx.s_weight.push(r.weight);
-            idx.s_tier.push(r.tier);
-            idx.procs[pi].samples.push(i as u32);
-            cpu_all = cpu_all.saturating_add(dt);
-            idx.end_cpu_proc[pi] = idx.end_cpu_proc[pi].saturating_add(dt);
-            idx.end_wall = idx.end_wall.max(r.wall.saturating_add(1));
-        }
-        idx.end_cpu_all = cpu_all;
+        idx.fill_sample_columns(&read.raw, &period);
         for (i, f) in idx.functions.iter().enumerate() {
             idx.by_name
                 .entry(f.name.clone())
@@ -384,4 +349,155 @@ impl ProfileIndex {
         }
         idx
     }
+
+    /// The sample columns in wall-clock order, and the ends of the axes.
+    fn fill_sample_columns(&mut self, raw: &[Raw], period: &[u64]) {
+        // The samples of one SAMPLES record are sorted already, so a stable sort of
+        // compact keys mostly merges runs.
+        let mut order: Vec<(u64, u32)> = raw
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (r.wall, i as u32))
+            .collect();
+        order.sort_by_key(|&(w, _)| w);
+        let mut cpu_all = 0u64;
+        for (i, &(_, ri)) in order.iter().enumerate() {
+            let r = &raw[ri as usize];
+            let pi = r.proc as usize;
+            let dt = (r.weight as u64).saturating_mul(period[pi]);
+            self.s_wall.push(r.wall);
+            self.s_cpu_all.push(cpu_all);
+            self.s_cpu_proc.push(self.end_cpu_proc[pi]);
+            self.s_stack.push(r.stack);
+            self.s_tid.push(r.tid);
+            self.s_weight.push(r.weight);
+            self.s_tier.push(r.tier);
+            self.procs[pi].samples.push(i as u32);
+            cpu_all = cpu_all.saturating_add(dt);
+            self.end_cpu_proc[pi] = self.end_cpu_proc[pi].saturating_add(dt);
+            self.end_wall = self.end_wall.max(r.wall.saturating_add(1));
+        }
+        self.end_cpu_all = cpu_all;
+    }
+}
+
+/// Reads every process's samples: their stacks (one per distinct leaf node), tiers,
+/// threads, and per (stack, thread, tier) weights.
+fn read_samples(
+    profile: &Profile,
+    analysis: &Analysis,
+    frame_func: &[u32],
+    functions: &mut Functions,
+    start_unix_ns: u64,
+) -> Read {
+    let mut out = Read {
+        stack_proc: Vec::new(),
+        native: Stacks::new(),
+        raw: Vec::new(),
+        procs: Vec::new(),
+        groups: Vec::new(),
+    };
+    let mut group_index: FxMap<(u32, u32, u8), usize> = FxMap::default();
+    let mut frames = Vec::new();
+    for (pi, p) in profile.processes.iter().enumerate() {
+        let offset = p.info.start_unix_ns.saturating_sub(start_unix_ns);
+        let mut tids: Vec<u32> = Vec::new();
+        // Stack id of each leaf node of this process (u32::MAX: not seen yet).
+        let mut stack_ids: Vec<u32> = vec![u32::MAX; p.nodes.len().max(1)];
+        for s in &p.samples {
+            let leaf = if (s.leaf as usize) < p.nodes.len() {
+                s.leaf
+            } else {
+                0
+            };
+            let stack = match stack_ids[leaf as usize] {
+                id if id != u32::MAX => id,
+                _ => {
+                    let id = out.stack_proc.len() as u32;
+                    frames.clear();
+                    frames.extend(
+                        analysis
+                            .stack_ids(pi, leaf)
+                            .into_iter()
+                            .map(|f| frame_func[f as usize]),
+                    );
+                    if frames.is_empty() {
+                        frames.push(functions.named(NO_STACK, ""));
+                    }
+                    out.native.push(&frames);
+                    out.stack_proc.push(pi as u32);
+                    stack_ids[leaf as usize] = id;
+                    id
+                }
+            };
+            let tier = tier_index(sample_tier(analysis, pi, s.tid, leaf, s.time_ns)) as u8;
+            if !tids.contains(&s.tid) {
+                tids.push(s.tid);
+            }
+            let groups = &mut out.groups;
+            let g = *group_index.entry((stack, s.tid, tier)).or_insert_with(|| {
+                groups.push(Group {
+                    stack,
+                    tid: s.tid,
+                    tier,
+                    weight: 0,
+                });
+                groups.len() - 1
+            });
+            out.groups[g].weight += s.weight as u64;
+            out.raw.push(Raw {
+                wall: offset.saturating_add(s.time_ns),
+                proc: pi as u32,
+                stack,
+                tid: s.tid,
+                weight: s.weight,
+                tier,
+            });
+        }
+        tids.sort_unstable();
+        out.procs.push(Proc {
+            pid: p.info.pid,
+            samples: Vec::new(),
+            tids,
+        });
+    }
+    out
+}
+
+/// The code-only view of every stack (see [`code_only`]), and whether the profile is
+/// mostly program code.
+fn code_stacks(native: &Stacks, groups: &[Group], functions: &mut Functions) -> (Stacks, bool) {
+    let kinds: Vec<FrameKind> = functions
+        .list
+        .iter()
+        .map(|f| FrameKind::of(&f.name, &f.module, f.file.as_deref()))
+        .collect();
+    let folded: Vec<Option<Vec<usize>>> = (0..native.len() as u32)
+        .map(|s| {
+            let k: Vec<FrameKind> = native.stack(s).iter().map(|&f| kinds[f as usize]).collect();
+            code_only::fold(&k)
+        })
+        .collect();
+    let mut weight = vec![0u64; native.len()];
+    for g in groups {
+        weight[g.stack as usize] += g.weight;
+    }
+    let mostly =
+        code_only::mostly_program(folded.iter().zip(&weight).map(|(f, &w)| (w, f.is_some())));
+    let any_program = folded.iter().any(|f| f.is_some());
+    let mut code = Stacks::new();
+    let mut frames = Vec::new();
+    for (s, keep) in folded.iter().enumerate() {
+        let st = native.stack(s as u32);
+        frames.clear();
+        match keep {
+            Some(ix) => frames.extend(ix.iter().map(|&i| st[i])),
+            None if any_program => {
+                frames.push(functions.named(code_only::RUNTIME_NAME, code_only::RUNTIME_MODULE))
+            }
+            None => frames.extend_from_slice(st),
+        }
+        code.push(&frames);
+    }
+    (code, mostly)
 }

@@ -3,10 +3,8 @@
 use super::*;
 
 impl ProfileIndex {
-    pub(super) fn stack(&self, s: u32) -> &[u32] {
-        let a = self.stack_start[s as usize] as usize;
-        let b = self.stack_start[s as usize + 1] as usize;
-        &self.stack_funcs[a..b]
+    pub(super) fn stack(&self, mode: NativeMode, s: u32) -> &[u32] {
+        self.view(mode).stack(s)
     }
 
     pub(super) fn process_index(&self, f: &Filter) -> Result<Option<usize>, QueryError> {
@@ -156,8 +154,8 @@ impl ProfileIndex {
     }
 
     /// Outermost position of a focused function in stack `s`.
-    pub(super) fn focus_pos(&self, s: u32, focus: &[bool]) -> Option<usize> {
-        self.stack(s).iter().position(|&f| focus[f as usize])
+    pub(super) fn focus_pos(&self, mode: NativeMode, s: u32, focus: &[bool]) -> Option<usize> {
+        self.stack(mode, s).iter().position(|&f| focus[f as usize])
     }
 }
 

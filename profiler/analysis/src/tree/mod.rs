@@ -25,7 +25,8 @@ mod build;
 mod filter;
 mod queries;
 
-use build::{Shape, Trie};
+pub use crate::code_only::NativeMode;
+use build::{Shape, Stacks, Trie};
 
 /// Number of tiers; tier arrays are indexed in [`Tier::ALL`] order.
 pub const TIERS: usize = Tier::ALL.len();
@@ -102,6 +103,8 @@ pub struct Filter {
     /// Only samples whose stack contains a function of this name (any module); trees are
     /// re-rooted at its outermost occurrence.
     pub focus: Option<String>,
+    /// Every frame, or code-only (runtime frames folded into program frames).
+    pub native: NativeMode,
 }
 
 /// Why a query cannot be answered.
@@ -221,15 +224,13 @@ pub struct ProfileIndex {
     functions: Vec<Function>,
     /// Function ids by name.
     by_name: HashMap<String, Vec<u32>>,
-    /// Per stack: its process index, and its functions root first
-    /// (`stack_funcs[stack_start[s]..stack_start[s + 1]]`).
+    /// Per stack: its process index.
     stack_proc: Vec<u32>,
-    stack_start: Vec<u32>,
-    stack_funcs: Vec<u32>,
-    /// Per stack: its leaf node in `full`.
-    stack_node: Vec<u32>,
-    full: Trie,
-    full_shape: Shape,
+    /// The stacks as sampled, and code-only ([`NativeMode::Hide`]).
+    native: Stacks,
+    code: Stacks,
+    /// At least half the samples have a program frame (see [`crate::code_only`]).
+    mostly_program: bool,
     /// Samples in wall-clock order, in columns.
     s_wall: Vec<u64>,
     s_cpu_all: Vec<u64>,
@@ -281,7 +282,22 @@ impl ProfileIndex {
 
     /// Number of nodes of the unfiltered, unfolded call tree (the root included).
     pub fn full_tree_nodes(&self) -> usize {
-        self.full.len()
+        self.native.full.len()
+    }
+
+    /// Do at least half of the samples (by weight) run the program's own code
+    /// (interpreted or JIT-compiled: a Python, JS or Java frame on the stack)? Views of
+    /// such profiles start code-only.
+    pub fn mostly_program_code(&self) -> bool {
+        self.mostly_program
+    }
+
+    /// The stacks of a view.
+    fn view(&self, mode: NativeMode) -> &Stacks {
+        match mode {
+            NativeMode::Show => &self.native,
+            NativeMode::Hide => &self.code,
+        }
     }
 
     /// Total weight per tier of every sample.

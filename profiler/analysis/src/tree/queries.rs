@@ -32,7 +32,7 @@ impl ProfileIndex {
         let mask = Self::tier_mask(filter);
         let focus_hit: Option<Vec<bool>> = focus.map(|fm| {
             (0..self.stack_proc.len() as u32)
-                .map(|s| self.focus_pos(s, &fm).is_some())
+                .map(|s| self.focus_pos(filter.native, s, &fm).is_some())
                 .collect()
         });
         for i in self.sample_range(axis, proc, from, to) {
@@ -71,7 +71,7 @@ impl ProfileIndex {
             if w.iter().all(|&x| x == 0) {
                 continue;
             }
-            let st = self.stack(s as u32);
+            let st = self.stack(filter.native, s as u32);
             if let Some(fm) = &focus {
                 if !st.iter().any(|&f| fm[f as usize]) {
                     continue;

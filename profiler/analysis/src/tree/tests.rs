@@ -429,3 +429,22 @@ fn empty_and_garbage_profiles() {
     assert_eq!(tl.counts.iter().sum::<u64>(), 0);
     assert!(idx.functions(&Filter::default()).unwrap().is_empty());
 }
+
+#[test]
+fn code_only_is_the_plain_view_without_program_frames() {
+    let idx = index();
+    assert!(!idx.mostly_program_code());
+    let hide = Filter {
+        native: NativeMode::Hide,
+        ..Filter::default()
+    };
+    let opts = TreeOptions::default();
+    assert_eq!(
+        lines(&idx.tree(&hide, &opts, None).unwrap()),
+        lines(&idx.tree(&Filter::default(), &opts, None).unwrap())
+    );
+    assert_eq!(
+        idx.functions(&hide).unwrap(),
+        idx.functions(&Filter::default()).unwrap()
+    );
+}
