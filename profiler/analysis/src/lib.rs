@@ -19,9 +19,11 @@
 
 mod analysis;
 pub mod code_only;
+pub mod diff;
 pub mod export;
 pub mod import;
 mod jit;
+pub mod palette;
 mod python;
 mod summary;
 mod symbolize;

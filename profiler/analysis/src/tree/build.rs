@@ -1,7 +1,7 @@
 //! Building a [`ProfileIndex`]: the function table, the stacks, the full call tree and
 //! the sample columns.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use prof_format::{Mode, Profile};
 
@@ -267,6 +267,8 @@ struct Raw {
 /// What reading the samples of every process gives.
 struct Read {
     stack_proc: Vec<u32>,
+    /// Per stack: the process's leaf node it was read from.
+    stack_leaf: Vec<u32>,
     native: Stacks,
     raw: Vec<Raw>,
     procs: Vec<Proc>,
@@ -308,6 +310,12 @@ impl ProfileIndex {
             start_unix_ns,
         );
         let (code, mostly_program) = code_stacks(&read.native, &read.groups, &mut functions);
+        let lines = line_costs(analysis, &read);
+        let sources = profile
+            .sources
+            .iter()
+            .map(|f| (f.path.clone(), f.text.clone()))
+            .collect();
 
         let period: Vec<u64> = profile
             .processes
@@ -322,6 +330,8 @@ impl ProfileIndex {
             native: read.native.finish(),
             code: code.finish(),
             mostly_program,
+            lines,
+            sources,
             s_wall: Vec::with_capacity(n),
             s_cpu_all: Vec::with_capacity(n),
             s_cpu_proc: Vec::with_capacity(n),
@@ -392,6 +402,7 @@ fn read_samples(
 ) -> Read {
     let mut out = Read {
         stack_proc: Vec::new(),
+        stack_leaf: Vec::new(),
         native: Stacks::new(),
         raw: Vec::new(),
         procs: Vec::new(),
@@ -426,6 +437,7 @@ fn read_samples(
                     }
                     out.native.push(&frames);
                     out.stack_proc.push(pi as u32);
+                    out.stack_leaf.push(leaf);
                     stack_ids[leaf as usize] = id;
                     id
                 }
@@ -500,4 +512,48 @@ fn code_stacks(native: &Stacks, groups: &[Group], functions: &mut Functions) -> 
         code.push(&frames);
     }
     (code, mostly)
+}
+
+/// Per source file and line: the weight of samples whose innermost program frame (the
+/// leaf, for stacks without one) is on the line (`self`), and of samples with a frame on
+/// it anywhere (`total`, once per sample).
+fn line_costs(analysis: &Analysis, read: &Read) -> HashMap<String, BTreeMap<u32, LineCost>> {
+    let mut weight = vec![0u64; read.stack_proc.len()];
+    for g in &read.groups {
+        weight[g.stack as usize] += g.weight;
+    }
+    let mut out: HashMap<String, BTreeMap<u32, LineCost>> = HashMap::new();
+    let mut seen: Vec<(&str, u32)> = Vec::new();
+    for (s, &w) in weight.iter().enumerate() {
+        if w == 0 {
+            continue;
+        }
+        let ids = analysis.stack_ids(read.stack_proc[s] as usize, read.stack_leaf[s]);
+        let frames: Vec<&crate::Frame> = ids.iter().map(|&id| analysis.frame(id)).collect();
+        let own = frames
+            .iter()
+            .rposition(|f| {
+                FrameKind::of(&f.name, &f.module, f.file.as_deref()) == FrameKind::Program
+            })
+            .or(frames.len().checked_sub(1));
+        seen.clear();
+        for (i, f) in frames.iter().enumerate() {
+            let (Some(file), Some(line)) = (f.file.as_deref(), f.line) else {
+                continue;
+            };
+            let cost = out
+                .entry(file.to_string())
+                .or_default()
+                .entry(line)
+                .or_default();
+            if Some(i) == own {
+                cost.self_ += w;
+            }
+            if !seen.contains(&(file, line)) {
+                seen.push((file, line));
+                cost.total += w;
+            }
+        }
+    }
+    out
 }

@@ -13,7 +13,7 @@
 //! Every query takes a [`Filter`]: process, thread, tiers, a time range on the timeline's
 //! axis, and a focus function.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use serde::Serialize;
 
@@ -187,6 +187,17 @@ pub struct Timeline {
     pub buckets: usize,
 }
 
+/// The cost of one source line (see [`ProfileIndex::line_costs`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct LineCost {
+    /// Weight of samples whose innermost program frame (Python, JS, Java; the leaf for
+    /// stacks without one) is on this line.
+    #[serde(rename = "self")]
+    pub self_: u64,
+    /// Weight of samples with a frame on this line anywhere on the stack (once each).
+    pub total: u64,
+}
+
 /// One row of [`ProfileIndex::functions`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FunctionRow {
@@ -231,6 +242,10 @@ pub struct ProfileIndex {
     code: Stacks,
     /// At least half the samples have a program frame (see [`crate::code_only`]).
     mostly_program: bool,
+    /// Per source file: per-line costs (see [`ProfileIndex::line_costs`]).
+    lines: HashMap<String, BTreeMap<u32, LineCost>>,
+    /// Source texts the profile carries (SOURCE records), by path.
+    sources: HashMap<String, String>,
     /// Samples in wall-clock order, in columns.
     s_wall: Vec<u64>,
     s_cpu_all: Vec<u64>,
@@ -290,6 +305,18 @@ impl ProfileIndex {
     /// such profiles start code-only.
     pub fn mostly_program_code(&self) -> bool {
         self.mostly_program
+    }
+
+    /// Per-line costs of source file `file` (as frames name it), by line number; None when
+    /// no sampled frame is in that file. Over all samples (no filter).
+    pub fn line_costs(&self, file: &str) -> Option<&BTreeMap<u32, LineCost>> {
+        self.lines.get(file)
+    }
+
+    /// The text of source file `file` when the profile carries it (`prof run` stores the
+    /// program's own sampled script files).
+    pub fn source(&self, file: &str) -> Option<&str> {
+        self.sources.get(file).map(String::as_str)
     }
 
     /// The stacks of a view.
