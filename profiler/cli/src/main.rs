@@ -147,6 +147,11 @@ pub struct ReportArgs {
     /// Tier rules to try before the built-in ones (format: docs/TIERS.md).
     #[arg(long, value_name = "FILE")]
     tier_rules: Option<PathBuf>,
+    /// Compare with the base profile BASE: the functions whose share of the samples changed
+    /// most (text or json). Code-only (runtime frames folded) when the profile mostly runs
+    /// interpreted/JIT code, unless --native-internals.
+    #[arg(long, value_name = "BASE")]
+    diff: Option<PathBuf>,
 }
 
 fn main() {
