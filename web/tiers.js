@@ -1,7 +1,14 @@
 // The tiers, their labels and colours, from web/palette.json: the one definition the
 // viewer, the exports and the plain pages share (issue 16).
 
-import palette from "./palette.json" with { type: "json" };
+// Read at module load (top-level await): over HTTP in the browser; from the file under
+// node's test runner (web/tests), whose fetch has no file: URLs. (A JSON module import
+// would do, but its syntax differs between Debian's node 18 and current browsers.)
+const url = new URL("./palette.json", import.meta.url);
+const palette =
+  url.protocol === "file:"
+    ? JSON.parse((await import("node:fs")).readFileSync(url, "utf8"))
+    : await (await fetch(url)).json();
 
 export const TIERS = palette.tiers;
 export const TIER_LABELS = palette.labels;

@@ -207,7 +207,12 @@ mod tests {
         // Each `from "./x.js"` in a served script names a served asset.
         for a in ASSETS.iter().filter(|a| a.name.ends_with(".js")) {
             let text = std::str::from_utf8(a.body).unwrap();
-            for part in text.split("from \"./").skip(1) {
+            // ... and each `new URL("./x", import.meta.url)` it reads.
+            for part in text
+                .split("from \"./")
+                .skip(1)
+                .chain(text.split("new URL(\"./").skip(1))
+            {
                 let name = &part[..part.find('"').unwrap()];
                 assert!(
                     ASSETS.iter().any(|b| b.name == name),

@@ -146,7 +146,11 @@ fn diff_report(
             "{} compared with the base {} ({} view; shares of each profile's samples)\n{}",
             args.path.display(),
             base_path.display(),
-            if native == NativeMode::Hide { "code-only" } else { "every frame" },
+            if native == NativeMode::Hide {
+                "code-only"
+            } else {
+                "every frame"
+            },
             prof_analysis::diff::render_diff_text(&rows, args.top.unwrap_or(20))
         )),
         Format::Json => {
