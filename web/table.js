@@ -109,6 +109,7 @@ export function renderTable(container, data, opts) {
       return th;
     }),
     h("th", null, "tiers (total)"),
+    h("th", null, ""),
   );
   // Self/total columns get a percentage next to the count.
   head.children[2].setAttribute("colspan", "2");
@@ -124,13 +125,14 @@ export function renderTable(container, data, opts) {
         tabindex: "0",
         title: location(r.file, r.line) || null,
       },
-      h("td", { class: "fn" }, r.name, r.file && onSource ? srcButton(r, onSource) : null),
+      h("td", { class: "fn" }, r.name),
       h("td", { class: "mod" }, r.module),
       h("td", { class: "n" }, fmtInt(r.self)),
       h("td", { class: "n pct" }, fmtPct(r.self, total)),
       h("td", { class: "n" }, fmtInt(r.total)),
       h("td", { class: "n pct" }, fmtPct(r.total, total)),
       h("td", null, tierBar(r.tiers)),
+      h("td", { class: "src-cell" }, r.file && onSource ? srcButton(r, onSource) : null),
     );
     tr.dataset.name = r.name;
     tr.addEventListener("click", () => onSelect(r.name));

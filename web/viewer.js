@@ -879,6 +879,13 @@ export function startViewer(app, id) {
   window.profViewer = {
     stats,
     state: () => ({ ...state }),
+    /** Code-only in effect ("hide") or not ("show"). */
+    nativeMode: () => nativeMode(),
+    /** Rows the flamegraph canvas has (the visible depth + 1). */
+    rows: () => graph.rows,
+    /** Root weights of the sandwich: [callers, callees] (null without a focus). */
+    sandwichTotals: () => (el.sandwich.hidden || !callers.tree ? null : [callers.tree.total, callees.tree.total]),
+    timelineTitle: () => timeline.axisTitle,
     /** The box of the widest drawn frame of function `name`, in viewport coordinates
      * (scrolled into view first), or null. */
     frameBox(name, which = "flame") {

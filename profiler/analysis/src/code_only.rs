@@ -8,7 +8,8 @@
 //! into the nearest program frame:
 //!
 //! - everything outside the outermost program frame goes (the tree starts at `<module>`
-//!   or the JS/Java entry);
+//!   or the JS/Java entry); the runtime's own Python code (CPython's frozen import
+//!   system, PyPy's `<builtin>/app_main.py` and app-level builtins) counts as runtime;
 //! - runtime frames (the interpreter's binary or library, libpypy, node/V8, libjvm, libc
 //!   and the other system libraries, JIT stubs and builtins) between program frames go;
 //! - C code called *from* program code stays: an extension module, a library it calls
@@ -86,6 +87,15 @@ impl FrameKind {
     /// Classifies a frame (or a function: frames merged by name and module) by its name,
     /// module file name and source file.
     pub fn of(name: &str, module: &str, file: Option<&str>) -> FrameKind {
+        // Python code of the runtime itself: CPython's frozen modules (the import system,
+        // `site` at start-up), PyPy's app-level interpreter (`<builtin>/app_main.py`, its
+        // builtins written in Python, its frozen modules).
+        if module.starts_with("<frozen")
+            || module.starts_with("frozen ")
+            || file.is_some_and(|f| f.starts_with("<builtin>/"))
+        {
+            return FrameKind::Runtime;
+        }
         if is_program(name, module) {
             return FrameKind::Program;
         }
@@ -188,8 +198,21 @@ mod tests {
         assert_eq!(FrameKind::of("f", "[python]", None), Program);
         assert_eq!(
             FrameKind::of("_find_and_load", "<frozen importlib._bootstrap>", None),
-            Program
+            Runtime
         );
+        assert_eq!(
+            FrameKind::of("entry_point", "app_main.py", Some("<builtin>/app_main.py")),
+            Runtime
+        );
+        assert_eq!(
+            FrameKind::of(
+                "__init__",
+                "frozen zipimport",
+                Some("<builtin>/frozen zipimport")
+            ),
+            Runtime
+        );
+        assert_eq!(FrameKind::of("<module>", "<string>", None), Program);
         assert_eq!(FrameKind::of("JS:*fib", "[jit]", None), Program);
         assert_eq!(FrameKind::of("JS:fib", "[jit]", None), Program);
         assert_eq!(
