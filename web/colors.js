@@ -4,25 +4,12 @@
 // colour blindness; no pair of tiers is told apart by red versus green alone. Frames of
 // one tier vary slightly in lightness (by function name) so neighbours stay separable.
 
-export const TIERS = ["interpreter", "warmup", "jit", "native", "gc", "kernel"];
+import { DIFF_RGB, TIERS, TIER_LABELS, TIER_RGB } from "./tiers.js";
 
-export const TIER_LABELS = {
-  interpreter: "interpreter",
-  warmup: "warmup (baseline / compiling)",
-  jit: "JIT-compiled",
-  native: "native",
-  gc: "GC",
-  kernel: "kernel / off-CPU",
-};
+export { DIFF_RGB, TIERS, TIER_LABELS, TIER_RGB };
 
-export const TIER_RGB = [
-  [0xe6, 0x9f, 0x00], // interpreter: orange
-  [0xf0, 0xe4, 0x42], // warmup: yellow
-  [0x00, 0x72, 0xb2], // jit: blue
-  [0xa8, 0xa8, 0xa8], // native: grey
-  [0xcc, 0x79, 0xa7], // gc: reddish purple
-  [0x56, 0xb4, 0xe9], // kernel: sky blue
-];
+/** Levels of the differential colours on each side of "no change". */
+export const DIFF_LEVELS = 8;
 
 export function css([r, g, b]) {
   return `rgb(${r | 0},${g | 0},${b | 0})`;
@@ -110,6 +97,14 @@ export class Palette {
 
   module(name) {
     return this.add(`m${name}`, moduleRgb(name));
+  }
+
+  /** Colour index of a change `level` (-DIFF_LEVELS: much less, 0: same, +DIFF_LEVELS:
+   * much more) on the colour-blind-safe diverging scale of palette.json. */
+  diff(level) {
+    const k = Math.max(-DIFF_LEVELS, Math.min(DIFF_LEVELS, Math.round(level)));
+    const end = k < 0 ? DIFF_RGB.less : DIFF_RGB.more;
+    return this.add(`d${k}`, mix(DIFF_RGB.same, end, Math.abs(k) / DIFF_LEVELS));
   }
 }
 

@@ -1,10 +1,14 @@
 // The flamegraph: lays out the server's call tree (columns, nodes in depth-first preorder)
-// in one pass and draws it on a canvas. Drawing visits only what is visible: a box
-// narrower than half a pixel is skipped with its whole subtree (the subtree of node i is
-// the contiguous range [i, end[i]) of the preorder), and labels are drawn only where they
-// fit. Hover outlines are a DOM element over the canvas, so hovering never redraws.
+// in one pass (layout.js, shared with the HTML export) and draws it on a canvas. Drawing
+// visits only what is visible: a box narrower than half a pixel is skipped with its whole
+// subtree, and labels are drawn only where they fit. A zoomed view draws the zoomed
+// frame's subtree only (its ancestors are the breadcrumb), and the canvas is as tall as
+// the rows that have visible boxes. Hover outlines are a DOM element over the canvas, so
+// hovering never redraws.
 
 import { Palette, SHADES, hashString, themeColours } from "./colors.js";
+import { forEachBox, layoutTree, nodeAt as layoutNodeAt, visibleRows } from "./layout.js";
+import { frameId } from "./state.js";
 
 export const ROW = 18;
 const FONT = "12px ui-monospace, SFMono-Regular, Menlo, Consolas, 'DejaVu Sans Mono', monospace";
@@ -58,61 +62,37 @@ export class FlameGraph {
     const t0 = performance.now();
     this.tree = tree;
     const nodes = tree.nodes;
-    const n = nodes.parent.length;
-    this.n = n;
-    const parent = Int32Array.from(nodes.parent);
-    const total = Float64Array.from(nodes.total);
+    const L = layoutTree(nodes.parent, nodes.total, nodes.tiers, 6);
+    this.L = L;
+    this.n = L.n;
+    const { parent, total, x, depth, end, dominant, maxDepth } = L;
     const func = Uint32Array.from(nodes.func);
-    const x = new Float64Array(n);
-    const next = new Float64Array(n);
-    const depth = new Uint16Array(n);
-    const end = new Int32Array(n);
-    const dominant = new Uint8Array(n);
-    const tiers = nodes.tiers;
-    let maxDepth = 0;
-    for (let i = 0; i < n; i++) {
-      const p = parent[i];
-      if (p >= 0) {
-        x[i] = next[p];
-        next[p] += total[i];
-        const d = depth[p] + 1;
-        depth[i] = d;
-        if (d > maxDepth) maxDepth = d;
-      }
-      next[i] = x[i];
-      end[i] = i + 1;
-      let best = 3;
-      let bestW = -1;
-      const o = 6 * i;
-      for (let t = 0; t < 6; t++) {
-        const w = tiers[o + t];
-        if (w > bestW) {
-          bestW = w;
-          best = t;
-        }
-      }
-      dominant[i] = best;
-    }
-    for (let i = n - 1; i > 0; i--) {
-      const p = parent[i];
-      if (end[i] > end[p]) end[p] = end[i];
-    }
     const names = tree.functions.name;
     const shade = new Uint8Array(names.length);
     for (let f = 0; f < names.length; f++) shade[f] = hashString(names[f]) % SHADES;
     Object.assign(this, { parent, total, func, x, depth, end, dominant, shade, maxDepth });
     this.zoom = 0;
     this.matched = null;
+    this.highlight = null;
     this.hovered = -1;
+    this.rows = 1;
+    this.rowsKey = "";
     this.placeOutline();
     this.recolor();
     this.stats.layoutMs = performance.now() - t0;
-    this.stats.nodes = n;
+    this.stats.nodes = L.n;
   }
 
   setColorBy(mode) {
     if (mode === this.colorBy) return;
     this.colorBy = mode;
+    this.recolor();
+  }
+
+  /** Differential colouring: a change level per node (see Palette.diff). */
+  setDiff(levels) {
+    this.diffLevel = levels;
+    this.colorBy = "diff";
     this.recolor();
   }
 
@@ -132,7 +112,9 @@ export class FlameGraph {
     const byFunc = new Int32Array(names.length).fill(-1);
     for (let i = 0; i < n; i++) {
       const f = this.func[i];
-      if (this.colorBy === "module") {
+      if (this.colorBy === "diff" && this.diffLevel) {
+        colour[i] = this.palette.diff(this.diffLevel[i]);
+      } else if (this.colorBy === "module") {
         if (byFunc[f] < 0) byFunc[f] = this.palette.module(modules[f]);
         colour[i] = byFunc[f];
       } else {
@@ -184,14 +166,31 @@ export class FlameGraph {
     return names.reverse();
   }
 
-  /** The node a path of names leads to, as deep as it matches. */
+  /** Short ids (state.frameId) of the function names from the root's child down to
+   * node `i`: the zoom path in URLs. */
+  idPathOf(i) {
+    return this.pathOf(i).map(frameId);
+  }
+
+  /** The node a path leads to, as deep as it matches; each step is a function's short
+   * id or (old links) its name. */
   nodeOfPath(path) {
     let node = 0;
     const names = this.tree ? this.tree.functions.name : [];
-    for (const name of path) {
+    const ids = new Map();
+    const idOf = (f) => {
+      let v = ids.get(f);
+      if (v === undefined) {
+        v = frameId(names[f]);
+        ids.set(f, v);
+      }
+      return v;
+    };
+    for (const step of path) {
       let found = -1;
       for (let c = node + 1; c < this.end[node]; c = this.end[c]) {
-        if (names[this.func[c]] === name) {
+        const f = this.func[c];
+        if (idOf(f) === step || names[f] === step) {
           found = c;
           break;
         }
@@ -202,11 +201,18 @@ export class FlameGraph {
     return node;
   }
 
-  /** Sizes the canvas to its container's width and the tree's depth. */
+  /** Sizes the canvas to its container's width and the rows that have visible boxes
+   * (the zoomed frame on row 0). */
   resize() {
     const w = Math.max(100, Math.floor(this.canvas.parentElement.clientWidth));
-    const rows = (this.tree ? this.maxDepth : 0) + 1;
-    const hCss = rows * ROW;
+    // One pass without drawing; remembered per (tree, zoom, width), so redraws for
+    // search, hover or colours do not repeat it.
+    const key = `${this.zoom}:${w}`;
+    if (this.rowsKey !== key) {
+      this.rowsKey = key;
+      this.rows = this.tree && this.n ? visibleRows(this.L, this.zoom, w, MIN_WIDTH) + 1 : 1;
+    }
+    const hCss = this.rows * ROW;
     const dpr = window.devicePixelRatio || 1;
     this.width = w;
     this.heightCss = hCss;
@@ -221,8 +227,19 @@ export class FlameGraph {
     }
   }
 
-  rowY(d) {
-    return this.upward ? (this.maxDepth - d) * ROW : d * ROW;
+  /** Top of row `r` (0: the zoomed frame). */
+  rowY(r) {
+    return this.upward ? (this.rows - 1 - r) * ROW : r * ROW;
+  }
+
+  /** Outlines the frames of function `name` (the focused function), or none. */
+  setHighlight(name) {
+    if (!this.tree || !name) {
+      this.highlight = null;
+      return;
+    }
+    const f = this.tree.functions.name.indexOf(name);
+    this.highlight = f >= 0 ? f : null;
   }
 
   draw() {
@@ -240,38 +257,34 @@ export class FlameGraph {
     ctx.font = FONT;
     ctx.textBaseline = "middle";
     if (!this.charW) this.charW = ctx.measureText("MMMMMMMMMM").width / 10;
-    const { total, x, depth, end, colour, matched } = this;
+    const { colour, matched } = this;
     const z = this.zoom;
-    const x0 = x[z];
-    const scale = this.width / total[z];
     const fill = matched ? this.palette.faded : this.palette.fill;
     const fillMatched = this.palette.fill;
     const labels = [];
+    const marked = [];
     let boxes = 0;
     let last = -1;
-    const box = (i, px, w) => {
+    const hl = this.highlight;
+    forEachBox(this.L, z, this.width, MIN_WIDTH, (i, px, w, row) => {
       const c = colour[i];
       const style = matched && matched[i] ? fillMatched[c] : fill[c];
       if (style !== last) {
         ctx.fillStyle = style;
         last = style;
       }
-      const y = this.rowY(depth[i]);
+      const y = this.rowY(row);
       ctx.fillRect(px, y, w > 2 ? w - 1 : w, ROW - 1);
       boxes++;
+      if (hl !== null && this.func[i] === hl) marked.push(px, y, w);
       if (w >= this.charW * 3 + 2 * LABEL_PAD) labels.push(i, px, w);
-    };
-    // The zoomed frame's ancestors span the whole width.
-    for (let a = this.parent[z]; a >= 0; a = this.parent[a]) box(a, 0, this.width);
-    // The zoomed subtree; narrow subtrees are skipped whole.
-    for (let i = z; i < end[z]; ) {
-      const w = total[i] * scale;
-      if (w < MIN_WIDTH) {
-        i = end[i];
-        continue;
+    });
+    if (marked.length) {
+      ctx.strokeStyle = this.theme.selectEdge || "#0072b2";
+      ctx.lineWidth = 2;
+      for (let k = 0; k < marked.length; k += 3) {
+        ctx.strokeRect(marked[k] + 1, marked[k + 1] + 1, Math.max(1, marked[k + 2] - 3), ROW - 3);
       }
-      box(i, (x[i] - x0) * scale, w);
-      i++;
     }
     this.drawLabels(labels);
     this.placeOutline();
@@ -298,7 +311,7 @@ export class FlameGraph {
         ctx.fillStyle = style;
         last = style;
       }
-      ctx.fillText(label, px + LABEL_PAD, this.rowY(this.depth[i]) + ROW / 2);
+      ctx.fillText(label, px + LABEL_PAD, this.rowY(this.depth[i] - this.depth[this.zoom]) + ROW / 2);
     }
   }
 
@@ -306,23 +319,29 @@ export class FlameGraph {
   boxOf(i) {
     if (!this.tree || i < 0 || i >= this.n) return null;
     const z = this.zoom;
+    if (i < z || i >= this.end[z]) return null;
     const scale = this.width / this.total[z];
-    let px;
-    let w;
-    if (this.depth[i] < this.depth[z]) {
-      // Drawn only if it is an ancestor of the zoomed frame.
-      let a = this.parent[z];
-      while (a >= 0 && a !== i) a = this.parent[a];
-      if (a < 0) return null;
-      px = 0;
-      w = this.width;
-    } else {
-      if (i < z || i >= this.end[z]) return null;
-      px = (this.x[i] - this.x[z]) * scale;
-      w = this.total[i] * scale;
-      if (w < MIN_WIDTH) return null;
-    }
-    return { x: px, y: this.rowY(this.depth[i]), w, h: ROW - 1 };
+    const px = (this.x[i] - this.x[z]) * scale;
+    const w = this.total[i] * scale;
+    if (w < MIN_WIDTH) return null;
+    return { x: px, y: this.rowY(this.depth[i] - this.depth[z]), w, h: ROW - 1 };
+  }
+
+  /** Drawn nodes of function `name` (or matching the search when `name` is null), in
+   * preorder: for `n`/`N` (next/previous match). */
+  drawnNodes(pred) {
+    const out = [];
+    if (!this.tree) return out;
+    forEachBox(this.L, this.zoom, this.width, MIN_WIDTH, (i) => {
+      if (pred(i)) out.push(i);
+    });
+    return out;
+  }
+
+  /** Moves the hover outline to node `i` (keyboard navigation). */
+  outlineNode(i) {
+    this.hovered = i;
+    this.placeOutline();
   }
 
   /** The widest drawn node of function `name`, or -1. */
@@ -349,31 +368,10 @@ export class FlameGraph {
 
   /** The node drawn at (px, py), CSS pixels relative to the canvas, or -1. */
   nodeAt(px, py) {
-    if (!this.tree || this.n === 0 || px < 0 || px >= this.width) return -1;
-    const row = Math.floor(py / ROW);
-    const d = this.upward ? this.maxDepth - row : row;
-    if (d < 0 || d > this.maxDepth) return -1;
-    const z = this.zoom;
-    if (d < this.depth[z]) {
-      let a = z;
-      while (a >= 0 && this.depth[a] > d) a = this.parent[a];
-      return a;
-    }
-    const scale = this.width / this.total[z];
-    const xs = this.x[z] + px / scale;
-    let node = z;
-    while (this.depth[node] < d) {
-      let found = -1;
-      for (let c = node + 1; c < this.end[node]; c = this.end[c]) {
-        if (xs >= this.x[c] && xs < this.x[c] + this.total[c]) {
-          found = c;
-          break;
-        }
-      }
-      if (found < 0) return -1;
-      node = found;
-    }
-    return this.total[node] * scale >= MIN_WIDTH ? node : -1;
+    if (!this.tree || this.n === 0) return -1;
+    const r = Math.floor(py / ROW);
+    const row = this.upward ? this.rows - 1 - r : r;
+    return layoutNodeAt(this.L, this.zoom, this.width, MIN_WIDTH, px, row);
   }
 
   placeOutline() {

@@ -1,5 +1,7 @@
 // The profile list (`/`): name, command, date, duration, samples and a tier mini-bar per
-// profile; a name filter; delete with a token.
+// profile; a name filter; delete with a token (the delete buttons show only once a token
+// is set: on a server with tokens nobody else may delete, and on one without, deleting is
+// still a deliberate act).
 
 import { deleteProfile, getJSON, setToken, token } from "./api.js";
 import { TIERS } from "./colors.js";
@@ -85,7 +87,7 @@ export function startList(app) {
 
   function row(p) {
     const tiers = p.tiers ? TIERS.map((t) => p.tiers[t] || 0) : null;
-    const del = h("button", { type: "button", class: "danger small", title: "delete this profile" }, "delete");
+    const del = token() ? h("button", { type: "button", class: "danger small", title: "delete this profile" }, "delete") : null;
     const tr = h(
       "tr",
       null,
@@ -97,7 +99,7 @@ export function startList(app) {
       h("td", null, tiers ? tierBar(tiers) : h("span", { class: "muted small" }, "analyzing…")),
       h("td", null, del),
     );
-    del.addEventListener("click", async () => {
+    if (del) del.addEventListener("click", async () => {
       if (!window.confirm(`Delete the profile "${p.name}"?`)) return;
       try {
         await deleteProfile(p.id);

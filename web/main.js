@@ -1,6 +1,7 @@
 // Entry point: `/` is the profile list, `/p/{id}` the viewer of one profile.
 
 import { initTheme } from "./colors.js";
+import { startCompare } from "./compare.js";
 import { startList } from "./list.js";
 import { h, setChildren, showError } from "./util.js";
 import { startViewer } from "./viewer.js";
@@ -23,8 +24,11 @@ function main() {
   }
   window.addEventListener("hashchange", openVmprofLink);
   const m = /^\/p\/([^/]+)\/?$/.exec(window.location.pathname);
+  const c = /^\/compare\/([^/]+)\/([^/]+)\/?$/.exec(window.location.pathname);
   if (m) {
     startViewer(app, decodeURIComponent(m[1]));
+  } else if (c) {
+    startCompare(app, decodeURIComponent(c[1]), decodeURIComponent(c[2]));
   } else if (window.location.pathname === "/") {
     startList(app);
   } else {

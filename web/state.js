@@ -1,24 +1,30 @@
 // The viewer's state lives in the URL's query string, so a link reopens exactly the
 // same view and the browser's back/forward buttons walk through it.
 //
-//   view=icicle            icicle (root on top) instead of a flamegraph (root at bottom)
+//   view=flame             flamegraph (root at the bottom) instead of the icicle (root on
+//                          top, the default: the widest frames are on the first screen)
 //   color=module           colour frames by module instead of by dominant tier
 //   q=REGEX  re=1          search (a substring unless re=1)
-//   z=NAME (repeated)      zoomed frame: the function names from the root down
+//   z=ID.ID.ID             zoomed frame: short ids (frameId) of the function names from the
+//                          root down; old links with one `z=NAME` per level still open
+//   native=hide|show       code-only view (runtime frames folded) or every frame; default:
+//                          code-only for profiles that mostly run interpreted/JIT code
+//   invert=1               callers view (stacks read from the leaf)
+//   theme=light|dark       colour scheme (default: the system's)
 //   from=S  to=S  axis=A   time range on the timeline's axis (cpu or wall)
 //   process=PID thread=TID tier=jit,warmup
 //   focus=NAME             the function whose callers and callees are shown
 //   sort=total|-name|...   function table order
 //   nodes=N                node budget asked of the server
 
-import { TIERS } from "./colors.js";
+import { TIERS } from "./tiers.js";
 import { escapeRegex } from "./util.js";
 
 export const DEFAULT_NODES = 20000;
 
 export function defaults() {
   return {
-    view: "flame",
+    view: "icicle",
     color: "tier",
     q: "",
     re: false,
@@ -32,8 +38,24 @@ export function defaults() {
     focus: "",
     sort: "self",
     nodes: 0,
+    native: "",
+    invert: false,
+    theme: "",
   };
 }
+
+/** A short stable id of a function name (for zoom paths in URLs): 32 bits of FNV-1a in
+ * base 36, at most 7 characters. */
+export function frameId(name) {
+  let h = 2166136261;
+  for (let i = 0; i < name.length; i++) {
+    h ^= name.charCodeAt(i);
+    h = Math.imul(h, 16777619);
+  }
+  return (h >>> 0).toString(36);
+}
+
+const ID_PATH = /^[0-9a-z]{1,7}(\.[0-9a-z]{1,7})*$/;
 
 const SORTS = ["self", "total", "name", "module"];
 
@@ -50,11 +72,17 @@ function int(v) {
 export function parse(search) {
   const p = new URLSearchParams(search);
   const s = defaults();
-  if (p.get("view") === "icicle") s.view = "icicle";
+  if (p.get("view") === "flame") s.view = "flame";
   if (p.get("color") === "module") s.color = "module";
   s.q = p.get("q") || "";
   s.re = p.get("re") === "1";
-  s.zoom = p.getAll("z").filter((z) => z !== "");
+  const z = p.getAll("z").filter((v) => v !== "");
+  s.zoom = z.length === 1 && ID_PATH.test(z[0]) ? z[0].split(".") : z;
+  const native = p.get("native");
+  if (native === "hide" || native === "show") s.native = native;
+  s.invert = p.get("invert") === "1";
+  const theme = p.get("theme");
+  if (theme === "light" || theme === "dark") s.theme = theme;
   s.from = num(p.get("from"));
   s.to = num(p.get("to"));
   if (s.from !== null && s.to !== null && s.to <= s.from) s.from = s.to = null;
@@ -89,11 +117,14 @@ export function serialize(s) {
   if (s.focus) p.set("focus", s.focus);
   if (s.q) p.set("q", s.q);
   if (s.q && s.re) p.set("re", "1");
-  if (s.view !== "flame") p.set("view", s.view);
+  if (s.view !== "icicle") p.set("view", s.view);
+  if (s.native) p.set("native", s.native);
+  if (s.invert) p.set("invert", "1");
+  if (s.theme) p.set("theme", s.theme);
   if (s.color !== "tier") p.set("color", s.color);
   if (s.sort !== "self") p.set("sort", s.sort);
   if (s.nodes) p.set("nodes", String(s.nodes));
-  for (const z of s.zoom) p.append("z", z);
+  if (s.zoom.length) p.set("z", s.zoom.map((z) => (ID_PATH.test(z) ? z : frameId(z))).join("."));
   const q = p.toString();
   return q ? `?${q}` : "";
 }
@@ -106,8 +137,9 @@ export function searchRegex(s) {
 
 /** The API's sample filter for `s`: which samples count. `range` and `focus` say whether
  * the time range and the focused function apply. */
-export function filterParams(s, { range = true, focus = true, tiers = true } = {}) {
+export function filterParams(s, { range = true, focus = true, tiers = true, native = "" } = {}) {
   const p = new URLSearchParams();
+  if (native) p.set("native", native);
   if (s.process) p.set("process", s.process);
   if (s.thread) p.set("thread", s.thread);
   if (tiers && s.tiers.length) p.set("tier", s.tiers.join(","));

@@ -1,5 +1,6 @@
-// The top functions table (self, total, tier split), sortable by any column; a row
-// click selects the function (callers / callees, flamegraph focus).
+// The top functions table (self, total, tier split), sortable by any column, filtered by
+// the search; a row click selects the function (its callers and callees beside the
+// table, its frames outlined in the flamegraph); a row's "src" button opens its source.
 
 import { TIERS, TIER_CSS } from "./colors.js";
 import { fmtInt, fmtPct, h, location, setChildren } from "./util.js";
@@ -64,11 +65,22 @@ export function sortRows(rows, sort) {
   });
 }
 
+function srcButton(row, onSource) {
+  const b = h("button", { type: "button", class: "small src", title: `source of ${row.name}` }, "src");
+  b.addEventListener("click", (ev) => {
+    ev.stopPropagation();
+    onSource(row);
+  });
+  return b;
+}
+
 /** Fills `container` with the table. */
 export function renderTable(container, data, opts) {
-  const { sort, focus, match, onSort, onSelect } = opts;
+  const { sort, focus, match, filter, onSort, onSelect, onSource } = opts;
   const total = data.total;
-  const rows = sortRows(rowsOf(data), sort);
+  const all = sortRows(rowsOf(data), sort);
+  // The search filters the table (the focused function stays, so it can be cleared).
+  const rows = filter && match ? all.filter((r) => match.test(r.name) || r.name === focus) : all;
   const key = sort.replace(/^-/, "");
   const head = h(
     "tr",
@@ -97,6 +109,7 @@ export function renderTable(container, data, opts) {
       return th;
     }),
     h("th", null, "tiers (total)"),
+    h("th", null, ""),
   );
   // Self/total columns get a percentage next to the count.
   head.children[2].setAttribute("colspan", "2");
@@ -119,6 +132,7 @@ export function renderTable(container, data, opts) {
       h("td", { class: "n" }, fmtInt(r.total)),
       h("td", { class: "n pct" }, fmtPct(r.total, total)),
       h("td", null, tierBar(r.tiers)),
+      h("td", { class: "src-cell" }, r.file && onSource ? srcButton(r, onSource) : null),
     );
     tr.dataset.name = r.name;
     tr.addEventListener("click", () => onSelect(r.name));
@@ -128,9 +142,10 @@ export function renderTable(container, data, opts) {
     body.appendChild(tr);
   }
   const table = h("table", { class: "functions" }, h("thead", null, head), body);
-  const note =
-    data.count > rows.length
-      ? `${fmtInt(rows.length)} of ${fmtInt(data.count)} functions (the heaviest by self time)`
-      : `${fmtInt(rows.length)} functions`;
+  let note =
+    data.count > all.length
+      ? `${fmtInt(all.length)} of ${fmtInt(data.count)} functions (the heaviest by self time)`
+      : `${fmtInt(all.length)} functions`;
+  if (rows.length !== all.length) note = `${fmtInt(rows.length)} matching the search; ${note}`;
   setChildren(container, h("p", { class: "muted small", id: "fn-count" }, note), table);
 }

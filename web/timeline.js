@@ -1,6 +1,9 @@
 // The warmup curve: each tier's share of the samples in each time bucket, stacked, with
-// the bucket's sample weight as a line on top (how busy the program was). Dragging
-// across it selects a time range (the brush); a click without a drag clears it.
+// the bucket's sample weight as a line on top (how busy the program was), a titled time
+// axis with its unit, and the tier filter applied (tiers filtered out are not drawn).
+// Dragging across it selects a time range (the brush); a click without a drag clears it.
+// Other series (request markers, latencies) can be drawn over the plot by `overlays`:
+// functions (ctx, geometry) called after the tiers, before the selection.
 
 import { TIER_CSS } from "./colors.js";
 import { fmtTick } from "./util.js";
@@ -10,7 +13,7 @@ const HEIGHT = 130;
 const LEFT = 44;
 const RIGHT = 8;
 const TOP = 6;
-const BOTTOM = 20;
+const BOTTOM = 34;
 
 function niceStep(span, target) {
   const raw = span / target;
@@ -29,6 +32,9 @@ export class Timeline {
     this.data = null;
     this.sel = null;
     this.drag = null;
+    this.axisTitle = "";
+    this.tierMask = null;
+    this.overlays = [];
 
     canvas.addEventListener("pointerdown", (ev) => {
       if (!this.data || ev.button !== 0) return;
@@ -92,6 +98,29 @@ export class Timeline {
     }
     this.sums = sums;
     this.max = max;
+  }
+
+  /** The axis title under the ticks ("CPU time, s"). */
+  setAxisTitle(text) {
+    this.axisTitle = text;
+  }
+
+  /** Tiers drawn: a boolean per tier, or null for all. */
+  setTierMask(mask) {
+    this.tierMask = mask;
+  }
+
+  /** Tier weights of the buckets overlapping [from, to) (the whole axis when null). */
+  tierSums(from, to) {
+    const out = [0, 0, 0, 0, 0, 0];
+    const d = this.data;
+    if (!d) return out;
+    for (let b = 0; b < d.buckets; b++) {
+      const a = d.start_s + b * d.bucket_s;
+      if (from !== null && to !== null && (a + d.bucket_s <= from || a >= to)) continue;
+      for (let t = 0; t < 6; t++) out[t] += d.counts[6 * b + t];
+    }
+    return out;
   }
 
   /** The selected range in seconds, or null. */
@@ -177,25 +206,41 @@ export class Timeline {
         const c = d.counts[6 * b + t];
         if (!c) continue;
         const hgt = (c / s) * ph;
-        ctx.fillStyle = TIER_CSS[t];
-        ctx.fillRect(x, y - hgt, bw + 0.5, hgt);
+        if (!this.tierMask || this.tierMask[t]) {
+          ctx.fillStyle = TIER_CSS[t];
+          ctx.fillRect(x, y - hgt, bw + 0.5, hgt);
+        }
         y -= hgt;
       }
     }
-    // Activity: samples per bucket, relative to the busiest.
+    // Activity: samples per bucket, relative to the busiest, kept below the top edge (on
+    // the CPU axis every slice holds about as many samples: a line on the frame would be
+    // invisible) and drawn with a halo so it reads on every tier colour.
     if (this.max > 0) {
-      ctx.strokeStyle = th.fg;
-      ctx.globalAlpha = 0.4;
-      ctx.beginPath();
-      for (let b = 0; b < d.buckets; b++) {
-        const x = LEFT + (b + 0.5) * bw;
-        const y = TOP + ph * (1 - this.sums[b] / this.max);
-        if (b === 0) ctx.moveTo(x, y);
-        else ctx.lineTo(x, y);
-      }
+      const path = () => {
+        ctx.beginPath();
+        for (let b = 0; b < d.buckets; b++) {
+          const x = LEFT + (b + 0.5) * bw;
+          const y = TOP + 4 + (ph - 4) * (1 - (0.85 * this.sums[b]) / this.max);
+          if (b === 0) ctx.moveTo(x, y);
+          else ctx.lineTo(x, y);
+        }
+      };
+      ctx.lineJoin = "round";
+      ctx.strokeStyle = th.bg;
+      ctx.lineWidth = 4;
+      path();
       ctx.stroke();
-      ctx.globalAlpha = 1;
+      ctx.strokeStyle = th.fg;
+      ctx.lineWidth = 1.5;
+      path();
+      ctx.stroke();
+      ctx.lineWidth = 1;
+      ctx.fillStyle = th.muted;
+      ctx.textAlign = "right";
+      ctx.fillText(`line: samples per slice (max ${Math.round(this.max)})`, LEFT + pw, TOP + ph + 26);
     }
+    for (const draw of this.overlays) draw(ctx, { left: LEFT, top: TOP, width: pw, height: ph, xAt: (t) => this.xAt(t) });
     // Time axis.
     const span = this.span();
     const step = niceStep(span, Math.max(2, Math.floor(pw / 90)));
@@ -205,6 +250,11 @@ export class Timeline {
       const x = this.xAt(t);
       ctx.fillRect(Math.round(x), TOP + ph, 1, 4);
       ctx.fillText(fmtTick(t, step), x, TOP + ph + 12);
+    }
+    if (this.axisTitle) {
+      ctx.textAlign = "left";
+      ctx.fillStyle = th.fg;
+      ctx.fillText(this.axisTitle, LEFT, TOP + ph + 26);
     }
     // Selection (committed, or being dragged).
     let range = null;

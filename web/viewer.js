@@ -1,12 +1,17 @@
-// The viewer of one profile (`/p/{id}`): summary, filters (process, thread, axis, tiers),
-// the warmup curve with its time-range brush, the flamegraph (search, zoom, breadcrumbs,
-// callers/callees of a focused function) and the function table. Everything the user
-// changes goes into the URL first (state.js); `render()` then brings the page in line
+// The viewer of one profile (`/p/{id}`): summary with exports, filters (process, thread,
+// axis, tiers), the flamegraph first (icicle by default: the widest frames on the first
+// screen; legend and notes beside it; search, zoom with a one-line breadcrumb, code-only
+// view), the warmup curve with its time-range brush, and the function table with the
+// focused function's callers and callees beside it, and a source panel. Everything the
+// user changes goes into the URL first (state.js); `render()` then brings the page in line
 // with the URL, fetching what it lacks (the server aggregates, the browser only draws).
+// Keyboard: `?` help, `/` search, `n`/`N` next/previous match, `Esc` reset, `i` invert,
+// `c` code-only.
 
 import { cachedJSON, getJSON } from "./api.js";
-import { TIERS, TIER_CSS, TIER_LABELS, css, moduleRgb, themeColours } from "./colors.js";
+import { TIERS, TIER_CSS, TIER_LABELS, applyTheme, css, moduleRgb, themeColours } from "./colors.js";
 import { FlameGraph } from "./flame.js";
+import { openSource } from "./source.js";
 import { DEFAULT_NODES, filterParams, parse, searchRegex, serialize } from "./state.js";
 import { renderTable, tierBar } from "./table.js";
 import { Timeline } from "./timeline.js";
@@ -26,6 +31,24 @@ import {
 const TIMELINE_BUCKETS = 200;
 const TABLE_ROWS = 500;
 const CALLERS_NODES = 3000;
+const EXPORTS = [
+  ["raw", ""],
+  ["speedscope", "speedscope"],
+  ["pprof", "pprof"],
+  ["Firefox", "firefox"],
+  ["SVG", "svg"],
+  ["HTML", "html"],
+  ["collapsed", "collapsed"],
+];
+const SHORTCUTS = [
+  ["?", "show or hide this help"],
+  ["/", "search functions"],
+  ["n / N", "next / previous matching frame"],
+  ["Esc", "close help and source, reset zoom and search"],
+  ["i", "invert: callers instead of callees"],
+  ["c", "code-only view on or off (runtime frames folded)"],
+  ["shift-click", "a frame: open its source"],
+];
 
 export function startViewer(app, id) {
   let state = parse(window.location.search);
@@ -86,6 +109,16 @@ export function startViewer(app, id) {
       h("option", { value: "module" }, "colour: module"),
     ),
     reset: h("button", { type: "button", id: "reset", title: "reset zoom and search (Esc)" }, "reset"),
+    codeOnly: h("input", { type: "checkbox", id: "code-only" }),
+    invert: h("button", { type: "button", id: "invert", title: "callers instead of callees (i)" }, "invert"),
+    help: h("button", { type: "button", id: "help-button", title: "keyboard shortcuts (?)" }, "?"),
+    helpBox: h("div", { id: "help", class: "help", role: "dialog", "aria-label": "keyboard shortcuts", hidden: true }),
+    source: h("section", { id: "source", class: "panel source-panel", hidden: true }),
+    calleesBox: h("div", { class: "canvas-box callees" }),
+    calleesCanvas: h("canvas", { id: "callees", "aria-label": "callees of the focused function" }),
+    sandwich: h("aside", { id: "sandwich", class: "sandwich", hidden: true }),
+    axisNote: h("p", { id: "axis-note", class: "muted small" }),
+    exports: h("span", { id: "exports", class: "exports" }),
     totals: h("span", { id: "totals", class: "totals" }),
     crumbs: h("nav", { id: "breadcrumbs", class: "breadcrumbs", "aria-label": "zoom path" }),
     focusBar: h("div", { id: "focus-bar", class: "focus-bar", hidden: true }),
@@ -99,7 +132,17 @@ export function startViewer(app, id) {
   };
   el.timelineBox.appendChild(el.timelineCanvas);
   el.callersBox.appendChild(el.callersCanvas);
+  el.calleesBox.appendChild(el.calleesCanvas);
   el.flameBox.appendChild(el.flameCanvas);
+  setChildren(
+    el.helpBox,
+    h("h2", null, "Keyboard shortcuts"),
+    h("table", null, h("tbody", null, SHORTCUTS.map(([k, v]) => h("tr", null, h("td", null, h("kbd", null, k)), h("td", null, v))))),
+    h("p", { class: "muted small" }, "Press ? or Esc to close."),
+  );
+  setChildren(el.sandwich, el.focusBar, h("div", { class: "muted small" }, "callers (the focused function at the bottom)"), el.callersBox, h("div", { class: "muted small" }, "callees"), el.calleesBox);
+  el.callersBox.hidden = false;
+  el.focusBar.hidden = false;
 
   setChildren(
     app,
@@ -116,14 +159,7 @@ export function startViewer(app, id) {
     ),
     h(
       "section",
-      { class: "panel" },
-      h("div", { class: "panel-head" }, h("h2", null, "Tiers over time"), el.range, el.clearRange),
-      el.timelineBox,
-      h("p", { class: "muted small" }, "Share of each tier per time slice; the line is how many samples the slice holds. Drag to select a time range, click to clear it."),
-    ),
-    h(
-      "section",
-      { class: "panel" },
+      { class: "panel", id: "flame-panel" },
       h(
         "div",
         { class: "toolbar" },
@@ -131,19 +167,37 @@ export function startViewer(app, id) {
         h("label", { class: "small" }, el.regex, " regex"),
         el.matched,
         h("span", { class: "spacer" }),
-        el.totals,
+        h("label", { class: "small", title: "fold the runtime's own frames into the program's (c)" }, el.codeOnly, " code only"),
+        el.invert,
         el.viewBtn,
         el.color,
         el.reset,
+        el.help,
       ),
       el.crumbs,
-      el.focusBar,
-      el.callersBox,
-      el.flameBox,
-      el.folded,
-      el.legend,
+      h(
+        "div",
+        { class: "flame-row" },
+        el.flameBox,
+        h("aside", { class: "side", id: "flame-side" }, el.totals, el.legend, el.folded),
+      ),
     ),
-    h("section", { class: "panel" }, h("h2", null, "Functions"), el.table),
+    h(
+      "section",
+      { class: "panel" },
+      h("div", { class: "panel-head" }, h("h2", null, "Tiers over time"), el.range, el.clearRange),
+      el.timelineBox,
+      el.axisNote,
+      h("p", { class: "muted small" }, "Share of each tier per time slice; the line is how many samples the slice holds. Drag to select a time range, click to clear it."),
+    ),
+    h(
+      "section",
+      { class: "panel" },
+      h("h2", null, "Functions"),
+      h("div", { class: "table-row" }, h("div", { class: "table-box" }, el.table), el.sandwich),
+    ),
+    el.source,
+    el.helpBox,
   );
 
   const tooltip = $("tooltip");
@@ -195,7 +249,7 @@ export function startViewer(app, id) {
         ),
         tierBar(f.tiers, "tierbar wide"),
         shares,
-        h("div", { class: "tt-hint muted" }, "click to zoom"),
+        h("div", { class: "tt-hint muted" }, f.file ? "click to zoom · shift-click for its source" : "click to zoom"),
       ),
       ev,
     );
@@ -203,9 +257,13 @@ export function startViewer(app, id) {
 
   // --- components -------------------------------------------------------------------------
   const graph = new FlameGraph(el.flameCanvas, {
-    onClick: (i) => {
+    onClick: (i, ev) => {
+      if (ev && ev.shiftKey) {
+        showSource(graph.info(i));
+        return;
+      }
       pendingClickAt = performance.now();
-      navigate({ zoom: graph.pathOf(i) });
+      navigate({ zoom: graph.idPathOf(i) });
     },
     onHover: (i, ev) => frameTooltip(graph, i, ev),
   });
@@ -213,9 +271,17 @@ export function startViewer(app, id) {
     upward: true,
     onClick: (i) => {
       const name = callers.info(i).name;
-      if (i > 0 && name !== state.focus) navigate({ focus: name, zoom: [] });
+      if (i > 0 && name !== state.focus) navigate({ focus: name });
     },
     onHover: (i, ev) => frameTooltip(callers, i, ev),
+  });
+  const callees = new FlameGraph(el.calleesCanvas, {
+    upward: false,
+    onClick: (i) => {
+      const name = callees.info(i).name;
+      if (i > 0 && name !== state.focus) navigate({ focus: name });
+    },
+    onHover: (i, ev) => frameTooltip(callees, i, ev),
   });
   const timeline = new Timeline(el.timelineCanvas, {
     onBrush: (from, to) => navigate({ from: round(from), to: round(to) }),
@@ -255,8 +321,8 @@ export function startViewer(app, id) {
   // --- navigation ---------------------------------------------------------------------------
   function navigate(patch, { replace = false } = {}) {
     const next = { ...state, ...patch };
-    if ("focus" in patch && patch.focus !== state.focus && !("zoom" in patch)) next.zoom = [];
     if ("axis" in patch && patch.axis !== state.axis) next.from = next.to = null;
+    if (("native" in patch && patch.native !== state.native) || ("invert" in patch && patch.invert !== state.invert)) next.zoom = [];
     if ("process" in patch && patch.process !== state.process) {
       next.thread = "";
       next.from = next.to = null;
@@ -284,6 +350,9 @@ export function startViewer(app, id) {
   el.viewBtn.addEventListener("click", () => navigate({ view: state.view === "flame" ? "icicle" : "flame" }));
   el.color.addEventListener("change", () => navigate({ color: el.color.value }));
   el.reset.addEventListener("click", () => resetView());
+  el.codeOnly.addEventListener("change", () => navigate({ native: el.codeOnly.checked ? "hide" : "show" }));
+  el.invert.addEventListener("click", () => navigate({ invert: !state.invert }));
+  el.help.addEventListener("click", () => toggleHelp());
   el.regex.addEventListener("change", () => navigate({ re: el.regex.checked }));
   const searchTyped = debounce(() => {
     const replace = performance.now() < typingUntil;
@@ -323,23 +392,78 @@ export function startViewer(app, id) {
     navigate({ zoom: [], q: "" });
   }
 
+  function toggleHelp(show = el.helpBox.hidden) {
+    el.helpBox.hidden = !show;
+  }
+
+  /** Moves the keyboard cursor to the next (`dir` 1) or previous (-1) matching frame. */
+  let matchCursor = -1;
+  function nextMatch(dir) {
+    if (!graph.matched) return;
+    const nodes = graph.drawnNodes((i) => graph.matched[i] === 1);
+    if (!nodes.length) return;
+    const at = nodes.indexOf(matchCursor);
+    const k = at < 0 ? (dir > 0 ? 0 : nodes.length - 1) : (at + dir + nodes.length) % nodes.length;
+    matchCursor = nodes[k];
+    graph.outlineNode(matchCursor);
+    const b = graph.boxOf(matchCursor);
+    const r = el.flameCanvas.getBoundingClientRect();
+    if (b && (r.top + b.y < 0 || r.top + b.y + b.h > window.innerHeight)) {
+      window.scrollBy(0, r.top + b.y - window.innerHeight / 2);
+    }
+    el.matched.dataset.cursor = String(k + 1);
+    el.matched.dataset.cursorName = graph.info(matchCursor).name;
+  }
+
   document.addEventListener("keydown", (ev) => {
     const t = ev.target;
     const typing = t instanceof HTMLInputElement || t instanceof HTMLSelectElement || t instanceof HTMLTextAreaElement;
-    if (ev.key === "/" && !typing && !ev.ctrlKey && !ev.metaKey && !ev.altKey) {
+    if (ev.ctrlKey || ev.metaKey || ev.altKey) return;
+    if (ev.key === "Escape") {
+      if (typing) t.blur();
+      hideTooltip();
+      if (!el.helpBox.hidden) {
+        toggleHelp(false);
+        return;
+      }
+      if (!el.source.hidden) el.source.hidden = true;
+      resetView();
+      return;
+    }
+    if (typing) return;
+    if (ev.key === "/") {
       ev.preventDefault();
       el.search.focus();
       el.search.select();
-    } else if (ev.key === "Escape") {
-      if (typing) t.blur();
-      hideTooltip();
-      resetView();
+    } else if (ev.key === "?") {
+      toggleHelp();
+    } else if (ev.key === "n") {
+      nextMatch(1);
+    } else if (ev.key === "N") {
+      nextMatch(-1);
+    } else if (ev.key === "i") {
+      navigate({ invert: !state.invert });
+    } else if (ev.key === "c") {
+      navigate({ native: nativeMode() === "hide" ? "show" : "hide" });
     }
   });
 
+  async function showSource(f) {
+    if (!f || !f.file) return;
+    try {
+      await openSource(el.source, api, f.file, f.line);
+    } catch (e) {
+      showError(`No source for ${f.file}: ${e.message}`);
+    }
+  }
+
   window.addEventListener("prof-theme", () => {
+    // The theme button changed it: the URL says so (theme=), for links and reloads.
+    const t = document.documentElement.dataset.theme || "";
+    if (t !== state.theme) navigate({ theme: t }, { replace: true });
     graph.recolor();
     callers.recolor();
+    callees.recolor();
     drawAll();
   });
   window.addEventListener(
@@ -349,7 +473,8 @@ export function startViewer(app, id) {
 
   function drawAll() {
     if (graph.tree) graph.draw();
-    if (!el.callersBox.hidden && callers.tree) callers.draw();
+    if (!el.sandwich.hidden && callers.tree) callers.draw();
+    if (!el.sandwich.hidden && callees.tree) callees.draw();
     if (timeline.data) timeline.draw();
   }
 
@@ -369,13 +494,21 @@ export function startViewer(app, id) {
       s.timer ? `${s.timer}, ${Math.round(s.samples_per_cpu_s || 0)} samples/CPU-s` : null,
     ].filter(Boolean);
     const notes = [...(s.notices || []), ...(s.symbol_warnings || [])];
-    const download = h("a", { href: `${api}/download` }, "download");
+    setChildren(
+      el.exports,
+      "download: ",
+      EXPORTS.map(([label, fmt], k) => [
+        k ? " · " : "",
+        h("a", { href: fmt ? `${api}/download?format=${fmt}` : `${api}/download`, dataset: { format: fmt || "raw" }, download: "" }, label),
+      ]),
+    );
     const plain = h("a", { href: `/plain/p/${encodeURIComponent(id)}` }, "plain page");
     setChildren(
       el.summary,
       h("h1", null, meta.name),
       h("p", null, h("code", { class: "cmd" }, meta.command)),
-      h("p", { class: "muted" }, facts.join(" · "), " · ", download, " · ", plain),
+      h("p", { class: "muted" }, facts.join(" · "), " · ", plain),
+      h("p", { class: "muted small" }, el.exports),
       tierBar(TIERS.map((t) => meta.tiers[t] || 0), "tierbar wide"),
       notes.length
         ? h(
@@ -386,12 +519,24 @@ export function startViewer(app, id) {
           )
         : null,
     );
-    const total = TIERS.reduce((a, t) => a + (meta.tiers[t] || 0), 0);
+    setTierShares(TIERS.map((t) => meta.tiers[t] || 0));
+  }
+
+  /** The tier chips' shares: of the whole profile, or of the selected time range. */
+  function setTierShares(weights) {
+    const total = weights.reduce((a, b) => a + b, 0);
     for (const b of el.tierButtons.children) {
-      const w = meta.tiers[b.dataset.tier] || 0;
+      const w = weights[TIERS.indexOf(b.dataset.tier)] || 0;
       b.querySelector(".tier-share").textContent = ` ${fmtPct(w, total)}`;
-      if (!w) b.classList.add("empty");
+      b.classList.toggle("empty", !w);
     }
+  }
+
+  /** Code-only ("hide") or every frame ("show"): the URL's choice, else code-only for
+   * profiles that mostly run interpreted/JIT code. */
+  function nativeMode() {
+    if (state.native) return state.native;
+    return meta && meta.mostly_program_code ? "hide" : "show";
   }
 
   function fillSelectors(s) {
@@ -428,6 +573,11 @@ export function startViewer(app, id) {
     el.viewBtn.textContent = state.view === "flame" ? "icicle" : "flamegraph";
     el.viewBtn.title = state.view === "flame" ? "show as icicle (root on top)" : "show as flamegraph (root at the bottom)";
     el.color.value = state.color;
+    el.codeOnly.checked = nativeMode() === "hide";
+    el.invert.setAttribute("aria-pressed", state.invert ? "true" : "false");
+    if ((document.documentElement.dataset.theme || "") !== state.theme) {
+      applyTheme(state.theme || "auto");
+    }
     el.clearRange.hidden = state.from === null;
     el.range.textContent =
       state.from === null ? "" : `range ${fmtSeconds(state.from)} – ${fmtSeconds(state.to)}`;
@@ -435,8 +585,9 @@ export function startViewer(app, id) {
 
   // --- rendering ----------------------------------------------------------------------------
   function treeURL(search) {
-    const p = filterParams(state);
+    const p = filterParams(state, { focus: false, native: nativeMode() });
     p.set("max_nodes", String(state.nodes || DEFAULT_NODES));
+    if (state.invert) p.set("invert", "1");
     if (search) p.set("search", search);
     return `${api}/tree?${p}`;
   }
@@ -454,19 +605,22 @@ export function startViewer(app, id) {
       syncControls();
       const search = searchRegex(state);
       const layoutKey = treeURL("");
-      const tlParams = filterParams(state, { range: false, tiers: false });
+      const native = nativeMode();
+      const tlParams = filterParams(state, { range: false, tiers: false, focus: false, native });
       tlParams.set("buckets", String(TIMELINE_BUCKETS));
-      const fnParams = filterParams(state);
+      const fnParams = filterParams(state, { focus: false, native });
       fnParams.set("limit", String(TABLE_ROWS));
       fnParams.set("sort", state.sort.replace(/^-/, "") === "total" ? "total" : "self");
       const treeP = cachedJSON(treeURL(search));
       const tlP = cachedJSON(`${api}/timeline?${tlParams}`);
       const fnP = cachedJSON(`${api}/functions?${fnParams}`);
       let callersP = null;
+      let calleesP = null;
       if (state.focus) {
-        const cp = filterParams(state);
-        cp.set("invert", "1");
+        const cp = filterParams(state, { native });
         cp.set("max_nodes", String(CALLERS_NODES));
+        calleesP = cachedJSON(`${api}/tree?${cp}`);
+        cp.set("invert", "1");
         callersP = cachedJSON(`${api}/tree?${cp}`);
       }
 
@@ -487,11 +641,22 @@ export function startViewer(app, id) {
       if (my !== renderSeq) return;
       if (timeline.data !== tl.data) timeline.setData(tl.data);
       timeline.setSelection(state.from, state.to);
+      timeline.setTierMask(state.tiers.length ? TIERS.map((t) => state.tiers.includes(t)) : null);
+      timeline.setAxisTitle(axisTitle(tl.data.axis));
       timeline.draw();
+      setTierShares(state.from === null ? TIERS.map((t) => meta.tiers[t] || 0) : timeline.tierSums(state.from, state.to));
+      renderAxisNote(tl.data);
 
-      const callersTree = callersP ? await callersP : null;
+      let sandwich = null;
+      try {
+        sandwich = callersP ? [await callersP, await calleesP] : null;
+      } catch (e) {
+        if (e.status !== 400) throw e;
+        // The focused function is not in this view (another filter or view): no sandwich.
+        sandwich = null;
+      }
       if (my !== renderSeq) return;
-      drawCallers(callersTree);
+      drawSandwich(sandwich);
 
       const fns = await fnP;
       if (my !== renderSeq) return;
@@ -500,11 +665,13 @@ export function startViewer(app, id) {
         lastTable.data = fns.data;
         lastTable.key = tableKey;
         renderTable(el.table, fns.data, {
-        sort: state.sort,
-        focus: state.focus,
-        match: searchMatcher(),
-        onSort: (sort) => navigate({ sort }),
-        onSelect: (name) => navigate({ focus: name === state.focus ? "" : name }),
+          sort: state.sort,
+          focus: state.focus,
+          match: searchMatcher(),
+          filter: true,
+          onSort: (sort) => navigate({ sort }),
+          onSelect: (name) => selectFunction(name),
+          onSource: (row) => showSource(row),
         });
       }
       showError(null);
@@ -537,6 +704,8 @@ export function startViewer(app, id) {
     const re = searchMatcher();
     graph.setSearch(re);
     graph.setZoom(graph.nodeOfPath(state.zoom));
+    graph.setHighlight(state.focus);
+    matchCursor = -1;
     graph.draw();
     const now = performance.now();
     Object.assign(stats, {
@@ -563,8 +732,15 @@ export function startViewer(app, id) {
     // Totals, search result, breadcrumbs, focus bar, folded note, legend.
     const all = meta.weight;
     const sel = data.total;
-    el.totals.textContent = `${fmtInt(sel)} of ${fmtInt(all)} samples (${fmtPct(sel, all)})`;
+    const z = graph.zoom;
+    if (z > 0) {
+      const zw = graph.total[z];
+      el.totals.textContent = `zoomed: ${fmtInt(zw)} of ${fmtInt(all)} samples (${fmtPct(zw, all)})`;
+    } else {
+      el.totals.textContent = `${fmtInt(sel)} of ${fmtInt(all)} samples (${fmtPct(sel, all)})`;
+    }
     el.totals.dataset.total = String(sel);
+    el.totals.dataset.shown = String(z > 0 ? graph.total[z] : sel);
     if (!state.q) {
       el.matched.textContent = "";
       delete el.matched.dataset.pct;
@@ -578,6 +754,7 @@ export function startViewer(app, id) {
     }
     renderCrumbs();
     renderFocusBar();
+    el.flameBox.dataset.rows = String(graph.rows);
     el.folded.textContent = data.folded_nodes
       ? `${fmtInt(data.folded_nodes)} smaller frames are merged into [other] boxes (node budget ${fmtInt(state.nodes || DEFAULT_NODES)}).`
       : "";
@@ -586,6 +763,7 @@ export function startViewer(app, id) {
 
   function renderCrumbs() {
     const path = graph.pathOf(graph.zoom);
+    const ids = graph.idPathOf(graph.zoom);
     const items = [];
     const crumb = (label, k, current) => {
       const b = h("button", { type: "button", class: "crumb", title: label }, label);
@@ -593,47 +771,81 @@ export function startViewer(app, id) {
       else
         b.addEventListener("click", () => {
           pendingClickAt = performance.now();
-          navigate({ zoom: path.slice(0, k) });
+          navigate({ zoom: ids.slice(0, k) });
         });
       return b;
     };
-    items.push(crumb(state.focus ? "all (focused)" : "all", 0, path.length === 0));
+    items.push(crumb("all", 0, path.length === 0));
     path.forEach((name, k) => {
       items.push(h("span", { class: "sep", "aria-hidden": "true" }, "›"));
       items.push(crumb(name, k + 1, k === path.length - 1));
     });
     setChildren(el.crumbs, items);
+    // One line: the deepest crumbs in view.
+    el.crumbs.scrollLeft = el.crumbs.scrollWidth;
     el.reset.disabled = path.length === 0 && !state.q;
   }
 
   function renderFocusBar() {
     if (!state.focus) {
-      el.focusBar.hidden = true;
       el.focusBar.replaceChildren();
       return;
     }
-    el.focusBar.hidden = false;
-    const clear = h("button", { type: "button", class: "small", id: "clear-focus" }, "× clear focus");
+    const clear = h("button", { type: "button", class: "small", id: "clear-focus" }, "× clear");
     clear.addEventListener("click", () => navigate({ focus: "" }));
-    setChildren(
-      el.focusBar,
-      h("span", null, "Callers (above) and callees (below) of "),
-      h("strong", { class: "fn" }, state.focus),
-      " ",
-      clear,
-    );
+    const f = graph.tree ? graph.tree.functions.name.indexOf(state.focus) : -1;
+    const file = f >= 0 ? graph.tree.functions.file[f] : null;
+    const src = file ? h("button", { type: "button", class: "small", id: "focus-source" }, "source") : null;
+    if (src) src.addEventListener("click", () => showSource({ file, line: graph.tree.functions.line[f] }));
+    setChildren(el.focusBar, h("span", null, "Callers and callees of "), h("strong", { class: "fn" }, state.focus), " ", src, " ", clear);
   }
 
-  function drawCallers(resp) {
-    if (!resp) {
-      el.callersBox.hidden = true;
+  /** A table row click: focus the function (its sandwich beside the table), and scroll
+   * the flamegraph to its widest frame, outlined. */
+  function selectFunction(name) {
+    const next = name === state.focus ? "" : name;
+    navigate({ focus: next });
+    if (!next) return;
+    requestAnimationFrame(() => {
+      const i = graph.findNode(next);
+      if (i < 0) return;
+      const b = graph.boxOf(i);
+      const r = el.flameCanvas.getBoundingClientRect();
+      if (b) window.scrollBy({ top: r.top + b.y - window.innerHeight / 3, behavior: "instant" });
+      graph.outlineNode(i);
+    });
+  }
+
+  function drawSandwich(pair) {
+    if (!pair) {
+      el.sandwich.hidden = true;
       return;
     }
-    el.callersBox.hidden = false;
-    if (callers.tree !== resp.data) callers.setTree(resp.data);
-    callers.setColorBy(state.color);
-    callers.setSearch(searchMatcher());
-    callers.draw();
+    el.sandwich.hidden = false;
+    const [up, down] = pair;
+    if (callers.tree !== up.data) callers.setTree(up.data);
+    if (callees.tree !== down.data) callees.setTree(down.data);
+    for (const g of [callers, callees]) {
+      g.setColorBy(state.color);
+      g.setSearch(searchMatcher());
+      g.draw();
+    }
+  }
+
+  function axisTitle(axis) {
+    return axis === "wall" ? "wall-clock time (s)" : "CPU time (s, all selected threads)";
+  }
+
+  /** Says when the CPU-time axis is not the run's wall time (a busy multi-threaded run
+   * has more CPU seconds than wall seconds; a mostly idle one fewer). */
+  function renderAxisNote(tl) {
+    const wall = meta.duration_s || 0;
+    const cpu = tl.end_s - tl.start_s;
+    if (tl.axis === "cpu" && wall > 0 && Math.abs(cpu - wall) > 0.1 * wall && state.from === null) {
+      el.axisNote.textContent = `The axis is CPU time: ${fmtSeconds(cpu)} of CPU over the run's ${fmtSeconds(wall)} of wall-clock time. Choose wall-clock time above to see when things happened.`;
+    } else {
+      el.axisNote.textContent = "";
+    }
   }
 
   function renderLegend() {
@@ -667,10 +879,17 @@ export function startViewer(app, id) {
   window.profViewer = {
     stats,
     state: () => ({ ...state }),
+    /** Code-only in effect ("hide") or not ("show"). */
+    nativeMode: () => nativeMode(),
+    /** Rows the flamegraph canvas has (the visible depth + 1). */
+    rows: () => graph.rows,
+    /** Root weights of the sandwich: [callers, callees] (null without a focus). */
+    sandwichTotals: () => (el.sandwich.hidden || !callers.tree ? null : [callers.tree.total, callees.tree.total]),
+    timelineTitle: () => timeline.axisTitle,
     /** The box of the widest drawn frame of function `name`, in viewport coordinates
      * (scrolled into view first), or null. */
     frameBox(name, which = "flame") {
-      const g = which === "callers" ? callers : graph;
+      const g = which === "callers" ? callers : which === "callees" ? callees : graph;
       const i = g.findNode(name);
       if (i < 0) return null;
       let b = g.boxOf(i);
@@ -684,7 +903,8 @@ export function startViewer(app, id) {
     },
     /** Pixels of the flamegraph canvas that differ from the background. */
     paintedPixels(which = "flame") {
-      const c = which === "timeline" ? el.timelineCanvas : which === "callers" ? el.callersCanvas : el.flameCanvas;
+      const c =
+        which === "timeline" ? el.timelineCanvas : which === "callers" ? el.callersCanvas : which === "callees" ? el.calleesCanvas : el.flameCanvas;
       const d = c.getContext("2d").getImageData(0, 0, c.width, c.height).data;
       const [r0, g0, b0] = themeColours().bgRgb;
       let n = 0;

@@ -506,6 +506,7 @@ pub async fn get_profile(
     let mut v = record_json(&rec, &base_url(&req, &st));
     v["tiers"] = serde_json::to_value(&p.tiers).unwrap_or_default();
     v["symbols_uploaded"] = serde_json::to_value(&p.uploaded_symbols).unwrap_or_default();
+    v["mostly_program_code"] = p.index.mostly_program_code().into();
     v["summary"] =
         serde_json::to_value(&p.summary).map_err(|e| ApiError::Internal(e.to_string()))?;
     json(&v)

@@ -13,8 +13,10 @@
 
 pub mod api;
 pub mod cache;
+pub mod diff;
 pub mod error;
 pub mod exports;
+pub mod lines;
 pub mod metrics;
 pub mod pages;
 pub mod params;
@@ -233,6 +235,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     .service(resource("/api/v1/profiles/{id}/timeline").route(web::get().to(api::timeline)))
     .service(resource("/api/v1/profiles/{id}/functions").route(web::get().to(api::functions)))
     .service(resource("/api/v1/profiles/{id}/download").route(web::get().to(api::download)))
+    .service(resource("/api/v1/profiles/{id}/lines").route(web::get().to(lines::lines)))
+    .service(resource("/api/v1/profiles/{id}/diff").route(web::get().to(diff::diff)))
     .service(
         resource("/api/v1/symbols/{build_id}")
             .route(web::head().to(api::symbol_head))

@@ -34,16 +34,11 @@ td.n{text-align:right;font-variant-numeric:tabular-nums}code{font-size:13px}\
 .bar{display:flex;height:12px;width:240px;border:1px solid #999}\
 @media (prefers-color-scheme:dark){body{background:#161616;color:#ddd}td,th{border-color:#333}a{color:#8ab4f8}}";
 
-/// Colour-blind-safe hues (Okabe-Ito) per tier.
+/// A tier's colour, from the one palette (web/palette.json) the viewer and exports use.
 fn tier_colour(t: &str) -> &'static str {
-    match t {
-        "interpreter" => "#E69F00",
-        "warmup" => "#F0E442",
-        "jit" => "#0072B2",
-        "native" => "#999999",
-        "gc" => "#CC79A7",
-        _ => "#56B4E9",
-    }
+    prof_analysis::Tier::from_name(t)
+        .map(prof_analysis::palette::tier_colour)
+        .unwrap_or("#999999")
 }
 
 fn tier_bar(o: &mut String, tiers: &Option<TierTotals>) {

@@ -1,7 +1,7 @@
 //! Query-string parameters, parsed strictly: unknown names and malformed values are 400s
 //! that say what is wrong.
 
-use prof_analysis::tree::{Axis, Filter};
+use prof_analysis::tree::{Axis, Filter, NativeMode};
 use prof_analysis::Tier;
 
 use crate::error::ApiError;
@@ -137,12 +137,22 @@ impl Params {
             to_s,
             axis,
             focus: self.string("focus", 4096)?,
+            native: match self.get("native")? {
+                None => NativeMode::Show,
+                Some(v) => NativeMode::from_name(v).ok_or_else(|| {
+                    ApiError::bad(format!(
+                        "parameter \"native\" must be show or hide, not {v:?}"
+                    ))
+                })?,
+            },
         })
     }
 }
 
 /// Parameter names of [`Params::filter`].
-pub const FILTER: [&str; 7] = ["process", "thread", "tier", "from", "to", "axis", "focus"];
+pub const FILTER: [&str; 8] = [
+    "process", "thread", "tier", "from", "to", "axis", "focus", "native",
+];
 
 #[cfg(test)]
 mod tests {
@@ -169,6 +179,9 @@ mod tests {
         assert!(bad("from=NaN").contains(">= 0"));
         assert!(bad("from=2&to=1").contains("before it starts"));
         assert!(bad("axis=x").contains("cpu or wall"));
+        assert!(bad("native=no").contains("show or hide"));
+        let hide = Params::parse("native=hide", &FILTER).unwrap();
+        assert_eq!(hide.filter().unwrap().native, NativeMode::Hide);
         assert_eq!(
             Params::parse("process=", &FILTER)
                 .unwrap()

@@ -42,12 +42,17 @@ const ASSETS: &[Asset] = &[
     asset!("api.js", JS),
     asset!("util.js", JS),
     asset!("colors.js", JS),
+    asset!("tiers.js", JS),
+    asset!("palette.json", "application/json"),
     asset!("state.js", JS),
     asset!("flame.js", JS),
     asset!("timeline.js", JS),
     asset!("table.js", JS),
     asset!("list.js", JS),
     asset!("viewer.js", JS),
+    asset!("layout.js", JS),
+    asset!("compare.js", JS),
+    asset!("source.js", JS),
     asset!("style.css", "text/css; charset=utf-8"),
     asset!("favicon.svg", "image/svg+xml"),
 ];
@@ -141,6 +146,21 @@ pub async fn viewer_page(
         .body(SHELL))
 }
 
+/// `GET /compare/{base}/{id}`: the differential view of two profiles (the same shell; the
+/// script asks `/api/v1/profiles/{id}/diff?base={base}`).
+pub async fn compare_page(req: HttpRequest, path: web::Path<(String, String)>) -> HttpResponse {
+    let (base, id) = path.into_inner();
+    let ok = |s: &str| api::check_id(s).is_ok();
+    if ok(&base) && ok(&id) {
+        return shell(&req);
+    }
+    HttpResponse::NotFound()
+        .insert_header((header::CONTENT_SECURITY_POLICY, CSP))
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .content_type("text/html; charset=utf-8")
+        .body(SHELL)
+}
+
 /// `GET /static/{file}`.
 pub async fn static_file(req: HttpRequest, path: web::Path<String>) -> HttpResponse {
     match ASSETS.iter().position(|a| a.name == path.as_str()) {
@@ -168,6 +188,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route(web::get().to(viewer_page))
             .route(web::head().to(viewer_page)),
     )
+    .service(resource("/compare/{base}/{id}").route(web::get().to(compare_page)))
     .service(
         resource("/static/{file}")
             .route(web::get().to(static_file))
@@ -186,7 +207,12 @@ mod tests {
         // Each `from "./x.js"` in a served script names a served asset.
         for a in ASSETS.iter().filter(|a| a.name.ends_with(".js")) {
             let text = std::str::from_utf8(a.body).unwrap();
-            for part in text.split("from \"./").skip(1) {
+            // ... and each `new URL("./x", import.meta.url)` it reads.
+            for part in text
+                .split("from \"./")
+                .skip(1)
+                .chain(text.split("new URL(\"./").skip(1))
+            {
                 let name = &part[..part.find('"').unwrap()];
                 assert!(
                     ASSETS.iter().any(|b| b.name == name),

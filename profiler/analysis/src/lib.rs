@@ -18,10 +18,13 @@
 //!   stacks for flamegraphs.
 
 mod analysis;
+pub mod code_only;
+pub mod diff;
 pub mod export;
 pub mod import;
 mod jit;
 pub mod markers;
+pub mod palette;
 mod python;
 mod summary;
 mod symbolize;

@@ -557,6 +557,7 @@ fn garbage_profiles_do_not_panic() {
     let profile = Profile {
         version: 1,
         processes: vec![p.clone(), p],
+        sources: Vec::new(),
         truncated: true,
     };
     let a = analyze(&profile, &mut Symbolizer::without_debug_dirs());
@@ -709,6 +710,7 @@ fn aggregation_scales() {
     let profile = Profile {
         version: 1,
         processes: vec![p],
+        sources: Vec::new(),
         truncated: false,
     };
     let t = std::time::Instant::now();

@@ -13,6 +13,7 @@ mod merge;
 mod report;
 mod run;
 mod signals;
+mod source;
 mod target;
 mod warm;
 mod web;
@@ -88,6 +89,11 @@ pub struct RunArgs {
     /// Tier rules to try before the built-in ones (format: docs/TIERS.md).
     #[arg(long, value_name = "FILE")]
     tier_rules: Option<PathBuf>,
+    /// Do not store the text of the program's sampled script files in the profile (by
+    /// default `prof run` stores those inside the program's tree, for the viewer's
+    /// per-line view; see docs/FORMAT.md, SOURCE).
+    #[arg(long)]
+    no_source: bool,
     /// Upload the profile to a prof server and print its link: to URL, else to
     /// $PROF_SERVER, else to a local server started on a free port that serves until Ctrl-C.
     #[arg(long, value_name = "URL", num_args = 0..=1, require_equals = true, default_missing_value = "")]
@@ -147,6 +153,11 @@ pub struct ReportArgs {
     /// Tier rules to try before the built-in ones (format: docs/TIERS.md).
     #[arg(long, value_name = "FILE")]
     tier_rules: Option<PathBuf>,
+    /// Compare with the base profile BASE: the functions whose share of the samples changed
+    /// most (text or json). Code-only (runtime frames folded) when the profile mostly runs
+    /// interpreted/JIT code, unless --native-internals.
+    #[arg(long, value_name = "BASE")]
+    diff: Option<PathBuf>,
 }
 
 fn main() {

@@ -80,6 +80,10 @@ pub fn report(args: ReportArgs) -> Result<()> {
     let mut sym = prof_analysis::Symbolizer::new();
     let mut analysis = prof_analysis::analyze_with(&profile, &mut sym, &rules);
     analysis.set_native_internals(args.native_internals);
+    if let Some(base) = &args.diff {
+        let out = diff_report(&args, base, &profile, &analysis, &mut sym, &rules)?;
+        return emit(&args, out.as_bytes());
+    }
     let out = match args.format {
         Format::Text => {
             let summary = analysis.summary();
@@ -106,6 +110,77 @@ pub fn report(args: ReportArgs) -> Result<()> {
         Format::Svg => return export(&args, ExportFormat::Svg, &profile, &analysis),
     };
     emit(&args, out.as_bytes())
+}
+
+/// `prof report A --diff B`: the biggest changes of function shares from B to A.
+fn diff_report(
+    args: &ReportArgs,
+    base_path: &std::path::Path,
+    profile: &Profile,
+    analysis: &prof_analysis::Analysis,
+    sym: &mut prof_analysis::Symbolizer,
+    rules: &prof_analysis::TierRules,
+) -> Result<String> {
+    use prof_analysis::tree::{Filter, NativeMode, ProfileIndex};
+    let (base, warnings) = load(base_path)?;
+    for w in &warnings {
+        eprintln!("prof: warning: {}: {w}", base_path.display());
+    }
+    let mut base_analysis = prof_analysis::analyze_with(&base, sym, rules);
+    base_analysis.set_native_internals(args.native_internals);
+    let a = ProfileIndex::new(profile, analysis);
+    let b = ProfileIndex::new(&base, &base_analysis);
+    let native = if !args.native_internals && a.mostly_program_code() {
+        NativeMode::Hide
+    } else {
+        NativeMode::Show
+    };
+    let filter = Filter {
+        native,
+        ..Filter::default()
+    };
+    let rows = prof_analysis::diff::diff_functions(&a, &b, &filter, &filter)
+        .map_err(|e| anyhow!("comparing the profiles: {e}"))?;
+    match args.format {
+        Format::Text => Ok(format!(
+            "{} compared with the base {} ({} view; shares of each profile's samples)\n{}",
+            args.path.display(),
+            base_path.display(),
+            if native == NativeMode::Hide {
+                "code-only"
+            } else {
+                "every frame"
+            },
+            prof_analysis::diff::render_diff_text(&rows, args.top.unwrap_or(20))
+        )),
+        Format::Json => {
+            let top = args.top.unwrap_or(rows.len());
+            let v = serde_json::json!({
+                "profile": args.path.display().to_string(),
+                "base": base_path.display().to_string(),
+                "native": native.name(),
+                "weight": a.tier_totals().iter().sum::<u64>(),
+                "base_weight": b.tier_totals().iter().sum::<u64>(),
+                "functions": rows.iter().take(top).map(|r| serde_json::json!({
+                    "name": r.name,
+                    "module": r.module,
+                    "self": r.self_,
+                    "base_self": r.base_self,
+                    "delta_self": r.delta_self(),
+                    "total": r.total,
+                    "base_total": r.base_total,
+                    "delta_total": r.delta_total(),
+                })).collect::<Vec<_>>(),
+            });
+            let mut s = serde_json::to_string_pretty(&v).context("encoding the diff")?;
+            s.push('\n');
+            Ok(s)
+        }
+        other => bail!(
+            "--diff writes text or json, not {}",
+            format!("{other:?}").to_lowercase()
+        ),
+    }
 }
 
 fn export(

@@ -64,10 +64,19 @@ pub fn run(args: RunArgs) -> Result<i32> {
         (None, None) => (1, None),
     };
 
-    let merged = merge::merge_dir(logs.path())?;
+    let mut merged = merge::merge_dir(logs.path())?;
     // [issue 5] the logs hold the JIT maps now: remove the map files only prof asked for.
     if let Ok((profile, _)) = report::decode(&merged.bytes) {
         jit_maps.clean_up(&profile);
+        // [issue 13] the program's sampled script files, for the per-line view.
+        if !args.no_source && !profile.truncated {
+            if let Ok(cwd) = std::env::current_dir() {
+                let roots = crate::source::program_roots(&cwd, &args.command);
+                merged
+                    .bytes
+                    .extend(crate::source::source_records(&profile, &cwd, &roots));
+            }
+        }
     }
     for w in &merged.warnings {
         eprintln!("prof: warning: {w}");

@@ -11,7 +11,7 @@ mod varint;
 mod write;
 
 pub use read::{read_profile, split_records, Process, Profile, RawRecord, ReadOutcome};
-pub use write::{LogWriter, PendingSample, StackInterner};
+pub use write::{source_record, LogWriter, PendingSample, StackInterner};
 
 /// The 8 bytes every prof log starts with.
 pub const MAGIC: &[u8; 8] = b"PROFLOG\0";
@@ -35,6 +35,7 @@ pub mod kind {
     pub const JIT_CODE: u8 = 11;
     pub const JIT_PHASE: u8 = 12;
     pub const FRAME: u8 = 13;
+    pub const SOURCE: u8 = 14;
     /// A marker name (request markers): id and text; MARKERS events name it by id.
     pub const MARKER_NAME: u8 = 15;
     /// Marker begin/end events of one thread (`prof_marker_begin` / `prof_marker_end`).
@@ -312,6 +313,16 @@ pub struct ProcessEnd {
     pub cpu_system_ns: u64,
     /// Timer signals the handler received.
     pub signals: u64,
+}
+
+/// The text of one of the program's source files (SOURCE records, written by `prof run`
+/// after the program exited, for the source view).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceFile {
+    /// The path as the profile's frames name it (a Python code object's `co_filename`,
+    /// a JS function's script path).
+    pub path: String,
+    pub text: String,
 }
 
 /// One `prof_marker_begin` (`name: Some`, `duration_ns: None`), `prof_marker_end`

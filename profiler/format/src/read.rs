@@ -3,7 +3,8 @@
 use crate::varint::Cursor;
 use crate::{
     kind, Error, JitCode, JitPhase, JitSource, Marker, MarkerEvent, Mode, Module, Node, Notice,
-    ProcessEnd, ProcessInfo, PyCode, Sample, SymFrame, TimerSource, HEADER_LEN, MAGIC, VERSION,
+    ProcessEnd, ProcessInfo, PyCode, Sample, SourceFile, SymFrame, TimerSource, HEADER_LEN, MAGIC,
+    VERSION,
 };
 
 /// One record as it sits in the file.
@@ -142,6 +143,8 @@ impl Process {
 pub struct Profile {
     pub version: u16,
     pub processes: Vec<Process>,
+    /// Source files of the program (SOURCE records, anywhere in the file).
+    pub sources: Vec<SourceFile>,
     /// The file ended inside a record (the process was killed, or the copy was cut).
     pub truncated: bool,
 }
@@ -235,6 +238,7 @@ pub fn read_profile(bytes: &[u8]) -> Result<Profile, Error> {
     let mut profile = Profile {
         version: outcome.version,
         processes: Vec::new(),
+        sources: Vec::new(),
         truncated: outcome.truncated,
     };
     for rec in outcome.records {
@@ -243,6 +247,18 @@ pub fn read_profile(bytes: &[u8]) -> Result<Profile, Error> {
             what,
         };
         let mut c = Cursor::new(rec.payload);
+        if rec.kind == kind::SOURCE {
+            // Profile-level: `prof run` appends them after every process section.
+            let f = (|| {
+                let path = c.string()?;
+                let text = c.string()?;
+                c.is_empty().then_some(SourceFile { path, text })
+            })();
+            profile
+                .sources
+                .push(f.ok_or(corrupt("malformed source record"))?);
+            continue;
+        }
         if rec.kind == kind::PROCESS {
             let info = decode_process(&mut c).ok_or(corrupt("bad process record"))?;
             profile.processes.push(Process::new(info));

@@ -427,3 +427,24 @@ fn symbolic_frames_roundtrip() {
     bad.extend_from_slice(&[kind::FRAME, 8, 1, 0, 0, 0, 0, 0, 0, 0]);
     assert!(matches!(read_profile(&bad), Err(Error::Corrupt { .. })));
 }
+
+#[test]
+fn source_records_are_profile_level_and_checked() {
+    let (mut bytes, _) = sample_log();
+    bytes.extend(source_record("/app/main.py", "print('hi')\nx = 1\n"));
+    let p = read_profile(&bytes).unwrap();
+    assert_eq!(
+        p.sources,
+        vec![SourceFile {
+            path: "/app/main.py".into(),
+            text: "print('hi')\nx = 1\n".into()
+        }]
+    );
+    // A payload with bytes after the text is corruption, not a guess.
+    let (mut bad, _) = sample_log();
+    let mut rec = source_record("a.py", "x");
+    rec[1] += 1;
+    rec.push(0);
+    bad.extend(rec);
+    assert!(matches!(read_profile(&bad), Err(Error::Corrupt { .. })));
+}

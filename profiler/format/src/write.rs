@@ -366,3 +366,14 @@ impl<W: Write> LogWriter<W> {
         &self.sink
     }
 }
+
+/// One SOURCE record (kind, length, payload): appended to a finished profile by `prof run`.
+pub fn source_record(path: &str, text: &str) -> Vec<u8> {
+    let mut payload = Vec::with_capacity(path.len() + text.len() + 10);
+    put_bytes(&mut payload, path.as_bytes());
+    put_bytes(&mut payload, text.as_bytes());
+    let mut out = vec![crate::kind::SOURCE];
+    put_u64(&mut out, payload.len() as u64);
+    out.extend_from_slice(&payload);
+    out
+}

@@ -20,6 +20,15 @@ use crate::tiers::Tier;
 use crate::tree::{Filter, ProfileIndex, TreeOptions};
 
 const TEMPLATE: &str = include_str!("flamegraph.html");
+/// The viewer's flamegraph layout (one layout for the viewer and this export), an ES
+/// module: inlined into the page's script with its `export`s dropped.
+const LAYOUT: &str = include_str!("../../../../web/layout.js");
+
+fn layout_script() -> String {
+    LAYOUT
+        .replace("export function nodeAt(", "function layoutNodeAt(")
+        .replace("export function ", "function ")
+}
 
 /// Most call-tree nodes inlined (lighter subtrees are folded into `[other]`).
 const MAX_NODES: usize = 50_000;
@@ -163,6 +172,7 @@ pub fn html(profile: &Profile, analysis: &Analysis, title: &str) -> Result<Strin
             ),
             ("{{TITLE}}", esc(title)),
             ("{{DATA}}", script_safe(&json)),
+            ("{{LAYOUT}}", layout_script()),
         ],
     ))
 }

@@ -181,17 +181,10 @@ impl<'a> Stacks<'a> {
     }
 }
 
-/// Colours of the tiers (Okabe–Ito, colour-blind safe), shared by the SVG and HTML
-/// flamegraphs.
+/// Colours of the tiers, from the one palette (web/palette.json), shared by the SVG and
+/// HTML flamegraphs.
 pub(crate) fn tier_color(t: Tier) -> &'static str {
-    match t {
-        Tier::Interpreter => "#D55E00",
-        Tier::Warmup => "#E69F00",
-        Tier::Jit => "#009E73",
-        Tier::Native => "#56B4E9",
-        Tier::Gc => "#CC79A7",
-        Tier::Kernel => "#999999",
-    }
+    crate::palette::tier_colour(t)
 }
 
 #[cfg(test)]
