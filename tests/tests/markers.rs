@@ -227,3 +227,38 @@ fn node_markers_through_the_marker_file() {
             && m["start_s"].as_f64().unwrap() >= 0.0
             && m["start_s"].as_f64().unwrap() < r["duration_s"].as_f64().unwrap()));
 }
+
+#[test]
+fn the_text_summary_of_a_python_program_lists_its_functions() {
+    let python = &interpreters()[0];
+    let script = fixture("py_loop.py");
+    let out = out_dir("summary.data");
+    let o = run_captured(
+        &mut prof_run(&[], &out, &[python.as_os_str(), script.as_os_str(), OsStr::new("0.5")]),
+        TIMEOUT,
+    );
+    assert!(o.status.success(), "{}", o.stderr);
+    let source = std::fs::read_to_string(&script).unwrap();
+    let def_line = |f: &str| {
+        1 + source
+            .lines()
+            .position(|l| l.starts_with(&format!("def {f}(")))
+            .unwrap_or_else(|| panic!("no def {f} in the fixture"))
+    };
+    let by_total = o
+        .stderr
+        .split("functions by total")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no top-by-total table in:\n{}", o.stderr));
+    let rows: Vec<&str> = by_total.lines().skip(2).take(4).collect();
+    // The program's functions, outermost first, at their def lines; no start-up chain.
+    assert!(rows[0].contains("<module> (py_loop.py:1)"), "{rows:#?}");
+    for f in ["outer_loop", "inner"] {
+        let want = format!("{f} (py_loop.py:{})", def_line(f));
+        assert!(rows.iter().any(|r| r.contains(&want)), "{want} not in {rows:#?}");
+    }
+    assert!(!by_total.contains("_start") && !by_total.contains("Py_BytesMain"), "{by_total}");
+    assert!(o.stderr.contains("code-only view"), "{}", o.stderr);
+    // The hot line is named as such, beside the def line.
+    assert!(by_total.contains(", hot line "), "{by_total}");
+}

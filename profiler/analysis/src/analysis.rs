@@ -107,6 +107,8 @@ pub struct Analysis {
     pub(crate) procs: Vec<ProcData>,
     pub(crate) profile_truncated: bool,
     pub(crate) warnings: Vec<String>,
+    /// [issue 14] Python functions' `def` lines, by (name, module).
+    pub(crate) def_lines: HashMap<(String, String), u32>,
 }
 
 /// Options for [`Analysis::collapsed_with`].
@@ -180,6 +182,8 @@ struct Builder<'s> {
     warnings: Vec<String>,
     /// [issue 5] The current process's JIT code, for addresses in no module.
     jit: crate::jit::JitIndex,
+    /// [issue 14] Python functions' `def` lines, by (name, module).
+    def_lines: HashMap<(String, String), u32>,
 }
 
 impl Builder<'_> {
@@ -191,6 +195,14 @@ impl Builder<'_> {
         self.frames.push(f.clone());
         self.frame_index.insert(f.clone(), id);
         id
+    }
+
+    fn note_def_line(&mut self, f: &Frame, code: Option<&prof_format::PyCode>) {
+        if let Some(c) = code.filter(|c| c.firstlineno > 0) {
+            self.def_lines
+                .entry((f.name.clone(), f.module.clone()))
+                .or_insert(c.firstlineno);
+        }
     }
 
     fn push_frames(&mut self, frames: &[Frame]) -> Span {
@@ -261,7 +273,9 @@ impl Builder<'_> {
             },
             node_kind::PYTHON => {
                 let code = p.py_code.iter().find(|c| c.id as u64 == node.value >> 32);
-                vec![crate::python::frame(code, node.value as u32)]
+                let f = crate::python::frame(code, node.value as u32);
+                self.note_def_line(&f, code);
+                vec![f]
             }
             node_kind::SYSCALL => {
                 let name = match syscall_name(node.value) {
@@ -275,7 +289,9 @@ impl Builder<'_> {
             // [issue 17] PyPy: a Python frame, and JIT-compiled code named by PyPy's log.
             node_kind::PYPY => {
                 let code = p.py_code.iter().find(|c| c.id as u64 == node.value >> 8);
-                vec![crate::python::frame(code, 0)]
+                let f = crate::python::frame(code, 0);
+                self.note_def_line(&f, code);
+                vec![f]
             }
             node_kind::PYPY_JIT => {
                 let v = crate::jit::PypyJit::from_value(node.value);
@@ -465,6 +481,7 @@ pub fn analyze_with(profile: &Profile, sym: &mut Symbolizer, rules: &TierRules) 
         ids: Vec::new(),
         warnings: Vec::new(),
         jit: Default::default(),
+        def_lines: HashMap::new(),
     };
     let procs = profile.processes.iter().map(|p| b.process(p)).collect();
     let frame_tier = b.frames.iter().map(|f| rules.frame_tier(f)).collect();
@@ -481,6 +498,7 @@ pub fn analyze_with(profile: &Profile, sym: &mut Symbolizer, rules: &TierRules) 
         procs,
         profile_truncated: profile.truncated,
         warnings: b.warnings,
+        def_lines: b.def_lines,
     };
     for (pi, p) in profile.processes.iter().enumerate() {
         a.classify(pi, p, rules);

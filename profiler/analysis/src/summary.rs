@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 use serde::{Deserialize, Serialize};
 
 use crate::analysis::{merge_buckets, Analysis, FrameId, NO_STACK};
+use crate::code_only::FrameKind;
 use crate::markers::{MarkerStats, MarkerSummary};
 use crate::tiers::{Tier, TierCounts};
 
@@ -65,6 +66,10 @@ pub struct Summary {
     /// [issue 14] Latency per marker name, busiest (largest total time) first.
     #[serde(default)]
     pub marker_stats: Vec<MarkerStats>,
+    /// [issue 14] The function table is the code-only view: runtime frames folded into the
+    /// program's (see `Analysis::summary_for_people`).
+    #[serde(default)]
+    pub code_only: bool,
 }
 
 /// Tier weights over CPU time since process start (wall time in wall mode).
@@ -136,7 +141,11 @@ pub struct FunctionSummary {
     pub name: String,
     pub module: String,
     pub file: Option<String>,
+    /// The line with most of its self time (else where it was first seen).
     pub line: Option<u32>,
+    /// [issue 14] A Python function's `def` line.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub def_line: Option<u32>,
     /// Weight of samples where this function is the innermost frame.
     #[serde(rename = "self")]
     pub self_: u64,
@@ -165,8 +174,51 @@ fn secs(ns: u64) -> f64 {
 }
 
 impl Analysis {
-    /// Totals, per-process and per-thread weights, and the function table.
+    /// Totals, per-process and per-thread weights, and the function table (every frame).
     pub fn summary(&self) -> Summary {
+        self.summary_with(false)
+    }
+
+    /// [issue 14] The summary as the text report shows it: for a profile whose samples
+    /// mostly run interpreted/JIT code, the code-only view (runtime frames folded into the
+    /// program's, `crate::code_only`), unless `every_frame`.
+    pub fn summary_for_people(&self, every_frame: bool) -> Summary {
+        self.summary_with(!every_frame && self.mostly_program_code())
+    }
+
+    /// Kind of every frame for the code-only view, by FrameId.
+    fn frame_kinds(&self) -> Vec<FrameKind> {
+        self.frames()
+            .iter()
+            .map(|f| FrameKind::of(&f.name, &f.module, f.file.as_deref()))
+            .collect()
+    }
+
+    /// Do at least half of the samples (by weight) run program code?
+    pub fn mostly_program_code(&self) -> bool {
+        let kinds = self.frame_kinds();
+        let mut ids = Vec::new();
+        let mut stacks = Vec::new();
+        for (pi, p) in self.procs.iter().enumerate() {
+            for lw in &p.leaves {
+                self.stack_into(pi, lw.leaf, &mut ids);
+                let program = ids
+                    .iter()
+                    .any(|&id| kinds[id as usize] == FrameKind::Program);
+                stacks.push((lw.weight, program));
+            }
+        }
+        crate::code_only::mostly_program(stacks)
+    }
+
+    fn summary_with(&self, code_only: bool) -> Summary {
+        let kinds = if code_only {
+            self.frame_kinds()
+        } else {
+            Vec::new()
+        };
+        let mut stack_kinds: Vec<FrameKind> = Vec::new();
+        let mut runtime_func: Option<usize> = None;
         // Function identity: (name, module). Frames map onto functions once.
         let mut func_index: HashMap<(&str, &str), usize> = HashMap::new();
         let mut funcs: Vec<FuncAcc> = Vec::new();
@@ -295,6 +347,33 @@ impl Analysis {
             for ((leaf, tier), w) in by_leaf {
                 self.stack_into(pi, leaf, &mut ids);
                 stamp += 1;
+                if code_only {
+                    stack_kinds.clear();
+                    stack_kinds.extend(ids.iter().map(|&id| kinds[id as usize]));
+                    match crate::code_only::fold(&stack_kinds) {
+                        Some(keep) => {
+                            let kept: Vec<FrameId> = keep.iter().map(|&i| ids[i]).collect();
+                            ids = kept;
+                        }
+                        None if !ids.is_empty() => {
+                            // No program frame: the runtime's own work (start-up, GC).
+                            let f = *runtime_func.get_or_insert_with(|| {
+                                funcs.push(new_func(
+                                    crate::code_only::RUNTIME_NAME,
+                                    crate::code_only::RUNTIME_MODULE,
+                                    None,
+                                    None,
+                                ));
+                                funcs.len() - 1
+                            });
+                            funcs[f].self_ += w;
+                            funcs[f].total += w;
+                            funcs[f].tiers.add(tier, w);
+                            continue;
+                        }
+                        None => {}
+                    }
+                }
                 let Some(&innermost) = ids.last() else {
                     let f = *no_stack.get_or_insert_with(|| {
                         funcs.push(new_func(NO_STACK, "", None, None));
@@ -331,7 +410,9 @@ impl Analysis {
                     .max_by(|a, b| a.1.cmp(&b.1).then_with(|| b.0.cmp(&a.0)))
                     .map(|(loc, _)| loc);
                 let (file, line) = hottest.unwrap_or((f.file, f.line));
+                let def_line = self.def_lines.get(&(f.name.clone(), f.module.clone())).copied();
                 FunctionSummary {
+                    def_line,
                     name: f.name,
                     module: f.module,
                     file,
@@ -388,6 +469,7 @@ impl Analysis {
             timeline: self.combined_timeline(),
             marker_stats: crate::markers::stats(&markers),
             markers,
+            code_only,
         }
     }
 
@@ -491,9 +573,12 @@ fn location(f: &FunctionSummary) -> String {
     match (&f.file, f.line) {
         (Some(file), line) => {
             let base = file.rsplit('/').next().unwrap_or(file);
-            match line {
-                Some(l) => format!("{base}:{l}"),
-                None => base.to_string(),
+            match (f.def_line, line) {
+                // A Python function: where it is defined, and the line its time went to.
+                (Some(d), Some(l)) if l != d => format!("{base}:{d}, hot line {l}"),
+                (Some(d), _) => format!("{base}:{d}"),
+                (None, Some(l)) => format!("{base}:{l}"),
+                (None, None) => base.to_string(),
             }
         }
         (None, _) => f.module.clone(),
@@ -507,7 +592,13 @@ fn display_name(f: &FunctionSummary) -> String {
     let python =
         f.module.ends_with(".py") || (f.module.starts_with('<') && f.module.ends_with('>'));
     if python {
-        format!("{} ({})", f.name, location(f))
+        let base = f.file.as_deref().map_or(f.module.as_str(), |p| {
+            p.rsplit('/').next().unwrap_or(p)
+        });
+        match f.def_line.or(f.line) {
+            Some(l) => format!("{} ({base}:{l})", f.name),
+            None => format!("{} ({base})", f.name),
+        }
     } else {
         f.name.clone()
     }
@@ -639,6 +730,12 @@ pub fn render_text(s: &Summary, top: usize) -> String {
     }
     for w in &s.symbol_warnings {
         let _ = writeln!(out, "symbols: {w}");
+    }
+    if s.code_only {
+        let _ = writeln!(
+            out,
+            "code-only view: the runtime's own frames (the interpreter's C functions, libc, its start-up) are folded into the program's functions that ran them; `--native-internals` shows every frame"
+        );
     }
     marker_table(&mut out, &s.marker_stats, top);
 

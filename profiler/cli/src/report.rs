@@ -86,7 +86,7 @@ pub fn report(args: ReportArgs) -> Result<()> {
     }
     let out = match args.format {
         Format::Text => {
-            let summary = analysis.summary();
+            let summary = analysis.summary_for_people(args.native_internals);
             prof_analysis::render_text(&summary, args.top.unwrap_or(20))
         }
         Format::Json => {

@@ -284,7 +284,7 @@ fn print_summary(
     };
     let mut analysis = prof_analysis::analyze_with(&profile, &mut sym, rules);
     analysis.set_native_internals(native_internals);
-    let summary = analysis.summary();
+    let summary = analysis.summary_for_people(native_internals);
     let text = prof_analysis::render_text(&summary, 10);
     let mut err = std::io::stderr().lock();
     let _ = writeln!(err, "\n{}", text.trim_end());
