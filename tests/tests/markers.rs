@@ -234,7 +234,11 @@ fn the_text_summary_of_a_python_program_lists_its_functions() {
     let script = fixture("py_loop.py");
     let out = out_dir("summary.data");
     let o = run_captured(
-        &mut prof_run(&[], &out, &[python.as_os_str(), script.as_os_str(), OsStr::new("0.5")]),
+        &mut prof_run(
+            &[],
+            &out,
+            &[python.as_os_str(), script.as_os_str(), OsStr::new("0.5")],
+        ),
         TIMEOUT,
     );
     assert!(o.status.success(), "{}", o.stderr);
@@ -253,11 +257,18 @@ fn the_text_summary_of_a_python_program_lists_its_functions() {
     let rows: Vec<&str> = by_total.lines().skip(2).take(4).collect();
     // The program's functions, outermost first, at their def lines; no start-up chain.
     assert!(rows[0].contains("<module> (py_loop.py:1)"), "{rows:#?}");
+    assert!(rows[1].contains("outer_loop"), "{rows:#?}");
     for f in ["outer_loop", "inner"] {
         let want = format!("{f} (py_loop.py:{})", def_line(f));
-        assert!(rows.iter().any(|r| r.contains(&want)), "{want} not in {rows:#?}");
+        assert!(
+            rows.iter().any(|r| r.contains(&want)),
+            "{want} not in {rows:#?}"
+        );
     }
-    assert!(!by_total.contains("_start") && !by_total.contains("Py_BytesMain"), "{by_total}");
+    assert!(
+        !by_total.contains("_start") && !by_total.contains("Py_BytesMain"),
+        "{by_total}"
+    );
     assert!(o.stderr.contains("code-only view"), "{}", o.stderr);
     // The hot line is named as such, beside the def line.
     assert!(by_total.contains(", hot line "), "{by_total}");

@@ -410,7 +410,10 @@ impl Analysis {
                     .max_by(|a, b| a.1.cmp(&b.1).then_with(|| b.0.cmp(&a.0)))
                     .map(|(loc, _)| loc);
                 let (file, line) = hottest.unwrap_or((f.file, f.line));
-                let def_line = self.def_lines.get(&(f.name.clone(), f.module.clone())).copied();
+                let def_line = self
+                    .def_lines
+                    .get(&(f.name.clone(), f.module.clone()))
+                    .copied();
                 FunctionSummary {
                     def_line,
                     name: f.name,
@@ -592,9 +595,10 @@ fn display_name(f: &FunctionSummary) -> String {
     let python =
         f.module.ends_with(".py") || (f.module.starts_with('<') && f.module.ends_with('>'));
     if python {
-        let base = f.file.as_deref().map_or(f.module.as_str(), |p| {
-            p.rsplit('/').next().unwrap_or(p)
-        });
+        let base = f
+            .file
+            .as_deref()
+            .map_or(f.module.as_str(), |p| p.rsplit('/').next().unwrap_or(p));
         match f.def_line.or(f.line) {
             Some(l) => format!("{} ({base}:{l})", f.name),
             None => format!("{} ({base})", f.name),
@@ -755,7 +759,8 @@ pub fn render_text(s: &Summary, top: usize) -> String {
     by_total.sort_by(|a, b| {
         b.total
             .cmp(&a.total)
-            .then(b.self_.cmp(&a.self_))
+            // Equal totals: a caller before its callees (the one with less self time).
+            .then(a.self_.cmp(&b.self_))
             .then_with(|| a.name.cmp(&b.name))
     });
     by_total.truncate(top);
