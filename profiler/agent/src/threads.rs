@@ -39,6 +39,15 @@ pub struct ThreadEntry {
     pub credit_ns: AtomicI64,
 }
 
+impl ThreadEntry {
+    /// Restarts the kernel-time accounting (kernel.rs) from the CPU clock reading `now`.
+    pub fn reset_kernel_accounting(&self, now: u64) {
+        self.cpu_mark.store(now, Ordering::Relaxed);
+        self.user_periods.store(0, Ordering::Relaxed);
+        self.credit_ns.store(0, Ordering::Relaxed);
+    }
+}
+
 #[allow(clippy::declare_interior_mutable_const)]
 const INIT: ThreadEntry = ThreadEntry {
     tid: AtomicI32::new(EMPTY),
@@ -99,7 +108,7 @@ pub fn insert(tid: i32) -> Option<&'static ThreadEntry> {
             e.py_tstate.store(0, Ordering::Relaxed);
             e.thread_ptr.store(0, Ordering::Relaxed);
             e.kernel_timer.store(0, Ordering::Relaxed);
-            crate::kernel::reset(e, 0);
+            e.reset_kernel_accounting(0);
             return Some(e);
         }
     }
