@@ -374,7 +374,7 @@ pub fn finish() {
     guard.step(true);
     guard.jit.at_exit(); // [issue 5]
     guard.finish_pypy(); // [issue 17]
-    // SAFETY: rusage is plain C data, for which all-zero is a valid value.
+                         // SAFETY: rusage is plain C data, for which all-zero is a valid value.
     let mut ru: libc::rusage = unsafe { core::mem::zeroed() };
     // SAFETY: ru is a valid, writable rusage.
     unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
