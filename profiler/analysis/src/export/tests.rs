@@ -410,4 +410,3 @@ fn golden_files() {
     // pprof: the decoded message.
     golden("pprof.txt", &format!("{:#?}\n", decoded_pprof()));
 }
-
