@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Runs every test of the workspace (unit, property and end-to-end tests), first installing
-# with apt-get what the end-to-end tests need when it is missing (compilers, runtimes,
-# browsers: see each line below).
+# Checks formatting (cargo fmt) and lints (clippy, warnings are errors), then runs every
+# test of the workspace (unit, property and end-to-end tests), first installing with
+# apt-get what the end-to-end tests need when it is missing (compilers, runtimes,
+# browsers: see each line below). Arguments go to `cargo test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -38,5 +39,13 @@ if [ ${#need[@]} -gt 0 ]; then
     $sudo apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
 fi
+
+# Style and lints before any test: CI fails on either. A toolchain without the components
+# (a minimal rustup profile) gets them.
+if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then
+    rustup component add rustfmt clippy
+fi
+cargo fmt --all --check
+cargo clippy --workspace --all-targets -- -D warnings
 
 cargo test --workspace "$@"

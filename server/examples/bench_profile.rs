@@ -6,26 +6,13 @@
 //! prefixes, like real programs); sample counts per stack follow a Zipf law; four threads;
 //! samples 1 ms apart per thread.
 
+use prof_e2e::rng::Rng;
 use std::collections::HashSet;
 
 use object::{Object, ObjectSection, ObjectSymbol, SymbolKind};
 use prof_format::{
     node_kind, LogWriter, Mode, Module, PendingSample, ProcessEnd, ProcessInfo, TimerSource,
 };
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-}
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
@@ -139,7 +126,7 @@ fn main() -> anyhow::Result<()> {
     }
     let mut per_thread: Vec<Vec<PendingSample>> = vec![Vec::new(); 4];
     for i in 0..samples {
-        let u = (rng.next() >> 11) as f64 / (1u64 << 53) as f64;
+        let u = (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
         let k = cdf.partition_point(|&c| c < u).min(leaves.len() - 1);
         let t = (i % 4) as usize;
         let time_ns = (i / 4) * 1_000_000;

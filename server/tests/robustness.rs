@@ -5,21 +5,8 @@
 mod common;
 
 use common::*;
+use prof_e2e::rng::Rng;
 use prof_format::{node_kind, LogWriter, Module, PendingSample};
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-}
 
 /// A small valid profile whose module is not on disk (preparing it is quick).
 fn base_profile() -> Vec<u8> {
@@ -80,7 +67,7 @@ fn garbage_mutations_and_random_queries_never_fail_the_server() {
     // Random bytes, some starting with the magic.
     for i in 0..150 {
         let len = rng.below(2048) as usize;
-        let mut b: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
+        let mut b: Vec<u8> = (0..len).map(|_| rng.next_u64() as u8).collect();
         if i % 2 == 0 && b.len() >= 12 {
             b[..8].copy_from_slice(prof_format::MAGIC);
             b[8] = 1;
@@ -96,7 +83,7 @@ fn garbage_mutations_and_random_queries_never_fail_the_server() {
         let mut b = good.clone();
         for _ in 0..1 + rng.below(4) {
             let at = 12 + rng.below(b.len() as u64 - 12) as usize;
-            b[at] = rng.next() as u8;
+            b[at] = rng.next_u64() as u8;
         }
         if rng.below(3) == 0 {
             b.truncate(12 + rng.below(b.len() as u64 - 12) as usize);

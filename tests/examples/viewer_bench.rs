@@ -14,6 +14,7 @@
 //!
 //! `viewer_bench [--nodes N] [--loads N] [--zooms N] [--stacks N]`
 
+use prof_e2e::rng::Rng;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -22,20 +23,6 @@ use prof_format::{
     node_kind, LogWriter, Mode, Module, PendingSample, ProcessEnd, ProcessInfo, TimerSource,
 };
 use serde_json::{json, Value};
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-}
 
 struct Args {
     nodes: u64,

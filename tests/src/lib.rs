@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 pub use serde_json::Value;
 
 pub mod pystacks;
+pub mod rng;
 pub mod venv;
 pub mod vmprof;
 

@@ -2,25 +2,19 @@
 //! interrupted thread's own stack within its bounds (and of the CPython frames and code
 //! objects that python.rs shows to be live), writes into a pre-claimed ring slot, and the
 //! syscalls gettid, clock_gettime (the thread's CPU clock, kernel.rs), process_vm_readv
-//! (Python state; the code before a pc, kernel.rs) and ioctl (a thread's first sample only). No allocation, no locks, no panics (no indexing that can fail; the
-//! crate is built without overflow checks).
+//! (Python state; the code before a pc, kernel.rs) and ioctl (a thread's first sample
+//! only). No allocation, no locks, no panics (no indexing that can fail; the crate is
+//! built without overflow checks) — and a panic that happens anyway is caught, not
+//! unwound into the interrupted code (`on_sigprof`).
 
 use core::ffi::c_void;
-use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::Ordering;
 
 use crate::ring::{SampleData, MAX_FRAMES, NO_SYSCALL};
+use crate::state::{self, claim_slot, PREV_FLAGS, PREV_HANDLER, SIGNALS};
 use crate::sys::*;
 use crate::threads::{self, ThreadEntry};
-use crate::{kernel, state, timer};
-
-/// Every SIGPROF the handler saw (ours or not).
-pub static SIGNALS: AtomicU64 = AtomicU64::new(0);
-/// Samples dropped because the ring was full.
-pub static LOST: AtomicU64 = AtomicU64::new(0);
-/// The SIGPROF disposition before ours (sa_sigaction value and sa_flags), for SIGPROFs
-/// that are not from our timers.
-pub static PREV_HANDLER: AtomicUsize = AtomicUsize::new(libc::SIG_DFL);
-pub static PREV_FLAGS: AtomicUsize = AtomicUsize::new(0);
+use crate::{kernel, timer};
 
 /// Installs the handler. SA_RESTART so that a syscall the signal interrupts is restarted;
 /// SA_ONSTACK so a thread near its stack limit with an alternate stack is not pushed over.
@@ -32,7 +26,7 @@ pub fn install() -> bool {
         sa.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART | libc::SA_ONSTACK;
         libc::sigemptyset(&mut sa.sa_mask);
         let mut old: libc::sigaction = core::mem::zeroed();
-        if crate::hooks::real_sigaction(libc::SIGPROF, &sa, &mut old) != 0 {
+        if crate::real::sigaction(libc::SIGPROF, &sa, &mut old) != 0 {
             return false;
         }
         if old.sa_sigaction != on_sigprof as *const () as usize {
@@ -47,7 +41,14 @@ extern "C" fn on_sigprof(sig: libc::c_int, info: *mut libc::siginfo_t, uc: *mut 
     let errno = errno_location();
     // SAFETY: errno_location points at this thread's errno.
     let saved = unsafe { *errno };
-    handle(sig, info, uc);
+    // The handler is written not to panic (no overflow checks in this crate, no indexing
+    // that can fail). Should it panic anyway, the panic must not unwind into the
+    // interrupted code: it is caught here and sampling stops for good. (The panic's own
+    // reporting allocates, which is not async-signal-safe; but the alternative is
+    // aborting the program.)
+    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handle(sig, info, uc))).is_err() {
+        state::stop_after_panic();
+    }
     // SAFETY: as above; restoring it keeps the interrupted code's errno intact.
     unsafe { *errno = saved };
 }
@@ -185,17 +186,6 @@ fn pc_and_syscall_register(uc: *mut c_void) -> (u64, u64) {
     }
 }
 
-/// A ring slot for one sample; a full ring counts the sample as lost (async-signal-safe:
-/// the ring never blocks).
-pub fn claim_slot() -> Option<crate::ring::Claim<'static>> {
-    let ring = state::ring()?;
-    let claim = ring.claim();
-    if claim.is_none() {
-        LOST.fetch_add(1, Ordering::Relaxed);
-    }
-    claim
-}
-
 /// A SIGPROF that is not from our timers (e.g. `kill -PROF`): do what would have happened
 /// without prof.
 fn forward(sig: libc::c_int, info: *mut libc::siginfo_t, uc: *mut c_void) {
@@ -210,7 +200,7 @@ fn forward(sig: libc::c_int, info: *mut libc::siginfo_t, uc: *mut c_void) {
         unsafe {
             let mut sa: libc::sigaction = core::mem::zeroed();
             sa.sa_sigaction = libc::SIG_DFL;
-            crate::hooks::real_sigaction(libc::SIGPROF, &sa, core::ptr::null_mut());
+            crate::real::sigaction(libc::SIGPROF, &sa, core::ptr::null_mut());
             libc::syscall(libc::SYS_tgkill, libc::getpid(), gettid(), libc::SIGPROF);
         }
         return;

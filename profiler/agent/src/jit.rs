@@ -164,7 +164,7 @@ impl Jit {
         }
         let from = ops_end.saturating_sub(64).max(start);
         let mut buf = vec![0u8; (ops_end - from) as usize];
-        if crate::python::safe_read(from, &mut buf) != buf.len() {
+        if crate::sys::safe_read(from, &mut buf) != buf.len() {
             return name;
         }
         for k in (0..buf.len().saturating_sub(4)).rev() {
@@ -205,7 +205,7 @@ impl Jit {
         if std::env::var_os("PROF_V8_LOG").is_none_or(|v| v != "remove") {
             return;
         }
-        if crate::argv()
+        if crate::state::argv()
             .iter()
             .any(|a| a.starts_with("--prof") || a.starts_with("--log") || a.starts_with("--perf"))
         {
@@ -809,7 +809,7 @@ ffffffffff600000-ffffffffff601000 --xp 00000000 00:00 0                  [vsysca
 
     #[test]
     fn bridges_are_named_after_the_loop_they_jump_to() {
-        crate::python::set_pid();
+        crate::sys::set_pid();
         let mut j = Jit::new(0);
         j.pypy_loops.insert(
             0x7000,

@@ -116,13 +116,6 @@ pub fn max_tick_periods() -> u32 {
     (10_000_000 / state::period_ns().max(1)).min(u32::MAX as u64 - 1) as u32 + 1
 }
 
-/// Resets the accounting at `now` (thread registration; signals before sampling starts).
-pub fn reset(e: &ThreadEntry, now: u64) {
-    e.cpu_mark.store(now, Ordering::Relaxed);
-    e.user_periods.store(0, Ordering::Relaxed);
-    e.credit_ns.store(0, Ordering::Relaxed);
-}
-
 /// Restarts the calling thread's accounting (sampling starts), with SIGPROF blocked so
 /// its handler cannot run in between.
 pub fn reset_current() {
@@ -135,9 +128,9 @@ pub fn reset_current() {
         let mut old: libc::sigset_t = core::mem::zeroed();
         libc::sigemptyset(&mut block);
         libc::sigaddset(&mut block, libc::SIGPROF);
-        crate::hooks::real_pthread_sigmask(libc::SIG_BLOCK, &block, &mut old);
-        reset(e, sys::thread_cpu_ns());
-        crate::hooks::real_pthread_sigmask(libc::SIG_SETMASK, &old, core::ptr::null_mut());
+        crate::real::pthread_sigmask(libc::SIG_BLOCK, &block, &mut old);
+        e.reset_kernel_accounting(sys::thread_cpu_ns());
+        crate::real::pthread_sigmask(libc::SIG_SETMASK, &old, core::ptr::null_mut());
     }
 }
 
@@ -151,7 +144,7 @@ pub fn settle_exit(e: &ThreadEntry, tid: libc::pid_t, now: u64) {
     if w == 0 {
         return;
     }
-    let Some(claim) = crate::handler::claim_slot() else {
+    let Some(claim) = state::claim_slot() else {
         return;
     };
     let d = claim.data();
@@ -277,16 +270,14 @@ fn read_code(addr: u64, out: &mut [u8]) -> bool {
         out.copy_from_slice(src);
         return true;
     }
-    crate::python::safe_read(addr, out) == out.len()
+    crate::sys::safe_read(addr, out) == out.len()
 }
 
 /// aarch64: `svc #0` (d4000001) before pc; the number is in x8, which the kernel keeps.
 #[cfg(target_arch = "aarch64")]
 pub fn syscall_at(pc: u64, x8: u64) -> Option<u64> {
     let mut b = [0u8; 4];
-    if pc < 4
-        || crate::python::safe_read(pc - 4, &mut b) != 4
-        || u32::from_le_bytes(b) != 0xd400_0001
+    if pc < 4 || crate::sys::safe_read(pc - 4, &mut b) != 4 || u32::from_le_bytes(b) != 0xd400_0001
     {
         return None;
     }

@@ -101,7 +101,12 @@ unsafe fn name_bytes<'a>(name: *const c_char) -> &'a [u8] {
     // bytes up to the NUL are read, at most MAX_NAME + 1 of them: a bounded scan instead
     // of strlen, so a missing NUL cannot run far.
     let mut n = 0usize;
-    while n <= MAX_NAME && unsafe { *name.add(n) } != 0 {
+    while n <= MAX_NAME {
+        // SAFETY: bytes up to and including the NUL are readable (the contract above),
+        // and the scan stops at the first NUL.
+        if unsafe { *name.add(n) } == 0 {
+            break;
+        }
         n += 1;
     }
     // SAFETY: the n bytes just scanned are readable.
@@ -116,13 +121,14 @@ unsafe fn name_bytes<'a>(name: *const c_char) -> &'a [u8] {
 #[no_mangle]
 pub unsafe extern "C" fn prof_marker_begin(name: *const c_char) {
     // SAFETY: this function's contract is name_bytes's.
-    event(Some(unsafe { name_bytes(name) }), None);
+    let bytes = unsafe { name_bytes(name) };
+    state::guard("prof_marker_begin", || (), || event(Some(bytes), None));
 }
 
 /// Ends the calling thread's innermost open marker (no-op when none is open).
 #[no_mangle]
 pub extern "C" fn prof_marker_end() {
-    event(None, None);
+    state::guard("prof_marker_end", || (), || event(None, None));
 }
 
 /// Records a whole marker from `start_ns` to `end_ns` (CLOCK_MONOTONIC, ns: Python's
@@ -136,7 +142,11 @@ pub extern "C" fn prof_marker_end() {
 pub unsafe extern "C" fn prof_marker_interval(name: *const c_char, start_ns: u64, end_ns: u64) {
     // SAFETY: this function's contract is name_bytes's.
     let bytes = unsafe { name_bytes(name) };
-    event(Some(bytes), Some((start_ns, end_ns.max(start_ns))));
+    state::guard(
+        "prof_marker_interval",
+        || (),
+        || event(Some(bytes), Some((start_ns, end_ns.max(start_ns)))),
+    );
 }
 
 /// Whether the process is being profiled (markers are recorded): lets a caller skip

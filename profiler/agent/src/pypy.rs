@@ -352,7 +352,7 @@ pub fn walk(pp: &Pypy, sp: u64, hi: u64, out: &mut [PyFrame]) -> usize {
             // A malloc'ed entry: read through the kernel, which fails instead of faulting
             // should the list ever point somewhere unmapped.
             let mut b = [0u8; 24];
-            if crate::python::safe_read(node, &mut b) != 24 {
+            if crate::sys::safe_read(node, &mut b) != 24 {
                 break;
             }
             for (k, w) in e.iter_mut().enumerate() {
@@ -400,7 +400,7 @@ fn put(out: &mut [PyFrame], n: usize, value: u64, ret: u64, kind: u64) {
 /// pointer, `sp` its stack pointer. Every read goes through `process_vm_readv`: nothing
 /// of another thread's is safe to read directly.
 pub fn walk_other(pp: &Pypy, tp: u64, sp: u64, out: &mut [PyFrame]) -> usize {
-    use crate::python::safe_read;
+    use crate::sys::safe_read;
     let word = |a: u64| {
         let mut b = [0u8; 8];
         (safe_read(a, &mut b) == 8).then(|| u64::from_ne_bytes(b))

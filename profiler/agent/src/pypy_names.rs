@@ -139,7 +139,9 @@ pub fn install_hook(dir: &str) {
         let tmp = format!("{hook_dir}/.sitecustomize.{}", unsafe { libc::getpid() });
         if std::fs::write(&tmp, HOOK).is_err() || std::fs::rename(&tmp, &path).is_err() {
             let _ = std::fs::remove_file(&tmp);
-            crate::warn("cannot write the PyPy start-up hook: Python frames will have no names");
+            crate::state::warn(
+                "cannot write the PyPy start-up hook: Python frames will have no names",
+            );
             return;
         }
     }

@@ -14,8 +14,9 @@
 //! checking the fingerprint, so a code object freed and its address reused in between is
 //! never given the wrong name.
 
+use crate::sys::{safe_read, set_pid};
 use core::ffi::c_void;
-use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 /// One Python frame as the handler records it.
 #[derive(Clone, Copy, Default)]
@@ -267,53 +268,10 @@ pub struct Python {
 
 static PY: AtomicUsize = AtomicUsize::new(0);
 static DETECTED: AtomicBool = AtomicBool::new(false);
-/// Our pid, for process_vm_readv (refreshed after fork).
-static PID: AtomicU64 = AtomicU64::new(0);
-
-pub fn set_pid() {
-    // SAFETY: getpid cannot fail.
-    PID.store(unsafe { libc::getpid() } as u64, Ordering::Relaxed);
-}
-
-/// The pid recorded at start (and after fork).
-pub fn pid() -> u64 {
-    PID.load(Ordering::Relaxed)
-}
-
 pub fn get() -> Option<&'static Python> {
     let p = PY.load(Ordering::Acquire);
     // SAFETY: PY is 0 or a leaked Box<Python>, never freed.
     unsafe { (p as *const Python).as_ref() }
-}
-
-/// Copies `out.len()` bytes from `addr` in our own address space, or fewer if part of the
-/// range is unmapped. A plain syscall: async-signal-safe and never faults.
-#[inline]
-pub fn safe_read(addr: u64, out: &mut [u8]) -> usize {
-    if addr < 4096 {
-        return 0;
-    }
-    let local = libc::iovec {
-        iov_base: out.as_mut_ptr().cast(),
-        iov_len: out.len(),
-    };
-    let remote = libc::iovec {
-        iov_base: addr as *mut c_void,
-        iov_len: out.len(),
-    };
-    // SAFETY: `local` describes `out`, valid for writes of its length; the kernel checks
-    // `remote` and reports EFAULT instead of faulting.
-    let n = unsafe {
-        libc::process_vm_readv(
-            PID.load(Ordering::Relaxed) as libc::pid_t,
-            &local,
-            1,
-            &remote,
-            1,
-            0,
-        )
-    };
-    n.max(0) as usize
 }
 
 #[inline]
@@ -481,27 +439,6 @@ fn iov(ptr: *mut u8, len: usize) -> libc::iovec {
     }
 }
 
-/// One process_vm_readv of `k` (local, remote) pairs; returns the bytes copied (0 on error).
-/// The kernel copies the remote ranges in order and stops at the first unmapped one.
-#[inline]
-fn readv(local: &[libc::iovec], remote: &[libc::iovec]) -> usize {
-    let k = local.len().min(remote.len());
-    // SAFETY: every local iovec describes a writable buffer of the handler's own of the
-    // given length; the kernel validates the remote ranges and reports EFAULT instead of
-    // faulting. A plain syscall: async-signal-safe.
-    let n = unsafe {
-        libc::process_vm_readv(
-            PID.load(Ordering::Relaxed) as libc::pid_t,
-            local.as_ptr(),
-            k as _,
-            remote.as_ptr(),
-            k as _,
-            0,
-        )
-    };
-    n.max(0) as usize
-}
-
 /// Walks the Python frames of the interrupted thread (signal handler). Returns how many
 /// frames were written to `out`, innermost first.
 ///
@@ -563,7 +500,10 @@ fn walk_impl(
         iov(tstate.wrapping_add(l.tstate_datastack_chunk) as *mut u8, 24),
         iov(tstate.wrapping_add(l.tstate_native_thread_id) as *mut u8, 8),
     ];
-    if tstate < 4096 || readv(&local, &remote) != 40 || u64::from_ne_bytes(ntid) != tid {
+    if tstate < 4096
+        || crate::sys::read_own_memory(&local, &remote) != 40
+        || u64::from_ne_bytes(ntid) != tid
+    {
         return 0;
     }
     let mut frame = u64::from_ne_bytes(ptr);
@@ -718,7 +658,7 @@ fn walk_impl(
                 local[j] = iov(bufs[j].as_mut_ptr(), hdr);
                 remote[j] = iov(out[fi].code as *mut u8, hdr);
             }
-            let whole = readv(&local[..np], &remote[..np]) / hdr;
+            let whole = crate::sys::read_own_memory(&local[..np], &remote[..np]) / hdr;
             for (j, &fi) in pending[..np].iter().enumerate() {
                 let b = &bufs[j];
                 if j >= whole

@@ -198,3 +198,74 @@ pub fn clock_ns(clock: libc::clockid_t) -> Option<u64> {
 pub fn thread_cpu_ns() -> u64 {
     clock_ns(libc::CLOCK_THREAD_CPUTIME_ID).unwrap_or(0)
 }
+
+/// Our pid, for process_vm_readv (recorded at start and again in a forked child).
+static PID: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+/// Records this process's pid (at start, and in a forked child).
+pub fn set_pid() {
+    // SAFETY: getpid takes no arguments and cannot fail.
+    PID.store(
+        unsafe { libc::getpid() } as u64,
+        core::sync::atomic::Ordering::Relaxed,
+    );
+}
+
+/// The pid recorded at start (and after fork).
+pub fn pid() -> u64 {
+    PID.load(core::sync::atomic::Ordering::Relaxed)
+}
+
+/// The agent's one `process_vm_readv`: copies each `remote` range of our own address space
+/// into the matching `local` buffer, in order, stopping at the first unmapped byte.
+/// Returns the bytes copied (0 on error). A plain syscall: async-signal-safe, and it
+/// reports unmapped memory as an error instead of faulting — which is why the handler and
+/// the wall sampler read memory they do not own through it.
+#[inline]
+pub fn read_own_memory(local: &[libc::iovec], remote: &[libc::iovec]) -> usize {
+    let k = local.len().min(remote.len());
+    // SAFETY: the slices are valid for `k` iovecs each; every local iovec describes a
+    // writable buffer of the caller's of the given length (`iovec_for` below); the kernel
+    // validates the remote ranges and reports EFAULT instead of faulting.
+    let n = unsafe {
+        libc::process_vm_readv(
+            pid() as libc::pid_t,
+            local.as_ptr(),
+            k as _,
+            remote.as_ptr(),
+            k as _,
+            0,
+        )
+    };
+    n.max(0) as usize
+}
+
+/// An iovec describing `buf` (a local destination for [`read_own_memory`]).
+#[inline]
+pub fn iovec_for(buf: &mut [u8]) -> libc::iovec {
+    libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    }
+}
+
+/// An iovec describing `len` bytes at `addr` of our address space (a remote source for
+/// [`read_own_memory`]: never dereferenced by us).
+#[inline]
+pub fn remote_iovec(addr: u64, len: usize) -> libc::iovec {
+    libc::iovec {
+        iov_base: addr as *mut c_void,
+        iov_len: len,
+    }
+}
+
+/// Copies `out.len()` bytes from `addr` in our own address space, or fewer if part of the
+/// range is unmapped (see [`read_own_memory`]).
+#[inline]
+pub fn safe_read(addr: u64, out: &mut [u8]) -> usize {
+    if addr < 4096 {
+        return 0;
+    }
+    let remote = remote_iovec(addr, out.len());
+    read_own_memory(&[iovec_for(out)], &[remote])
+}

@@ -28,7 +28,7 @@ impl Unwinder {
     pub fn new() -> Unwinder {
         let mut modules = crate::modules::Tracker::default();
         modules.refresh();
-        let (_, hi) = crate::hooks::stack_bounds();
+        let (_, hi) = crate::registration::stack_bounds();
         // SAFETY: SampleData is plain integers; all-zero is valid.
         let data: Box<SampleData> = Box::new(unsafe { core::mem::zeroed() });
         Unwinder {
@@ -73,5 +73,5 @@ pub fn syscall_at(pc: u64) -> Option<u64> {
 /// Records this process's pid for the agent's process_vm_readv calls (done at start when
 /// the agent profiles; benchmarks run without it).
 pub fn init_pid() {
-    crate::python::set_pid();
+    crate::sys::set_pid();
 }

@@ -39,6 +39,15 @@ pub struct ThreadEntry {
     pub credit_ns: AtomicI64,
 }
 
+impl ThreadEntry {
+    /// Restarts the kernel-time accounting (kernel.rs) from the CPU clock reading `now`.
+    pub fn reset_kernel_accounting(&self, now: u64) {
+        self.cpu_mark.store(now, Ordering::Relaxed);
+        self.user_periods.store(0, Ordering::Relaxed);
+        self.credit_ns.store(0, Ordering::Relaxed);
+    }
+}
+
 #[allow(clippy::declare_interior_mutable_const)]
 const INIT: ThreadEntry = ThreadEntry {
     tid: AtomicI32::new(EMPTY),
@@ -56,54 +65,95 @@ const INIT: ThreadEntry = ThreadEntry {
     credit_ns: AtomicI64::new(0),
 };
 
-static TABLE: [ThreadEntry; CAPACITY] = [INIT; CAPACITY];
-
-fn home(tid: i32) -> usize {
-    (tid as u32).wrapping_mul(2_654_435_761) as usize % CAPACITY
+/// An open-addressing table of `N` entries keyed by tid. Lookups probe from the tid's
+/// home slot and stop at the first never-used slot; removal leaves a tombstone so later
+/// entries of the same probe chain stay findable.
+pub struct Table<const N: usize> {
+    entries: [ThreadEntry; N],
 }
+
+impl<const N: usize> Table<N> {
+    #[allow(clippy::new_without_default)]
+    pub const fn new() -> Self {
+        Table { entries: [INIT; N] }
+    }
+
+    fn home(tid: i32) -> usize {
+        (tid as u32).wrapping_mul(2_654_435_761) as usize % N
+    }
+
+    /// Finds the entry of `tid`. Async-signal-safe: atomic loads only, bounded probe.
+    #[inline]
+    pub fn lookup(&self, tid: i32) -> Option<&ThreadEntry> {
+        let h = Self::home(tid);
+        for i in 0..N {
+            let e = &self.entries[(h + i) % N];
+            let t = e.tid.load(Ordering::Acquire);
+            if t == tid {
+                return Some(e);
+            }
+            if t == EMPTY {
+                return None;
+            }
+        }
+        None
+    }
+
+    /// Adds `tid` (called by the thread itself before its timer is armed), or finds it
+    /// if present. None when the table is full.
+    pub fn insert(&self, tid: i32) -> Option<&ThreadEntry> {
+        if let Some(e) = self.lookup(tid) {
+            return Some(e);
+        }
+        let h = Self::home(tid);
+        for i in 0..N {
+            let e = &self.entries[(h + i) % N];
+            let t = e.tid.load(Ordering::Acquire);
+            if (t == EMPTY || t == TOMBSTONE)
+                && e.tid
+                    .compare_exchange(t, tid, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
+            {
+                e.perf_fd.store(-1, Ordering::Relaxed);
+                e.timer.store(0, Ordering::Relaxed);
+                e.first_pending.store(false, Ordering::Relaxed);
+                e.py_tstate.store(0, Ordering::Relaxed);
+                e.thread_ptr.store(0, Ordering::Relaxed);
+                e.kernel_timer.store(0, Ordering::Relaxed);
+                e.reset_kernel_accounting(0);
+                return Some(e);
+            }
+        }
+        None
+    }
+
+    /// Every live entry.
+    pub fn live(&self) -> impl Iterator<Item = &ThreadEntry> {
+        self.entries
+            .iter()
+            .filter(|e| e.tid.load(Ordering::Acquire) > 0)
+    }
+
+    /// Empties the table.
+    pub fn clear(&self) {
+        for e in self.entries.iter() {
+            e.tid.store(EMPTY, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The process's sampled threads.
+static TABLE: Table<CAPACITY> = Table::new();
 
 /// Finds the entry of `tid`. Async-signal-safe: atomic loads only, bounded probe.
 #[inline]
 pub fn lookup(tid: i32) -> Option<&'static ThreadEntry> {
-    let h = home(tid);
-    for i in 0..CAPACITY {
-        let e = &TABLE[(h + i) % CAPACITY];
-        let t = e.tid.load(Ordering::Acquire);
-        if t == tid {
-            return Some(e);
-        }
-        if t == EMPTY {
-            return None;
-        }
-    }
-    None
+    TABLE.lookup(tid)
 }
 
 /// Adds `tid` (called by the thread itself before its timer is armed).
 pub fn insert(tid: i32) -> Option<&'static ThreadEntry> {
-    if let Some(e) = lookup(tid) {
-        return Some(e);
-    }
-    let h = home(tid);
-    for i in 0..CAPACITY {
-        let e = &TABLE[(h + i) % CAPACITY];
-        let t = e.tid.load(Ordering::Acquire);
-        if (t == EMPTY || t == TOMBSTONE)
-            && e.tid
-                .compare_exchange(t, tid, Ordering::AcqRel, Ordering::Acquire)
-                .is_ok()
-        {
-            e.perf_fd.store(-1, Ordering::Relaxed);
-            e.timer.store(0, Ordering::Relaxed);
-            e.first_pending.store(false, Ordering::Relaxed);
-            e.py_tstate.store(0, Ordering::Relaxed);
-            e.thread_ptr.store(0, Ordering::Relaxed);
-            e.kernel_timer.store(0, Ordering::Relaxed);
-            crate::kernel::reset(e, 0);
-            return Some(e);
-        }
-    }
-    None
+    TABLE.insert(tid)
 }
 
 /// Marks the entry free; the caller then releases its timer.
@@ -113,12 +163,90 @@ pub fn remove(e: &ThreadEntry) {
 
 /// Every live entry (for the wall-mode sampler and for fork).
 pub fn live() -> impl Iterator<Item = &'static ThreadEntry> {
-    TABLE.iter().filter(|e| e.tid.load(Ordering::Acquire) > 0)
+    TABLE.live()
 }
 
 /// Empties the table (fork child: only the forking thread survives).
 pub fn clear() {
-    for e in TABLE.iter() {
-        e.tid.store(EMPTY, Ordering::Relaxed);
+    TABLE.clear()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Tids that all share one home slot in a table of `N` entries.
+    fn colliding<const N: usize>(n: usize) -> Vec<i32> {
+        let home = Table::<N>::home(1);
+        (1..100_000)
+            .filter(|&t| Table::<N>::home(t) == home)
+            .take(n)
+            .collect()
+    }
+
+    #[test]
+    fn insert_lookup_remove() {
+        let t = Table::<64>::new();
+        assert!(t.lookup(42).is_none());
+        let e = t.insert(42).unwrap();
+        e.perf_fd.store(7, Ordering::Relaxed);
+        assert_eq!(t.lookup(42).unwrap().perf_fd.load(Ordering::Relaxed), 7);
+        // Inserting again finds the same entry (a thread re-registering).
+        assert!(core::ptr::eq(t.insert(42).unwrap(), e));
+        remove(e);
+        assert!(t.lookup(42).is_none());
+        // A reused entry starts clean.
+        let e = t.insert(42).unwrap();
+        assert_eq!(e.perf_fd.load(Ordering::Relaxed), -1);
+    }
+
+    #[test]
+    fn a_tombstone_keeps_the_rest_of_the_probe_chain_findable() {
+        let t = Table::<16>::new();
+        let tids = colliding::<16>(3);
+        let entries: Vec<_> = tids.iter().map(|&tid| t.insert(tid).unwrap()).collect();
+        remove(entries[0]);
+        assert!(t.lookup(tids[0]).is_none());
+        assert_eq!(
+            t.lookup(tids[2]).unwrap().tid.load(Ordering::Relaxed),
+            tids[2]
+        );
+        // The tombstone is reused by the next insert on that chain.
+        let again = t.insert(tids[0]).unwrap();
+        assert!(core::ptr::eq(again, entries[0]));
+        assert_eq!(t.live().count(), 3);
+    }
+
+    #[test]
+    fn a_full_table_refuses_and_clear_empties_it() {
+        let t = Table::<8>::new();
+        for tid in 1..=8 {
+            assert!(t.insert(tid).is_some(), "tid {tid}");
+        }
+        assert!(t.insert(9).is_none());
+        // Lookups of absent tids end even with no empty slot to stop at.
+        assert!(t.lookup(9).is_none());
+        assert_eq!(t.live().count(), 8);
+        t.clear();
+        assert_eq!(t.live().count(), 0);
+        assert!(t.lookup(3).is_none());
+    }
+
+    #[test]
+    fn concurrent_inserts_get_distinct_entries() {
+        let t = Table::<256>::new();
+        std::thread::scope(|s| {
+            for k in 0..8 {
+                let t = &t;
+                s.spawn(move || {
+                    for i in 0..16 {
+                        t.insert(1 + k * 16 + i).unwrap();
+                    }
+                });
+            }
+        });
+        let mut tids: Vec<i32> = t.live().map(|e| e.tid.load(Ordering::Relaxed)).collect();
+        tids.sort();
+        assert_eq!(tids, (1..=128).collect::<Vec<_>>());
     }
 }

@@ -25,6 +25,15 @@ pub enum Source {
     Posix,
 }
 
+/// The timer PROF_TIMER asks for (None: auto, perf events first).
+pub fn preferred() -> Option<Source> {
+    match crate::state::timer_pref() {
+        1 => Some(Source::Perf),
+        2 => Some(Source::Posix),
+        _ => None,
+    }
+}
+
 /// Arms a timer for the calling thread. `prefer` = None tries perf first.
 pub fn arm(
     e: &ThreadEntry,
@@ -35,7 +44,7 @@ pub fn arm(
     // First expiry random in (0, period]: threads started together do not fire together,
     // and sampling does not alias with the program's own periodic work.
     let first = 1 + random_u64(tid as u64) % period_ns.max(1);
-    crate::kernel::reset(e, thread_cpu_ns());
+    e.reset_kernel_accounting(thread_cpu_ns());
     if prefer != Some(Source::Posix) {
         match arm_perf(e, tid, period_ns, first) {
             Ok(()) => {

@@ -490,7 +490,7 @@ fn trampoline_leaf_cfa(pc: u64) -> Option<i32> {
         .into_iter()
         .find(|&(at, _)| {
             let mut b = [0u8; 11];
-            pc >= at && crate::python::safe_read(pc - at, &mut b) == b.len() && b == TRAMPOLINE
+            pc >= at && crate::sys::safe_read(pc - at, &mut b) == b.len() && b == TRAMPOLINE
         })
         .map(|(_, off)| off)
 }
@@ -501,7 +501,7 @@ fn trampoline_leaf_cfa(pc: u64) -> Option<i32> {
 /// unwind tables, which may be garbage, so its page may not be mapped.
 fn is_cpython_trampoline(pc: u64) -> bool {
     let mut b = [0u8; 11];
-    pc >= 6 && crate::python::safe_read(pc - 6, &mut b) == b.len() && b == TRAMPOLINE
+    pc >= 6 && crate::sys::safe_read(pc - 6, &mut b) == b.len() && b == TRAMPOLINE
 }
 
 /// The caller of a leaf that runs without a frame of its own, if the word at [rsp] is
@@ -532,7 +532,7 @@ fn frameless_caller<S: ReadStack>(ctx: Option<&mut Ctx>, regs: &Regs, stack: &S)
         Some((_, t)) => t,
         None => {
             let mut b = [0u8; 7];
-            let t = if crate::python::safe_read(ret - 7, &mut b) == 7 {
+            let t = if crate::sys::safe_read(ret - 7, &mut b) == 7 {
                 decode_call(&b, ret)
             } else {
                 0
@@ -856,7 +856,7 @@ mod tests {
 
     #[test]
     fn frameless_leaf_gets_its_caller_from_rsp() {
-        crate::python::set_pid();
+        crate::sys::set_pid();
         // Caller code: `call rel32` at 10 to a function at 40; the leaf runs at 42.
         let mut code = [0x90u8; 64];
         code[10] = 0xe8;
@@ -906,7 +906,7 @@ mod tests {
 
     #[test]
     fn indirect_calls_are_checked_against_the_register() {
-        crate::python::set_pid();
+        crate::sys::set_pid();
         // `call *%rcx` (ff d1) ending at 30, `call *%r9` (41 ff d1) ending at 50.
         let mut code = [0x90u8; 64];
         code[28..30].copy_from_slice(&[0xff, 0xd1]);

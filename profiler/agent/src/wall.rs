@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use prof_format::flags::OFF_CPU;
 
 use crate::ring::{MAX_FRAMES, NO_SYSCALL};
-use crate::{hooks, modules, state, sys, threads};
+use crate::{modules, real, state, sys, threads};
 
 static RUN: AtomicBool = AtomicBool::new(false);
 /// Bytes above the blocked sp scanned for the first frame record.
@@ -28,8 +28,8 @@ const COPY_BYTES: usize = 256 * 1024;
 
 pub fn start() {
     RUN.store(true, Ordering::Release);
-    if !hooks::spawn_internal(c"prof-sampler", sampler_main) {
-        crate::warn("cannot start the wall-clock sampler thread; sampling CPU time only");
+    if !real::spawn_internal(c"prof-sampler", sampler_main) {
+        state::warn("cannot start the wall-clock sampler thread; sampling CPU time only");
     }
 }
 
@@ -74,7 +74,13 @@ impl Cached {
     }
 }
 
+/// The sampler thread's start routine.
 extern "C" fn sampler_main(_: *mut c_void) -> *mut c_void {
+    state::guard("the wall-clock sampler thread", || (), sample_loop);
+    core::ptr::null_mut()
+}
+
+fn sample_loop() {
     let period = state::period_ns().max(10_000);
     let mut cache: HashMap<i32, Cached> = HashMap::new();
     let mut next = sys::monotonic_ns();
@@ -163,11 +169,10 @@ extern "C" fn sampler_main(_: *mut c_void) -> *mut c_void {
     for (tid, c) in cache.iter_mut() {
         c.flush(*tid);
     }
-    core::ptr::null_mut()
 }
 
 fn push(tid: i32, nr: u64, frames: &[u64], py: &[crate::python::PyFrame], flags: u32, weight: u32) {
-    let Some(claim) = crate::handler::claim_slot() else {
+    let Some(claim) = state::claim_slot() else {
         return;
     };
     let d = claim.data();
@@ -219,24 +224,9 @@ fn read_syscall(f: &std::fs::File) -> Option<(u64, u64, u64)> {
     Some((nr, hex(parts[k - 2])?, hex(parts[k - 1])?))
 }
 
-fn read_remote(addr: u64, out: &mut [u8]) -> usize {
-    let local = libc::iovec {
-        iov_base: out.as_mut_ptr().cast(),
-        iov_len: out.len(),
-    };
-    let remote = libc::iovec {
-        iov_base: addr as *mut c_void,
-        iov_len: out.len(),
-    };
-    // SAFETY: process_vm_readv on our own pid copies into `out` (valid for its length) and
-    // reports unmapped source memory as an error instead of faulting.
-    let n = unsafe { libc::process_vm_readv(libc::getpid(), &local, 1, &remote, 1, 0) };
-    n.max(0) as usize
-}
-
 fn read_word(addr: u64) -> Option<u64> {
     let mut b = [0u8; 8];
-    (read_remote(addr, &mut b) == 8).then(|| u64::from_ne_bytes(b))
+    (sys::safe_read(addr, &mut b) == 8).then(|| u64::from_ne_bytes(b))
 }
 
 fn in_exec(ranges: &[(u64, u64)], a: u64) -> bool {
@@ -249,7 +239,7 @@ fn after_call(ret: u64) -> bool {
         return true;
     }
     let mut b = [0u8; 8];
-    if ret < 8 || read_remote(ret - 8, &mut b) != 8 {
+    if ret < 8 || sys::safe_read(ret - 8, &mut b) != 8 {
         return false;
     }
     let at = |back: usize| b[8 - back];
@@ -283,7 +273,7 @@ fn unwind_blocked(
         return (vec![pc], prof_format::flags::UNWIND_STOPPED);
     }
     let len = ((hi - sp) as usize).min(buf.len()) & !7;
-    let n = read_remote(sp, &mut buf[..len]) & !7;
+    let n = sys::safe_read(sp, &mut buf[..len]) & !7;
     let max = state::max_depth().min(MAX_FRAMES);
     let stack = crate::unwind::CopiedStack {
         base: sp,

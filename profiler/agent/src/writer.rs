@@ -13,11 +13,11 @@ use prof_format::{
     flags, node_kind, LogWriter, MarkerEvent, PendingSample, ProcessEnd, ProcessInfo, PyCode,
 };
 
-use crate::handler::{LOST, SIGNALS};
 use crate::logfile::LogFile;
 use crate::python::{self, Python};
 use crate::ring::{SampleData, NO_SYSCALL};
-use crate::{hooks, modules, state, sys, threads, warn};
+use crate::state::{self, warn, LOST, SIGNALS};
+use crate::{modules, real, sys, threads};
 
 /// How often the ring is drained: often while samples pour in or threads start (a new
 /// Python thread's frames are read only once the writer has mapped its thread state),
@@ -307,27 +307,11 @@ fn merged_stack(
 }
 
 static WRITER: AtomicPtr<Mutex<Writer>> = AtomicPtr::new(core::ptr::null_mut());
-static EARLY_NOTICES: Mutex<Vec<String>> = Mutex::new(Vec::new());
 static STOP: AtomicBool = AtomicBool::new(false);
 
 fn writer() -> Option<&'static Mutex<Writer>> {
     // SAFETY: WRITER is null or a leaked Box that is never freed.
     unsafe { WRITER.load(Ordering::Acquire).as_ref() }
-}
-
-/// A message for the user: on stderr now and in the log.
-pub fn notice(text: &str) {
-    warn(text);
-    match writer() {
-        Some(w) => {
-            let mut w = w.lock().unwrap_or_else(|e| e.into_inner());
-            w.notices.push(text.to_string());
-        }
-        None => EARLY_NOTICES
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(text.to_string()),
-    }
 }
 
 /// Opens `DIR/PID-NANOS.plog`, writes the process header and modules, starts the thread.
@@ -351,10 +335,10 @@ pub fn start(dir: &str, start_unix_ns: u64) -> std::io::Result<()> {
         exe: std::fs::read_link("/proc/self/exe")
             .map(|p| p.to_string_lossy().into_owned())
             .unwrap_or_default(),
-        argv: crate::argv(),
+        argv: state::argv(),
         agent_version: env!("CARGO_PKG_VERSION").to_string(),
     });
-    let notices = std::mem::take(&mut *EARLY_NOTICES.lock().unwrap_or_else(|e| e.into_inner()));
+    let notices = state::take_notices();
     let mut w = Writer {
         log,
         modules: modules::Tracker::default(),
@@ -385,33 +369,20 @@ pub fn start(dir: &str, start_unix_ns: u64) -> std::io::Result<()> {
     }
     WRITER.store(Box::into_raw(Box::new(Mutex::new(w))), Ordering::Release);
     STOP.store(false, Ordering::Release);
-    if !hooks::spawn_internal(c"prof-writer", writer_main) {
+    if !real::spawn_internal(c"prof-writer", writer_main) {
         warn("cannot start the writer thread; samples are written at exit only");
     }
     Ok(())
 }
 
-/// The writer thread's handle, for [`wake`] (a leaked Box; replaced in a fork child).
-static WAKER: AtomicPtr<std::thread::Thread> = AtomicPtr::new(core::ptr::null_mut());
-/// A thread started since the last drain (see [`wake`]).
-static THREAD_STARTED: AtomicBool = AtomicBool::new(false);
-
-/// A thread started: drain now and soon again, so that a new Python thread's state is
-/// mapped within a fast drain period instead of after a slow one (its samples carry no
-/// Python frames until then).
-pub fn wake() {
-    THREAD_STARTED.store(true, Ordering::Release);
-    // SAFETY: WAKER is null or a leaked Box<Thread> that is never freed.
-    if let Some(t) = unsafe { WAKER.load(Ordering::Acquire).as_ref() } {
-        t.unpark();
-    }
+/// The writer thread's start routine.
+extern "C" fn writer_main(_: *mut c_void) -> *mut c_void {
+    state::guard("the writer thread", || (), write_loop);
+    core::ptr::null_mut()
 }
 
-extern "C" fn writer_main(_: *mut c_void) -> *mut c_void {
-    WAKER.store(
-        Box::into_raw(Box::new(std::thread::current())),
-        Ordering::Release,
-    );
+fn write_loop() {
+    state::set_writer_thread();
     let mut period = DRAIN_FAST;
     while !STOP.load(Ordering::Acquire) {
         std::thread::park_timeout(period);
@@ -423,7 +394,6 @@ extern "C" fn writer_main(_: *mut c_void) -> *mut c_void {
         w.step(false);
         period = w.next_drain;
     }
-    core::ptr::null_mut()
 }
 
 /// The writer lock, waiting at most `limit` (polling every `poll`): the agent must never
@@ -461,6 +431,7 @@ pub fn finish() {
     guard.step(true);
     guard.jit.at_exit(); // [issue 5]
     guard.finish_pypy(); // [issue 17]
+                         // SAFETY: rusage is plain C data, for which all-zero is a valid value.
     let mut ru: libc::rusage = unsafe { core::mem::zeroed() };
     // SAFETY: ru is a valid, writable rusage.
     unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
@@ -525,19 +496,20 @@ impl Writer {
 
     fn drain(&mut self) {
         crate::timer::rearm_closed(state::period_ns());
-        let ev = hooks::SIGPROF_EVENTS.swap(0, Ordering::Relaxed);
+        let ev = state::SIGPROF_EVENTS.swap(0, Ordering::Relaxed);
         // PyPy's _vmprof, turned on by prof's own start-up hook, installs a handler too.
         let pypy_handler = crate::pypy::get().is_some_and(|pp| {
-            let h = crate::handler::PREV_HANDLER.load(Ordering::Relaxed) as u64;
+            let h = state::PREV_HANDLER.load(Ordering::Relaxed) as u64;
             pp.text.iter().any(|&(s, e)| h >= s && h < e)
         });
-        if ev & hooks::EV_OWN_HANDLER != 0 && !pypy_handler {
+        if ev & state::EV_OWN_HANDLER != 0 && !pypy_handler {
             self.say("the program installed its own SIGPROF handler: prof keeps sampling with its own timers and passes the program's other SIGPROF signals to that handler");
         }
-        if ev & hooks::EV_BLOCKED != 0 {
+        if ev & state::EV_BLOCKED != 0 {
             self.say("the program blocks SIGPROF in some threads: they are not sampled while it is blocked");
         }
         self.refresh_modules();
+        self.notices.extend(state::take_notices());
         for n in std::mem::take(&mut self.notices) {
             self.log.notice(&n);
         }
@@ -551,7 +523,7 @@ impl Writer {
         if pp.is_some() && self.pypy_names.is_none() {
             // SAFETY: getpid cannot fail.
             let pid = unsafe { libc::getpid() };
-            self.pypy_names = Some(crate::pypy_names::Names::new(pid, &crate::dir()));
+            self.pypy_names = Some(crate::pypy_names::Names::new(pid, &state::dir()));
         }
         if let Some(n) = &mut self.pypy_names {
             n.poll();
@@ -632,7 +604,7 @@ impl Writer {
                     self.log.py_code(&c);
                 }
             }
-            if popped >= BUSY_SAMPLES || THREAD_STARTED.swap(false, Ordering::AcqRel) {
+            if popped >= BUSY_SAMPLES || state::take_thread_started() {
                 self.last_busy = Instant::now();
             }
         }

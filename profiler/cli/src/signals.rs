@@ -7,28 +7,43 @@
 
 use std::sync::atomic::{AtomicI32, Ordering};
 
+use nix::sys::signal::{self, SaFlags, SigAction, SigHandler, SigSet, Signal};
+use nix::unistd::Pid;
+
 /// The child's pid while it runs; 0 before it starts and after it has exited.
 static CHILD: AtomicI32 = AtomicI32::new(0);
 /// A signal that arrived before the child was started, to forward once it is.
 static PENDING: AtomicI32 = AtomicI32::new(0);
 
-const FORWARDED: [libc::c_int; 4] = [libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT, libc::SIGINT];
+const FORWARDED: [Signal; 4] = [
+    Signal::SIGTERM,
+    Signal::SIGHUP,
+    Signal::SIGQUIT,
+    Signal::SIGINT,
+];
+
+/// Sends signal number `sig` to `pid` (async-signal-safe: a plain kill(2)).
+fn forward(pid: i32, sig: i32) {
+    if let Ok(sig) = Signal::try_from(sig) {
+        // Nothing to do about a failure: the child may have exited meanwhile.
+        let _ = signal::kill(Pid::from_raw(pid), sig);
+    }
+}
 
 extern "C" fn on_signal(sig: libc::c_int, info: *mut libc::siginfo_t, _ctx: *mut libc::c_void) {
-    // SAFETY: the kernel passes a valid siginfo_t to an SA_SIGINFO handler.
     let code = if info.is_null() {
         0
     } else {
+        // SAFETY: the kernel passes a valid siginfo_t to an SA_SIGINFO handler.
         unsafe { (*info).si_code }
     };
-    let from_keyboard = code > 0 && (sig == libc::SIGINT || sig == libc::SIGQUIT);
+    let from_keyboard = code > 0 && (sig == Signal::SIGINT as i32 || sig == Signal::SIGQUIT as i32);
     if from_keyboard {
         return; // The terminal sent it to the child's process group too.
     }
     let pid = CHILD.load(Ordering::SeqCst);
     if pid > 0 {
-        // SAFETY: kill is async-signal-safe.
-        unsafe { libc::kill(pid, sig) };
+        forward(pid, sig);
     } else {
         PENDING.store(sig, Ordering::SeqCst);
     }
@@ -36,17 +51,15 @@ extern "C" fn on_signal(sig: libc::c_int, info: *mut libc::siginfo_t, _ctx: *mut
 
 /// Installs the forwarding handlers (call before starting the child).
 pub fn install() -> std::io::Result<()> {
-    for &sig in &FORWARDED {
-        // SAFETY: a zeroed sigaction with a valid handler and flags is well-formed.
-        unsafe {
-            let mut sa: libc::sigaction = std::mem::zeroed();
-            sa.sa_sigaction = on_signal as *const () as usize;
-            sa.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART;
-            libc::sigemptyset(&mut sa.sa_mask);
-            if libc::sigaction(sig, &sa, std::ptr::null_mut()) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-        }
+    let action = SigAction::new(
+        SigHandler::SigAction(on_signal),
+        SaFlags::SA_SIGINFO | SaFlags::SA_RESTART,
+        SigSet::empty(),
+    );
+    for sig in FORWARDED {
+        // SAFETY: the handler only touches atomics and calls kill(2), both
+        // async-signal-safe, and prof installs no other handler for these signals.
+        unsafe { signal::sigaction(sig, &action) }.map_err(std::io::Error::from)?;
     }
     Ok(())
 }
@@ -58,8 +71,7 @@ pub fn child_started(pid: i32) {
     CHILD.store(pid, Ordering::SeqCst);
     let sig = PENDING.swap(0, Ordering::SeqCst);
     if sig != 0 {
-        // SAFETY: plain syscall.
-        unsafe { libc::kill(pid, sig) };
+        forward(pid, sig);
     }
 }
 

@@ -25,7 +25,7 @@ use prof_format::Profile;
 use crate::analysis::{Analysis, FrameId};
 use crate::tiers::Tier;
 
-pub use pprof::{pprof_protobuf, pprof_protobuf_gzipped};
+pub use pprof::{pprof_message, pprof_protobuf, pprof_protobuf_gzipped, proto as pprof_proto};
 
 /// The export formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -106,111 +106,28 @@ fn speedscope_structure() {
     assert_eq!(v["activeProfileIndex"], 0);
 }
 
-// --- a minimal protobuf reader for checking the pprof output
-
-#[derive(Debug, Clone)]
-enum Field {
-    Varint(u64),
-    Bytes(Vec<u8>),
-}
-
-fn varint(b: &[u8], pos: &mut usize) -> Option<u64> {
-    let mut v = 0u64;
-    let mut shift = 0;
-    loop {
-        let byte = *b.get(*pos)?;
-        *pos += 1;
-        v |= ((byte & 0x7f) as u64).checked_shl(shift)?;
-        if byte & 0x80 == 0 {
-            return Some(v);
-        }
-        shift += 7;
-        if shift > 63 {
-            return None;
-        }
-    }
-}
-
-fn try_fields(b: &[u8]) -> Option<Vec<(u32, Field)>> {
-    let mut out = Vec::new();
-    let mut pos = 0;
-    while pos < b.len() {
-        let key = varint(b, &mut pos)?;
-        let (num, wire) = ((key >> 3) as u32, key & 7);
-        if num == 0 {
-            return None;
-        }
-        match wire {
-            0 => out.push((num, Field::Varint(varint(b, &mut pos)?))),
-            2 => {
-                let n = varint(b, &mut pos)? as usize;
-                let end = pos.checked_add(n)?;
-                out.push((num, Field::Bytes(b.get(pos..end)?.to_vec())));
-                pos = end;
-            }
-            _ => return None,
-        }
-    }
-    Some(out)
-}
-
-fn fields(b: &[u8]) -> Vec<(u32, Field)> {
-    try_fields(b).expect("a protobuf message")
-}
-
-fn get(fs: &[(u32, Field)], num: u32) -> u64 {
-    fs.iter()
-        .find_map(|(n, f)| match f {
-            Field::Varint(v) if *n == num => Some(*v),
-            _ => None,
-        })
-        .unwrap_or(0)
-}
-
-fn all_bytes(fs: &[(u32, Field)], num: u32) -> Vec<Vec<u8>> {
-    fs.iter()
-        .filter_map(|(n, f)| match f {
-            Field::Bytes(b) if *n == num => Some(b.clone()),
-            _ => None,
-        })
-        .collect()
-}
-
-fn try_packed(b: &[u8]) -> Option<Vec<u64>> {
-    let mut pos = 0;
-    let mut out = Vec::new();
-    while pos < b.len() {
-        out.push(varint(b, &mut pos)?);
-    }
-    Some(out)
-}
-
-fn packed(b: &[u8]) -> Vec<u64> {
-    try_packed(b).expect("packed varints")
-}
-
-#[test]
-fn pprof_decodes_back() {
+/// The pprof export, un-gzipped and decoded.
+fn decoded_pprof() -> pprof_proto::Profile {
+    use prost::Message;
     let gz = render(ExportFormat::Pprof);
     assert_eq!(&gz[..2], &[0x1f, 0x8b], "gzipped");
     let mut raw = Vec::new();
     flate2::read::GzDecoder::new(&gz[..])
         .read_to_end(&mut raw)
         .unwrap();
-    let top = fields(&raw);
-    let strings: Vec<String> = all_bytes(&top, 6)
-        .into_iter()
-        .map(|b| String::from_utf8(b).unwrap())
+    pprof_proto::Profile::decode(&raw[..]).expect("a profile.proto message")
+}
+
+#[test]
+fn pprof_decodes_back() {
+    let p = decoded_pprof();
+    let s = |i: i64| p.string_table[i as usize].clone();
+    assert_eq!(p.string_table[0], "");
+    let types: Vec<(String, String)> = p
+        .sample_type
+        .iter()
+        .map(|t| (s(t.r#type), s(t.unit)))
         .collect();
-    assert_eq!(strings[0], "");
-    let vt = |b: &[u8]| {
-        let f = fields(b);
-        (
-            strings[get(&f, 1) as usize].clone(),
-            strings[get(&f, 2) as usize].clone(),
-        )
-    };
-    let types: Vec<(String, String)> = all_bytes(&top, 1).iter().map(|b| vt(b)).collect();
     assert_eq!(
         types,
         vec![
@@ -218,28 +135,20 @@ fn pprof_decodes_back() {
             ("cpu".into(), "nanoseconds".into())
         ]
     );
-    assert_eq!(get(&top, 12), 1_000_000, "period");
+    assert_eq!(p.period, 1_000_000, "period");
     // functions and locations
-    let funcs: HashMap<u64, (String, String)> = all_bytes(&top, 5)
+    let funcs: HashMap<u64, (String, String)> = p
+        .function
         .iter()
-        .map(|b| {
-            let f = fields(b);
-            (
-                get(&f, 1),
-                (
-                    strings[get(&f, 2) as usize].clone(),
-                    strings[get(&f, 4) as usize].clone(),
-                ),
-            )
-        })
+        .map(|f| (f.id, (s(f.name), s(f.filename))))
         .collect();
-    let locs: HashMap<u64, (String, u64)> = all_bytes(&top, 4)
+    let locs: HashMap<u64, (String, i64)> = p
+        .location
         .iter()
-        .map(|b| {
-            let f = fields(b);
-            assert_eq!(get(&f, 2), 1, "mapping id");
-            let line = fields(&all_bytes(&f, 4)[0]);
-            (get(&f, 1), (funcs[&get(&line, 1)].0.clone(), get(&line, 2)))
+        .map(|l| {
+            assert_eq!(l.mapping_id, 1, "mapping id");
+            let line = &l.line[0];
+            (l.id, (funcs[&line.function_id].0.clone(), line.line))
         })
         .collect();
     assert!(funcs
@@ -248,24 +157,22 @@ fn pprof_decodes_back() {
     // samples: totals, innermost-first locations, tier labels
     let mut total_count = 0;
     let mut total_ns = 0;
-    let mut by_stack: HashMap<Vec<String>, (u64, String)> = HashMap::new();
-    for s in all_bytes(&top, 2) {
-        let f = fields(&s);
-        let locs_of: Vec<String> = packed(&all_bytes(&f, 1)[0])
+    let mut by_stack: HashMap<Vec<String>, (i64, String)> = HashMap::new();
+    for sample in &p.sample {
+        let locs_of: Vec<String> = sample
+            .location_id
             .iter()
             .map(|id| locs[id].0.clone())
             .collect();
-        let values = packed(&all_bytes(&f, 2)[0]);
-        total_count += values[0];
-        total_ns += values[1];
-        let mut tier = String::new();
-        for l in all_bytes(&f, 3) {
-            let lf = fields(&l);
-            if strings[get(&lf, 1) as usize] == "tier" {
-                tier = strings[get(&lf, 2) as usize].clone();
-            }
-        }
-        by_stack.insert(locs_of, (values[0], tier));
+        total_count += sample.value[0];
+        total_ns += sample.value[1];
+        let tier = sample
+            .label
+            .iter()
+            .find(|l| s(l.key) == "tier")
+            .map(|l| s(l.str))
+            .unwrap_or_default();
+        by_stack.insert(locs_of, (sample.value[0], tier));
     }
     assert_eq!(total_count, 4);
     assert_eq!(total_ns, 4_000_000);
@@ -500,35 +407,6 @@ fn golden_files() {
         "flamegraph-data.json",
         &(pretty(html_data(&html).as_bytes())),
     );
-    // pprof: the decoded message, field by field.
-    let mut raw = Vec::new();
-    flate2::read::GzDecoder::new(&render(ExportFormat::Pprof)[..])
-        .read_to_end(&mut raw)
-        .unwrap();
-    golden("pprof.txt", &dump(&raw, 0));
-}
-
-/// A protobuf message as text: `field: value` lines, nested messages indented. The
-/// string table (field 6) is shown as strings; other length-delimited fields as a
-/// message when they parse as one, else as packed varints.
-fn dump(b: &[u8], depth: usize) -> String {
-    let mut out = String::new();
-    for (num, f) in fields(b) {
-        let pad = "  ".repeat(depth);
-        match f {
-            Field::Varint(v) => out.push_str(&format!("{pad}{num}: {v}\n")),
-            Field::Bytes(bytes) if depth == 0 && num == 6 => out.push_str(&format!(
-                "{pad}{num}: {:?}\n",
-                String::from_utf8_lossy(&bytes)
-            )),
-            Field::Bytes(bytes) => match (try_fields(&bytes), try_packed(&bytes)) {
-                (Some(_), _) if !(bytes.is_empty() || depth == 1 && num <= 2) => out.push_str(
-                    &format!("{pad}{num} {{\n{}{pad}}}\n", dump(&bytes, depth + 1)),
-                ),
-                (_, Some(vs)) => out.push_str(&format!("{pad}{num}: {vs:?}\n")),
-                _ => out.push_str(&format!("{pad}{num}: {bytes:?}\n")),
-            },
-        }
-    }
-    out
+    // pprof: the decoded message.
+    golden("pprof.txt", &format!("{:#?}\n", decoded_pprof()));
 }

@@ -159,33 +159,7 @@ impl Sums {
 }
 
 /// FxHash (rustc's hasher): fast for small integer keys, which is all it is used for here.
-#[derive(Default, Clone, Copy)]
-pub(super) struct Fx(u64);
-
-impl std::hash::Hasher for Fx {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.write_u64(b as u64);
-        }
-    }
-    fn write_u8(&mut self, i: u8) {
-        self.write_u64(i as u64);
-    }
-    fn write_u32(&mut self, i: u32) {
-        self.write_u64(i as u64);
-    }
-    fn write_u64(&mut self, i: u64) {
-        self.0 = (self.0.rotate_left(5) ^ i).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
-    }
-    fn write_usize(&mut self, i: usize) {
-        self.write_u64(i as u64);
-    }
-}
-
-pub(super) type FxMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<Fx>>;
+pub(super) type FxMap<K, V> = rustc_hash::FxHashMap<K, V>;
 
 /// One view's stacks: per stack its functions root first
 /// (`funcs[start[s]..start[s + 1]]`) and its end node in the view's full call tree.
