@@ -1,92 +1,166 @@
 //! Request markers: the C ABI `prof_marker_begin(name)` / `prof_marker_end()` that programs
 //! (or prof's `prof_markers` Python module) call around a request, a job, a phase.
 //!
-//! Each call puts one event into the sample ring, like a sample: the thread, the time on
-//! the samples' clock and the thread's CPU clock, and for a begin the name's bytes. The
+//! Each call puts one event into the marker ring (a ring like the samples', of its own):
+//! the thread, the time on the samples' clock and the thread's CPU clock, and for a begin
+//! the name's bytes. The
 //! writer pairs nothing: it interns names and logs the events (MARKER_NAME and MARKERS
 //! records); readers pair each end with the innermost open begin of its thread. Both calls
 //! are async-signal-safe (a raw gettid, clock_gettime and the lock-free ring: no locks,
 //! no allocation) and return at once when the process is not being profiled.
 
 use core::ffi::c_char;
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
 
+use crate::ring::RingOf;
 use crate::{state, sys};
 
-/// Slot flag (agent-internal, never written to the log): this slot is a marker event.
-pub const SLOT_MARKER: u32 = 1 << 31;
 /// Longest name kept, in bytes (longer names are cut; the writer repairs a cut UTF-8 tail).
 pub const MAX_NAME: usize = 200;
+/// Slots of the marker ring: 4096 × 232 bytes, touched as used. Markers have a ring of
+/// their own so that a flood of them never costs samples their slots (and vice versa).
+pub const SLOTS: usize = 4096;
 
-/// Marker events that found the ring full (reported by the writer as a notice).
+/// Marker events that found the ring full even after waiting for the writer (reported by
+/// the writer as a notice).
 pub static LOST_EVENTS: AtomicU64 = AtomicU64::new(0);
 
-/// What a marker slot holds (its `weight` field).
+/// What a marker slot holds (`kind`).
 pub const END: u32 = 0;
 pub const BEGIN: u32 = 1;
 pub const INTERVAL: u32 = 2;
-/// Where an interval's length sits in a marker slot's `frames` (past any name).
-pub const DURATION_WORD: usize = crate::ring::MAX_FRAMES - 1;
+
+/// One marker call, as the writer receives it.
+#[repr(C)]
+pub struct MarkerSlot {
+    pub tid: u32,
+    pub kind: u32,
+    /// ns since process start (the samples' clock); an interval's start.
+    pub time_ns: u64,
+    /// The calling thread's CPU clock.
+    pub cpu_ns: u64,
+    /// An interval's length.
+    pub duration_ns: u64,
+    pub len: u32,
+    pub name: [u8; MAX_NAME],
+}
+
+impl MarkerSlot {
+    pub fn name(&self) -> &[u8] {
+        &self.name[..(self.len as usize).min(MAX_NAME)]
+    }
+}
+
+// SAFETY: repr(C), integers and a byte array only.
+unsafe impl crate::ring::Plain for MarkerSlot {}
+
+pub type MarkerRing = RingOf<MarkerSlot, SLOTS>;
+
+static RING: AtomicPtr<MarkerRing> = AtomicPtr::new(core::ptr::null_mut());
+/// A wake-up of the writer is under way (set by the first producer past the threshold,
+/// cleared by the writer when it drains): one wake per drain, not one per event.
+static WAKING: AtomicBool = AtomicBool::new(false);
+
+/// Maps the marker ring (at process start, before any marker can be recorded).
+pub fn init() -> bool {
+    match MarkerRing::new() {
+        Some(r) => {
+            RING.store(r as *const _ as *mut _, Ordering::Release);
+            true
+        }
+        None => false,
+    }
+}
+
+pub fn ring() -> Option<&'static MarkerRing> {
+    let p = RING.load(Ordering::Acquire);
+    // SAFETY: RING is either null or a mapping made by MarkerRing::new, never unmapped.
+    unsafe { p.as_ref() }
+}
+
+/// After fork: forget the parent's unwritten events (and a slot a vanished thread held).
+pub fn reset_after_fork() {
+    if let Some(r) = ring() {
+        r.reset();
+    }
+    LOST_EVENTS.store(0, Ordering::Relaxed);
+    WAKING.store(false, Ordering::Relaxed);
+}
+
+/// The writer drained the ring: the next producer past the threshold wakes it again.
+pub fn drained() {
+    WAKING.store(false, Ordering::Release);
+}
+
+fn wake_writer() {
+    if !WAKING.swap(true, Ordering::AcqRel) {
+        // unpark: an atomic swap and a futex wake, no lock, no allocation.
+        state::wake_writer();
+    }
+}
 
 /// `interval`: (start, end) on CLOCK_MONOTONIC, ns.
 fn event(name: Option<&[u8]>, interval: Option<(u64, u64)>) {
     if !state::ACTIVE.load(Ordering::Acquire) {
         return;
     }
-    let Some(ring) = state::ring() else {
+    let Some(ring) = ring() else {
         return;
     };
     let errno = sys::errno();
-    let Some(claim) = ring.claim() else {
+    let claim = match ring.claim() {
+        Some(c) => Some(c),
+        None => {
+            // Full: the writer is behind a flood of markers. Wake it and wait a little
+            // (at most ~2 ms, in 50 µs naps: nanosleep is async-signal-safe) rather than
+            // lose the event; a stalled writer costs the event, never a hang.
+            wake_writer();
+            (0..40).find_map(|_| {
+                nap_50us();
+                ring.claim()
+            })
+        }
+    };
+    let Some(claim) = claim else {
         LOST_EVENTS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: errno_location is the calling thread's errno.
+        unsafe { *sys::errno_location() = errno };
         return;
     };
     let d = claim.data();
     d.tid = sys::gettid() as u32;
-    d.flags = SLOT_MARKER;
     let at = interval.map_or_else(sys::monotonic_ns, |(start, _)| start);
     d.time_ns = at.saturating_sub(state::start_ns());
-    // The thread's CPU clock rides in the `syscall` field, unused by marker slots.
-    d.syscall = sys::thread_cpu_ns();
-    d.npy = 0;
+    d.cpu_ns = sys::thread_cpu_ns();
     match name {
         Some(bytes) => {
-            d.weight = if interval.is_some() { INTERVAL } else { BEGIN };
-            d.depth = pack(bytes, &mut d.frames) as u32;
+            d.kind = if interval.is_some() { INTERVAL } else { BEGIN };
+            let n = bytes.len().min(MAX_NAME);
+            d.name[..n].copy_from_slice(&bytes[..n]);
+            d.len = n as u32;
         }
         None => {
-            d.weight = END;
-            d.depth = 0;
+            d.kind = END;
+            d.len = 0;
         }
     }
-    if let Some((start, end)) = interval {
-        d.frames[DURATION_WORD] = end.saturating_sub(start);
-    }
+    d.duration_ns = interval.map_or(0, |(start, end)| end.saturating_sub(start));
     claim.publish();
+    if ring.len() > SLOTS / 4 {
+        wake_writer();
+    }
     // SAFETY: errno_location is the calling thread's errno; restoring it keeps the
     // caller's errno as it was (the calls above may have set it).
     unsafe { *sys::errno_location() = errno };
 }
 
-/// Packs `bytes` (at most [`MAX_NAME`]) little-endian into `words`; returns the length kept.
-fn pack(bytes: &[u8], words: &mut [u64]) -> usize {
-    let n = bytes.len().min(MAX_NAME).min(words.len() * 8);
-    for (i, w) in words[..n.div_ceil(8)].iter_mut().enumerate() {
-        let mut v = 0u64;
-        for (k, &b) in bytes[i * 8..(i * 8 + 8).min(n)].iter().enumerate() {
-            v |= (b as u64) << (8 * k);
-        }
-        *w = v;
-    }
-    n
-}
-
-/// The name bytes of a marker slot (`len` = the slot's depth).
-pub fn unpack(words: &[u64], len: usize) -> Vec<u8> {
-    let len = len.min(MAX_NAME).min(words.len() * 8);
-    (0..len)
-        .map(|i| (words[i / 8] >> (8 * (i % 8))) as u8)
-        .collect()
+fn nap_50us() {
+    let ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 50_000,
+    };
+    // SAFETY: a valid timespec; nanosleep is async-signal-safe.
+    unsafe { libc::nanosleep(&ts, core::ptr::null_mut()) };
 }
 
 /// The bytes of a NUL-terminated `name` (NULL: empty), at most MAX_NAME of them.
@@ -161,12 +235,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn names_survive_the_slot() {
-        let mut words = [0u64; 32];
-        for name in ["", "a", "GET /users/{id}", &"x".repeat(300)] {
-            let n = pack(name.as_bytes(), &mut words);
-            assert_eq!(n, name.len().min(MAX_NAME));
-            assert_eq!(unpack(&words, n), &name.as_bytes()[..n]);
+    fn names_are_cut_at_the_limit() {
+        let mut slot = zeroed();
+        let long = "x".repeat(300);
+        for name in ["", "a", "GET /users/{id}", long.as_str()] {
+            let n = name.len().min(MAX_NAME);
+            slot.name[..n].copy_from_slice(&name.as_bytes()[..n]);
+            slot.len = n as u32;
+            assert_eq!(slot.name(), &name.as_bytes()[..n]);
+        }
+    }
+
+    fn zeroed() -> MarkerSlot {
+        MarkerSlot {
+            tid: 0,
+            kind: 0,
+            time_ns: 0,
+            cpu_ns: 0,
+            duration_ns: 0,
+            len: 0,
+            name: [0; MAX_NAME],
         }
     }
 }

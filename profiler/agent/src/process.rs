@@ -112,6 +112,9 @@ fn start(argc: c_int, argv: *const *const c_char) {
         return;
     };
     state::RING.store(ring as *const _ as *mut _, Ordering::Release);
+    if !crate::markers::init() {
+        warn("cannot map the marker buffer; request markers are off");
+    }
     if !handler::install() {
         warn("cannot install the SIGPROF handler; not profiling this process");
         return;
@@ -203,6 +206,7 @@ fn restart_in_child() {
     if let Some(r) = state::ring() {
         r.reset();
     }
+    crate::markers::reset_after_fork();
     state::LOST.store(0, Ordering::Relaxed);
     state::SIGNALS.store(0, Ordering::Relaxed);
     writer::forget();

@@ -11,7 +11,6 @@ pub const MAX_FRAMES: usize = 256;
 /// Slots in the ring (power of two). The writer drains every 10 ms: 512 slots absorb
 /// ~50 threads busy at 1 kHz before a sample is lost; each slot is ~5 KB, touched lazily.
 pub const SLOTS: usize = 512;
-const MASK: usize = SLOTS - 1;
 /// How often a producer retries a contended claim before giving up (the sample is lost).
 const MAX_RETRIES: u32 = 64;
 
@@ -47,35 +46,52 @@ impl SampleData {
     }
 }
 
+/// Types whose all-zero bytes are a valid value (integers and arrays of them): a fresh
+/// anonymous mapping is a valid ring of them.
+///
+/// # Safety
+/// Implement only for `repr(C)` types made of integers, arrays of integers and other
+/// `Plain` types.
+pub unsafe trait Plain {}
+
+// SAFETY: repr(C), integers and integer arrays only (PyFrame is two u64 fields).
+unsafe impl Plain for SampleData {}
+
 #[repr(C)]
-struct Slot {
+struct Slot<T> {
     seq: AtomicUsize,
-    data: UnsafeCell<SampleData>,
+    data: UnsafeCell<T>,
 }
 
 #[repr(C, align(64))]
 struct Padded(AtomicUsize);
 
+/// A ring of `N` slots of `T` (`N` a power of two).
 #[repr(C)]
-pub struct Ring {
+pub struct RingOf<T, const N: usize> {
     enqueue: Padded,
     dequeue: Padded,
-    slots: [Slot; SLOTS],
+    slots: [Slot<T>; N],
 }
+
+/// The sample ring.
+pub type Ring = RingOf<SampleData, SLOTS>;
+/// A claimed slot of the sample ring.
+pub type Claim<'a> = ClaimOf<'a, SampleData>;
 
 // SAFETY: slots are handed to exactly one producer (by the CAS on `enqueue`) and to the
 // consumer only after the producer published them (Release/Acquire on `seq`).
-unsafe impl Sync for Ring {}
+unsafe impl<T, const N: usize> Sync for RingOf<T, N> {}
 
 /// A claimed slot: fill `data()`, then `publish()`.
-pub struct Claim<'a> {
-    slot: &'a Slot,
+pub struct ClaimOf<'a, T> {
+    slot: &'a Slot<T>,
     pos: usize,
 }
 
-impl Claim<'_> {
+impl<T> ClaimOf<'_, T> {
     #[allow(clippy::mut_from_ref)]
-    pub fn data(&self) -> &mut SampleData {
+    pub fn data(&self) -> &mut T {
         // SAFETY: the CAS in `claim` gave this producer exclusive use of the slot until
         // `publish`; no one else reads or writes `data` in between.
         unsafe { &mut *self.slot.data.get() }
@@ -86,12 +102,17 @@ impl Claim<'_> {
     }
 }
 
-impl Ring {
+impl<T: Plain, const N: usize> RingOf<T, N> {
+    const MASK: usize = {
+        assert!(N.is_power_of_two());
+        N - 1
+    };
+
     /// Maps a zeroed ring and numbers its slots. Called outside any signal handler.
-    pub fn new() -> Option<&'static Ring> {
-        let size = core::mem::size_of::<Ring>();
+    pub fn new() -> Option<&'static Self> {
+        let size = core::mem::size_of::<Self>();
         // SAFETY: an anonymous private mapping; the result is checked. Zeroed memory is a
-        // valid Ring (atomics and plain integers); it is never unmapped, hence 'static.
+        // valid ring (atomics and `Plain` data); it is never unmapped, hence 'static.
         let p = unsafe {
             libc::mmap(
                 core::ptr::null_mut(),
@@ -105,8 +126,8 @@ impl Ring {
         if p == libc::MAP_FAILED {
             return None;
         }
-        // SAFETY: p is a fresh, page-aligned mapping of size_of::<Ring>() zeroed bytes.
-        let ring: &'static Ring = unsafe { &*(p as *const Ring) };
+        // SAFETY: p is a fresh, page-aligned mapping of size_of::<Self>() zeroed bytes.
+        let ring: &'static Self = unsafe { &*(p as *const Self) };
         ring.reset();
         Some(ring)
     }
@@ -121,12 +142,19 @@ impl Ring {
         self.dequeue.0.store(0, Ordering::Release);
     }
 
+    /// Slots claimed and not yet taken by the consumer (approximate while producers run).
+    pub fn len(&self) -> usize {
+        let e = self.enqueue.0.load(Ordering::Relaxed);
+        let d = self.dequeue.0.load(Ordering::Relaxed);
+        e.saturating_sub(d)
+    }
+
     /// Claims a slot, or `None` when the ring is full. Async-signal-safe: atomics only.
     #[inline]
-    pub fn claim(&self) -> Option<Claim<'_>> {
+    pub fn claim(&self) -> Option<ClaimOf<'_, T>> {
         let mut pos = self.enqueue.0.load(Ordering::Relaxed);
         for _ in 0..MAX_RETRIES {
-            let slot = &self.slots[pos & MASK];
+            let slot = &self.slots[pos & Self::MASK];
             let seq = slot.seq.load(Ordering::Acquire);
             let diff = seq as isize - pos as isize;
             if diff == 0 {
@@ -136,7 +164,7 @@ impl Ring {
                     Ordering::Relaxed,
                     Ordering::Relaxed,
                 ) {
-                    Ok(_) => return Some(Claim { slot, pos }),
+                    Ok(_) => return Some(ClaimOf { slot, pos }),
                     Err(now) => pos = now,
                 }
             } else if diff < 0 {
@@ -149,16 +177,16 @@ impl Ring {
     }
 
     /// Takes the oldest published sample. Only one consumer at a time (the writer lock).
-    pub fn pop<R>(&self, f: impl FnOnce(&SampleData) -> R) -> Option<R> {
+    pub fn pop<R>(&self, f: impl FnOnce(&T) -> R) -> Option<R> {
         let pos = self.dequeue.0.load(Ordering::Relaxed);
-        let slot = &self.slots[pos & MASK];
+        let slot = &self.slots[pos & Self::MASK];
         if slot.seq.load(Ordering::Acquire) != pos + 1 {
             return None;
         }
         // SAFETY: seq == pos+1 means the producer published the slot (Release) and no
-        // producer can claim it again until we store pos+SLOTS below.
+        // producer can claim it again until we store pos+N below.
         let r = f(unsafe { &*slot.data.get() });
-        slot.seq.store(pos + SLOTS, Ordering::Release);
+        slot.seq.store(pos + N, Ordering::Release);
         self.dequeue.0.store(pos + 1, Ordering::Relaxed);
         Some(r)
     }

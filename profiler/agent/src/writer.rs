@@ -79,31 +79,41 @@ struct MarkerTable {
 }
 
 impl MarkerTable {
-    fn push(&mut self, d: &SampleData) {
-        use crate::markers::{BEGIN, DURATION_WORD, INTERVAL};
-        let name = (d.weight == BEGIN || d.weight == INTERVAL).then(|| {
-            let bytes = crate::markers::unpack(&d.frames, d.depth as usize);
+    fn push(&mut self, d: &crate::markers::MarkerSlot) {
+        use crate::markers::{BEGIN, INTERVAL};
+        let name = (d.kind == BEGIN || d.kind == INTERVAL).then(|| {
+            let bytes = d.name();
             let next = self.ids.len() as u32;
-            *self.ids.entry(bytes).or_insert_with_key(|b| {
-                // A name cut at MAX_NAME may end inside a UTF-8 sequence: keep what is valid.
-                let text = match std::str::from_utf8(b) {
-                    Ok(t) => t.to_string(),
-                    Err(e) if e.error_len().is_none() => {
-                        String::from_utf8_lossy(&b[..e.valid_up_to()]).into_owned()
-                    }
-                    Err(_) => String::from_utf8_lossy(b).into_owned(),
-                };
-                self.fresh.push((next, text));
-                next
-            })
+            if let Some(&id) = self.ids.get(bytes) {
+                return id;
+            }
+            // A name cut at MAX_NAME may end inside a UTF-8 sequence: keep what is valid.
+            let text = match std::str::from_utf8(bytes) {
+                Ok(t) => t.to_string(),
+                Err(e) if e.error_len().is_none() => {
+                    String::from_utf8_lossy(&bytes[..e.valid_up_to()]).into_owned()
+                }
+                Err(_) => String::from_utf8_lossy(bytes).into_owned(),
+            };
+            self.ids.insert(bytes.to_vec(), next);
+            self.fresh.push((next, text));
+            next
         });
         self.per_thread.entry(d.tid).or_default().push(MarkerEvent {
             tid: d.tid,
             time_ns: d.time_ns,
-            cpu_ns: d.syscall,
+            cpu_ns: d.cpu_ns,
             name,
-            duration_ns: (d.weight == INTERVAL).then(|| d.frames[DURATION_WORD]),
+            duration_ns: (d.kind == INTERVAL).then_some(d.duration_ns),
         });
+    }
+
+    /// Takes every marker event out of the marker ring.
+    fn drain(&mut self) {
+        if let Some(ring) = crate::markers::ring() {
+            while ring.pop(|d| self.push(d)).is_some() {}
+            crate::markers::drained();
+        }
     }
 
     fn write(&mut self, log: &mut LogWriter<crate::logfile::LogFile>) {
@@ -547,15 +557,10 @@ impl Writer {
             let ranges = modules::exec_ranges();
             let in_module = |a: u64| ranges.iter().any(|&(s, e)| a >= s && a < e);
             let last_kernel = &mut self.last_kernel;
-            let markers = &mut self.markers;
             let mut popped = 0usize;
             while ring
                 .pop(|d| {
                     popped += 1;
-                    if d.flags & crate::markers::SLOT_MARKER != 0 {
-                        markers.push(d);
-                        return;
-                    }
                     jit.note_frames(d.native());
                     let (leaf, flags) = if d.syscall == crate::kernel::REPEAT_LAST_KERNEL {
                         let leaf = match last_kernel.get(&d.tid) {
@@ -647,6 +652,7 @@ impl Writer {
             self.log.samples(tid, samples);
             samples.clear();
         }
+        self.markers.drain();
         self.markers.write(&mut self.log);
         let lost_markers = crate::markers::LOST_EVENTS.load(Ordering::Relaxed);
         // Said when first seen and then each time the count doubles: no notice per drain.
