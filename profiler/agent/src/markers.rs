@@ -10,7 +10,7 @@
 //! no allocation) and return at once when the process is not being profiled.
 
 use core::ffi::c_char;
-use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, Ordering};
 
 use crate::ring::RingOf;
 use crate::{state, sys};
@@ -78,8 +78,32 @@ pub fn ring() -> Option<&'static MarkerRing> {
     unsafe { p.as_ref() }
 }
 
+/// Bumped in a fork child: every thread's cached id is then stale.
+static FORK_GENERATION: AtomicU32 = AtomicU32::new(0);
+
+std::thread_local! {
+    /// (fork generation, thread id): gettid is a system call (~250 ns here), twice per
+    /// marker. A const-initialized Cell has no destructor, so the slot is always valid
+    /// (and the agent is preloaded: its TLS is static, reached without allocating).
+    static TID: core::cell::Cell<(u32, u32)> = const { core::cell::Cell::new((u32::MAX, 0)) };
+}
+
+fn thread_id() -> u32 {
+    let generation = FORK_GENERATION.load(Ordering::Relaxed);
+    TID.try_with(|c| match c.get() {
+        (g, tid) if g == generation && tid != 0 => tid,
+        _ => {
+            let tid = sys::gettid() as u32;
+            c.set((generation, tid));
+            tid
+        }
+    })
+    .unwrap_or_else(|_| sys::gettid() as u32)
+}
+
 /// After fork: forget the parent's unwritten events (and a slot a vanished thread held).
 pub fn reset_after_fork() {
+    FORK_GENERATION.fetch_add(1, Ordering::Relaxed);
     if let Some(r) = ring() {
         r.reset();
     }
@@ -128,10 +152,16 @@ fn event(name: Option<&[u8]>, interval: Option<(u64, u64)>) {
         return;
     };
     let d = claim.data();
-    d.tid = sys::gettid() as u32;
+    d.tid = thread_id();
     let at = interval.map_or_else(sys::monotonic_ns, |(start, _)| start);
     d.time_ns = at.saturating_sub(state::start_ns());
-    d.cpu_ns = sys::thread_cpu_ns();
+    // The CPU time of a whole interval is unknown (its work may interleave with other
+    // work on the thread), so its event skips the clock (~600 ns here).
+    d.cpu_ns = if interval.is_some() {
+        0
+    } else {
+        sys::thread_cpu_ns()
+    };
     match name {
         Some(bytes) => {
             d.kind = if interval.is_some() { INTERVAL } else { BEGIN };
