@@ -199,9 +199,15 @@ impl Builder<'_> {
 
     fn note_def_line(&mut self, f: &Frame, code: Option<&prof_format::PyCode>) {
         if let Some(c) = code.filter(|c| c.firstlineno > 0) {
-            self.def_lines
+            // Two functions of one name in one file (PyPy's `<listcomp>`s have no
+            // qualified names): no def line is theirs (0), the hot line is shown instead.
+            let e = self
+                .def_lines
                 .entry((f.name.clone(), f.module.clone()))
                 .or_insert(c.firstlineno);
+            if *e != c.firstlineno {
+                *e = 0;
+            }
         }
     }
 

@@ -413,7 +413,8 @@ impl Analysis {
                 let def_line = self
                     .def_lines
                     .get(&(f.name.clone(), f.module.clone()))
-                    .copied();
+                    .copied()
+                    .filter(|&l| l > 0);
                 FunctionSummary {
                     def_line,
                     name: f.name,
