@@ -95,6 +95,11 @@ fn check(python: &Path) {
         p50(slow),
         p50(fast)
     );
+    // ASGI: six interleaved requests, each at least its two 5 ms sleeps long.
+    let asgi = stats(&r, "GET /async/{id}");
+    assert_eq!(asgi["count"], did["asgi"], "{tag}");
+    assert_eq!(asgi["count"], 6, "{tag}");
+    assert!(p50(asgi) >= 0.010, "{tag}: {asgi}");
     let whole = stats(&r, "given whole");
     assert!((p50(whole) - 0.030).abs() < 0.001, "{tag}: {whole}");
     // CPU time of each marker: its thread's, so the slow requests used >= 12 ms each.
@@ -106,7 +111,10 @@ fn check(python: &Path) {
     let pid = r["processes"][0]["pid"].as_u64().unwrap();
     let requests: Vec<&Value> = markers
         .iter()
-        .filter(|m| m["name"].as_str().unwrap().starts_with("GET "))
+        .filter(|m| {
+            let n = m["name"].as_str().unwrap();
+            n.starts_with("GET /fast") || n.starts_with("GET /slow")
+        })
         .collect();
     assert!(
         requests.iter().all(|m| m["tid"].as_u64() != Some(pid)),
@@ -272,4 +280,28 @@ fn the_text_summary_of_a_python_program_lists_its_functions() {
     assert!(o.stderr.contains("code-only view"), "{}", o.stderr);
     // The hot line is named as such, beside the def line.
     assert!(by_total.contains(", hot line "), "{by_total}");
+}
+
+#[test]
+fn web_errors_say_the_cause_first_and_advice_that_works() {
+    let out = out_dir("unreachable.data");
+    let o = run_captured(
+        &mut prof_run(&["--web=http://127.0.0.1:9"], &out, &[OsStr::new("true")]),
+        TIMEOUT,
+    );
+    assert!(!o.status.success());
+    let line = o
+        .stderr
+        .lines()
+        .find(|l| l.contains("127.0.0.1:9"))
+        .unwrap_or_else(|| panic!("{}", o.stderr));
+    let cause = line.find("connection refused").expect(line);
+    let advice = line
+        .find(&format!(
+            "prof upload {} --server http://127.0.0.1:9",
+            out.display()
+        ))
+        .expect(line);
+    assert!(cause < advice, "{line}");
+    assert!(out.exists(), "the profile is kept");
 }
