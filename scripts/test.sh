@@ -49,3 +49,8 @@ cargo fmt --all --check
 cargo clippy --workspace --all-targets -- -D warnings
 
 cargo test --workspace "$@"
+
+# The README's first command, headless: builds what it runs (shared with the tests'
+# build), profiles the bundled web shop on CPython and PyPy with `prof run --web` and checks
+# that the viewer answers and the request markers arrived.
+scripts/demo.sh --check
