@@ -509,6 +509,12 @@ pub async fn get_profile(
     v["mostly_program_code"] = p.index.mostly_program_code().into();
     v["summary"] =
         serde_json::to_value(&p.summary).map_err(|e| ApiError::Internal(e.to_string()))?;
+    // Every marker is served by /markers, in columns: the summary keeps their statistics
+    // (a busy server's profile holds hundreds of thousands).
+    if let Some(m) = v["summary"].get_mut("markers") {
+        *m = serde_json::Value::Array(Vec::new());
+    }
+    v["has_markers"] = p.index.has_markers().into();
     json(&v)
 }
 

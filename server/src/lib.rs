@@ -17,6 +17,7 @@ pub mod diff;
 pub mod error;
 pub mod exports;
 pub mod lines;
+pub mod markers;
 pub mod metrics;
 pub mod pages;
 pub mod params;
@@ -236,6 +237,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     .service(resource("/api/v1/profiles/{id}/functions").route(web::get().to(api::functions)))
     .service(resource("/api/v1/profiles/{id}/download").route(web::get().to(api::download)))
     .service(resource("/api/v1/profiles/{id}/lines").route(web::get().to(lines::lines)))
+    .service(resource("/api/v1/profiles/{id}/markers").route(web::get().to(markers::markers)))
     .service(resource("/api/v1/profiles/{id}/diff").route(web::get().to(diff::diff)))
     .service(
         resource("/api/v1/symbols/{build_id}")

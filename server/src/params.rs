@@ -1,7 +1,7 @@
 //! Query-string parameters, parsed strictly: unknown names and malformed values are 400s
 //! that say what is wrong.
 
-use prof_analysis::tree::{Axis, Filter, NativeMode};
+use prof_analysis::tree::{Axis, Filter, MarkerSelect, NativeMode};
 use prof_analysis::Tier;
 
 use crate::error::ApiError;
@@ -145,13 +145,46 @@ impl Params {
                     ))
                 })?,
             },
+            markers: self.marker_select()?,
         })
+    }
+
+    /// [issue 14] `marker=NAME` (`*`: every name), `marker_min`/`marker_max` (duration,
+    /// seconds), `marker_from`/`marker_to` (start on the timeline's axis, seconds): only
+    /// samples inside the markers they select. None when no marker parameter is given.
+    pub fn marker_select(&self) -> Result<Option<MarkerSelect>, ApiError> {
+        let name = self.string("marker", 1024)?;
+        let sel = MarkerSelect {
+            name: name.filter(|n| n != "*"),
+            min_s: self.seconds("marker_min")?,
+            max_s: self.seconds("marker_max")?,
+            from_s: self.seconds("marker_from")?,
+            to_s: self.seconds("marker_to")?,
+        };
+        let any = self.get("marker")?.is_some()
+            || sel.min_s.is_some()
+            || sel.max_s.is_some()
+            || sel.from_s.is_some()
+            || sel.to_s.is_some();
+        Ok(any.then_some(sel))
     }
 }
 
 /// Parameter names of [`Params::filter`].
-pub const FILTER: [&str; 8] = [
-    "process", "thread", "tier", "from", "to", "axis", "focus", "native",
+pub const FILTER: [&str; 13] = [
+    "process",
+    "thread",
+    "tier",
+    "from",
+    "to",
+    "axis",
+    "focus",
+    "native",
+    "marker",
+    "marker_min",
+    "marker_max",
+    "marker_from",
+    "marker_to",
 ];
 
 #[cfg(test)]

@@ -777,6 +777,11 @@ impl Analysis {
         &self.frames[id as usize]
     }
 
+    /// [issue 14] Process `process`'s request markers, placed on its timeline.
+    pub fn markers(&self, process: usize) -> &[crate::markers::MarkerInfo] {
+        self.procs.get(process).map_or(&[], |p| &p.markers)
+    }
+
     /// Number of processes (same order as `Profile::processes`).
     pub fn process_count(&self) -> usize {
         self.procs.len()

@@ -323,6 +323,7 @@ impl ProfileIndex {
                 _ => Axis::Cpu,
             },
             start_unix_ns,
+            markers: super::markers::MarkerIndex::new(profile, analysis, start_unix_ns),
         };
         idx.fill_sample_columns(&read.raw, &period);
         for (i, f) in idx.functions.iter().enumerate() {

@@ -133,6 +133,23 @@ impl ProfileIndex {
                 && proc.is_none_or(|p| self.stack_proc[stack as usize] as usize == p)
                 && f.thread.is_none_or(|t| t == tid)
         };
+        let marked = f
+            .markers
+            .as_ref()
+            .map(|m| self.marker_mask(m))
+            .transpose()?;
+        if let Some(mask) = &marked {
+            // Inside the selected markers: sample by sample (their times matter).
+            let (from, to) = self.range_ns(f)?.unwrap_or((0, u64::MAX));
+            for i in self.sample_range(axis, proc, from, to) {
+                let (stack, tier, tid) = (self.s_stack[i], self.s_tier[i], self.s_tid[i]);
+                let p = self.stack_proc[stack as usize];
+                if keep(stack, tid, tier) && mask.contains(p, tid, self.s_wall[i]) {
+                    weights[stack as usize][tier as usize] += self.s_weight[i] as u64;
+                }
+            }
+            return Ok(Selection { weights });
+        }
         match self.range_ns(f)? {
             None => {
                 for g in &self.groups {

@@ -23,10 +23,12 @@ use crate::tiers::Tier;
 mod budget;
 mod build;
 mod filter;
+mod markers;
 mod queries;
 
 pub use crate::code_only::NativeMode;
 use build::{Shape, Stacks, Trie};
+pub use markers::{MarkerSelect, MarkerTable};
 
 /// Number of tiers; tier arrays are indexed in [`Tier::ALL`] order.
 pub const TIERS: usize = Tier::ALL.len();
@@ -105,6 +107,8 @@ pub struct Filter {
     pub focus: Option<String>,
     /// Every frame, or code-only (runtime frames folded into program frames).
     pub native: NativeMode,
+    /// [issue 14] Only samples taken inside these request markers, on their thread.
+    pub markers: Option<MarkerSelect>,
 }
 
 /// Why a query cannot be answered.
@@ -118,6 +122,8 @@ pub enum QueryError {
     NoFunction(String),
     #[error("bad time range: {0}")]
     BadRange(String),
+    #[error("no marker named {0:?} in this profile")]
+    NoMarker(String),
 }
 
 /// Options of [`ProfileIndex::tree`].
@@ -262,6 +268,8 @@ pub struct ProfileIndex {
     end_cpu_proc: Vec<u64>,
     default_axis: Axis,
     start_unix_ns: u64,
+    /// [issue 14] Request markers.
+    markers: markers::MarkerIndex,
 }
 
 /// Per-stack tier weights of a filtered selection.
