@@ -55,7 +55,7 @@ fn stats<'a>(report: &'a Value, name: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no marker {name:?} in {}", report["marker_stats"]))
 }
 
-fn check(python: &Path) {
+fn check(python: &Path) -> PathBuf {
     let tag = python.file_name().unwrap().to_string_lossy().into_owned();
     let out = out_dir(&format!("{tag}.data"));
     let o = run_captured(
@@ -129,13 +129,110 @@ fn check(python: &Path) {
         xs.last().unwrap() > &0.1,
         "{tag}: the last request at {xs:?}"
     );
+    out
+}
+
+fn api_weight(v: &Value) -> u64 {
+    v["total"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no total in {v}"))
+}
+
+/// The server's /markers table and the marker filter on the CPython profile: the slow
+/// requests' samples are the server thread's `burn`, the client (main thread) is outside.
+fn check_api(profile: &Path) {
+    let server = prof_e2e::browser::Server::start(&prof_e2e::bins().prof);
+    let id = server.upload(profile, "markers");
+    let t = server.json(&format!("/api/v1/profiles/{id}/markers"));
+    let names: Vec<&str> = t["names"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n.as_str().unwrap())
+        .collect();
+    let count = |name: &str| {
+        let i = names.iter().position(|n| *n == name).unwrap() as u64;
+        t["name"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|v| v.as_u64() == Some(i))
+            .count()
+    };
+    assert_eq!(count("GET /slow/{id}"), 10, "{t}");
+    assert_eq!(count("GET /fast/{id}/item"), 30, "{t}");
+    let q = |marker: &str| {
+        let m = marker
+            .replace(' ', "%20")
+            .replace('{', "%7B")
+            .replace('}', "%7D");
+        server.json(&format!(
+            "/api/v1/profiles/{id}/functions?native=hide&limit=50&marker={m}"
+        ))
+    };
+    let slow = q("GET /slow/{id}");
+    let fast = q("GET /fast/{id}/item");
+    // 10 x 12 ms against 30 x 2 ms of CPU burnt inside the markers.
+    assert!(
+        api_weight(&slow) > api_weight(&fast),
+        "slow {} fast {}",
+        api_weight(&slow),
+        api_weight(&fast)
+    );
+    assert!(
+        api_weight(&slow) >= 60,
+        "slow requests: {} samples",
+        api_weight(&slow)
+    );
+    let all = server.json(&format!(
+        "/api/v1/profiles/{id}/functions?native=hide&limit=50"
+    ));
+    assert!(
+        api_weight(&slow) < api_weight(&all) / 2,
+        "the filter keeps only the marked samples"
+    );
+    let fnames: Vec<&str> = slow["functions"]["name"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n.as_str().unwrap())
+        .collect();
+    // Inside the slow requests the CPU went to `burn` (and the CPU-clock reads it makes).
+    let burn = fnames
+        .iter()
+        .position(|f| *f == "burn")
+        .expect("burn in the slow requests");
+    let burn_total = slow["total_weight"][burn].as_u64().unwrap();
+    assert!(
+        burn_total * 10 >= api_weight(&slow) * 8,
+        "burn {burn_total} of {}",
+        api_weight(&slow)
+    );
+    assert!(
+        !fnames.iter().any(|f| f.contains("urlopen")),
+        "the client thread is outside: {fnames:?}"
+    );
+    // Selections by duration and by place on the axis; unknown names are a 400.
+    let long = server.json(&format!("/api/v1/profiles/{id}/markers?marker_min=0.012"));
+    assert!(long["name"].as_array().unwrap().len() >= 10, "{long}");
+    let early = server.json(&format!("/api/v1/profiles/{id}/markers?marker_to=0.000001"));
+    assert!(early["name"].as_array().unwrap().len() < t["name"].as_array().unwrap().len());
+    let bad = ureq::get(&format!(
+        "{}/api/v1/profiles/{id}/tree?marker=nope",
+        server.url
+    ))
+    .call();
+    assert!(matches!(bad, Err(ureq::Error::Status(400, _))), "{bad:?}");
 }
 
 #[test]
 fn markers_round_trip_on_cpython_and_pypy() {
+    let mut first = None;
     for python in interpreters() {
-        check(&python);
+        let out = check(&python);
+        first.get_or_insert(out);
     }
+    check_api(&first.unwrap());
 }
 
 #[test]
