@@ -46,8 +46,14 @@ fn heaviest(stacks: &[(Vec<String>, u64)], n: usize) -> String {
 
 /// A stack of the fixture is whole when it is rooted at `_start`, reaches `main` through
 /// libc's start-up frames, and from `main` on is exactly one of the fixture's two chains:
-/// main → outer → middle → leaf, or main → recurse × 200 → bottom.
+/// main → outer → middle → leaf, or main → recurse × 200 → bottom. A kernel leaf
+/// (`[kernel]`, `[syscall …]`: kernel time, more of it on a loaded machine) on top of
+/// the chain is the same stack.
 fn whole_chain(stack: &[String]) -> bool {
+    let stack = match stack.split_last() {
+        Some((leaf, rest)) if leaf == "[kernel]" || leaf.starts_with("[syscall ") => rest,
+        _ => stack,
+    };
     let Some(m) = stack.iter().position(|f| f == "main") else {
         return false;
     };

@@ -209,7 +209,7 @@ pub unsafe extern "C" fn sigprocmask(
 
 /// The interposed `dlopen`: passed through, then the new library's unwind tables are
 /// copied and published before the program can call into it (see
-/// [`crate::writer::modules_changed`]).
+/// `writer::modules_changed`).
 ///
 /// # Safety
 /// Same contract as libc's dlopen.

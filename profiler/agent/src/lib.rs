@@ -21,7 +21,7 @@
 //! `SAFETY:` comment saying why it holds, and the lint below enforces that. Every
 //! `extern "C"` function C can call (constructor, atexit and atfork handlers, thread start
 //! routines, the pthread key destructor, the interposed functions) runs the agent's code
-//! under [`state::guard`], so a panic stops profiling instead of unwinding into C and
+//! under `state::guard`, so a panic stops profiling instead of unwinding into C and
 //! aborting the program; the signal handler, written not to panic, catches one too
 //! (handler.rs). The mask hooks (`pthread_sigmask`, `sigprocmask`) have no guard: they do
 //! nothing that can panic.

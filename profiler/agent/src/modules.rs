@@ -10,7 +10,7 @@
 //! records it as a module of its own, with the same file and build id and a bias that
 //! makes `address - bias` the ELF address of the same bytes in the original image.
 
-use core::ffi::{c_int, c_void, CStr};
+use core::ffi::CStr;
 use core::sync::atomic::{AtomicPtr, Ordering};
 use std::collections::HashMap;
 
@@ -55,18 +55,13 @@ pub fn exec_ranges() -> &'static [(u64, u64)] {
 
 const NT_GNU_BUILD_ID: u32 = 3;
 
-unsafe extern "C" fn visit(
-    info: *mut libc::dl_phdr_info,
-    size: libc::size_t,
-    data: *mut c_void,
-) -> c_int {
-    // SAFETY: dl_iterate_phdr passes a valid info of `size` bytes and our Scan.
-    let (info, scan) = unsafe { (&*info, &mut *(data as *mut Scan)) };
+/// Records one loaded object; true stops the walk.
+fn visit(info: &libc::dl_phdr_info, size: usize, scan: &mut Scan) -> bool {
     if scan.counters.is_none() && size >= core::mem::size_of::<libc::dl_phdr_info>() {
         let c = (info.dlpi_adds, info.dlpi_subs);
         scan.counters = Some(c);
         if scan.skip_if == Some(c) {
-            return 1; // nothing was loaded or unloaded since the last scan
+            return true; // nothing was loaded or unloaded since the last scan
         }
     }
     let name = if info.dlpi_name.is_null() {
@@ -113,7 +108,7 @@ unsafe extern "C" fn visit(
         }
     }
     if ranges.is_empty() {
-        return 0;
+        return false;
     }
     let span = (
         loads.iter().map(|l| l.0).min().unwrap_or(0),
@@ -134,7 +129,7 @@ unsafe extern "C" fn visit(
         build_id,
         unwind,
     });
-    0
+    false
 }
 
 fn find_build_id(mut notes: &[u8]) -> Option<Vec<u8>> {
@@ -190,8 +185,7 @@ impl Tracker {
             skip_if: self.counters,
             cache: &mut self.cache,
         };
-        // SAFETY: visit matches dl_iterate_phdr's callback type; scan outlives the call.
-        unsafe { libc::dl_iterate_phdr(Some(visit), &mut scan as *mut Scan as *mut c_void) };
+        crate::sys::for_each_loaded_object(|info, size| visit(info, size, &mut scan));
         if scan.counters.is_some() && scan.counters == self.counters {
             return (Vec::new(), Vec::new());
         }

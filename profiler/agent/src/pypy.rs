@@ -19,7 +19,7 @@
 //!
 //! Code names come from PyPy's own `_vmprof` registration (see pypy_names.rs).
 
-use core::ffi::{c_int, c_void, CStr};
+use core::ffi::{c_void, CStr};
 use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use crate::python::PyFrame;
@@ -77,25 +77,22 @@ struct Found {
     tls_size: u64,
 }
 
-unsafe extern "C" fn visit(
-    info: *mut libc::dl_phdr_info,
-    size: libc::size_t,
-    data: *mut c_void,
-) -> c_int {
+/// Records libpypy if `info` is it; true (stop the walk) when found.
+fn visit(info: &libc::dl_phdr_info, size: usize, found: &mut Found) -> bool {
     if size < core::mem::size_of::<PhdrInfo>() {
-        return 0;
+        return false;
     }
-    // SAFETY: dl_iterate_phdr passes a valid info of `size` bytes (checked to cover
-    // PhdrInfo) and our Found.
-    let (info, found) = unsafe { (&*(info as *const PhdrInfo), &mut *(data as *mut Found)) };
+    // SAFETY: the loader's info is valid for `size` bytes, checked to cover PhdrInfo
+    // (the same leading fields, with the TLS ones).
+    let info = unsafe { &*(info as *const libc::dl_phdr_info as *const PhdrInfo) };
     if info.name.is_null() {
-        return 0;
+        return false;
     }
     // SAFETY: a NUL-terminated name owned by the loader.
     let name = unsafe { CStr::from_ptr(info.name) }.to_string_lossy();
     let base = name.rsplit('/').next().unwrap_or("");
     if !(base.starts_with("libpypy") && base.contains(".so")) {
-        return 0;
+        return false;
     }
     let mut out = Found {
         lib: name.into_owned(),
@@ -113,7 +110,7 @@ unsafe extern "C" fn visit(
         }
     }
     *found = out;
-    1
+    true
 }
 
 /// The thread pointer (`%fs:0` holds its own address on x86-64 glibc).
@@ -141,8 +138,7 @@ pub fn loaded() -> bool {
 
 fn scan() -> Found {
     let mut found = Found::default();
-    // SAFETY: visit matches dl_iterate_phdr's callback type; found outlives the call.
-    unsafe { libc::dl_iterate_phdr(Some(visit), &mut found as *mut Found as *mut c_void) };
+    crate::sys::for_each_loaded_object(|info, size| visit(info, size, &mut found));
     found
 }
 

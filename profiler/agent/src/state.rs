@@ -1,8 +1,8 @@
 //! The agent's shared state: configuration set once at start, the counters the signal
 //! handler bumps, the program's own SIGPROF disposition, and the small channels by which
 //! the other modules reach the writer thread (notices, a wake-up). Every other module
-//! depends on this one and this one on none of them but `ring` and `sys` (leaves): it is
-//! what breaks the handler / hooks / writer / wall cycle. Everything the handler reads
+//! may depend on this one, and this one on none of them but `ring`: it is what
+//! breaks the handler / hooks / writer / wall cycle. Everything the handler reads
 //! here is a plain atomic.
 
 use core::sync::atomic::{
@@ -199,4 +199,29 @@ pub fn guard<R>(what: &str, fallback: impl FnOnce() -> R, f: impl FnOnce() -> R)
 pub fn stop_after_panic() {
     SAMPLING.store(false, Ordering::Release);
     ACTIVE.store(false, Ordering::Release);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guard_turns_a_panic_into_the_fallback_and_stops_profiling() {
+        assert_eq!(guard("a test", || 0, || 5), 5);
+        ACTIVE.store(true, Ordering::Release);
+        SAMPLING.store(true, Ordering::Release);
+        let r = guard("a test", || 7, || -> i32 { panic!("an internal error") });
+        assert_eq!(r, 7);
+        assert!(!ACTIVE.load(Ordering::Acquire));
+        assert!(!SAMPLING.load(Ordering::Acquire));
+    }
+
+    #[test]
+    fn notices_queue_until_taken() {
+        notice("first");
+        notice("second");
+        let taken = take_notices();
+        assert!(taken.ends_with(&["first".to_string(), "second".to_string()]));
+        assert!(!take_notices().contains(&"first".to_string()));
+    }
 }

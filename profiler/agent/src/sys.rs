@@ -269,3 +269,75 @@ pub fn safe_read(addr: u64, out: &mut [u8]) -> usize {
     let remote = remote_iovec(addr, out.len());
     read_own_memory(&[iovec_for(out)], &[remote])
 }
+
+/// Calls `f(info, size)` for each loaded object (`dl_iterate_phdr`) until it returns true.
+/// `info` is valid for `size` bytes (at least the fields of glibc 2.4's struct). A panic in
+/// `f` must not unwind through libc (which holds the loader lock meanwhile, and Rust
+/// aborts at the `extern "C"` boundary): it stops the walk and is resumed here once
+/// `dl_iterate_phdr` has returned.
+pub fn for_each_loaded_object(mut f: impl FnMut(&libc::dl_phdr_info, usize) -> bool) {
+    type Visit<'a> = &'a mut dyn FnMut(&libc::dl_phdr_info, usize) -> bool;
+    struct Walk<'a> {
+        f: Visit<'a>,
+        panic: Option<Box<dyn std::any::Any + Send>>,
+    }
+    unsafe extern "C" fn visit(
+        info: *mut libc::dl_phdr_info,
+        size: libc::size_t,
+        data: *mut c_void,
+    ) -> libc::c_int {
+        // SAFETY: `data` is the Walk below, alive and not otherwise borrowed during the
+        // dl_iterate_phdr call; the loader passes a valid, non-null info.
+        let (walk, info) = unsafe { (&mut *(data as *mut Walk), &*info) };
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (walk.f)(info, size))) {
+            Ok(stop) => stop as libc::c_int,
+            Err(p) => {
+                walk.panic = Some(p);
+                1
+            }
+        }
+    }
+    let mut walk = Walk {
+        f: &mut f,
+        panic: None,
+    };
+    // SAFETY: `visit` has dl_iterate_phdr's callback type and `walk` outlives the call.
+    unsafe { libc::dl_iterate_phdr(Some(visit), &mut walk as *mut Walk as *mut c_void) };
+    if let Some(p) = walk.panic {
+        std::panic::resume_unwind(p);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panic_while_walking_loaded_objects_reaches_the_caller() {
+        let r = std::panic::catch_unwind(|| for_each_loaded_object(|_, _| panic!("in the walk")));
+        assert!(r.is_err());
+        // The loader's lock was released: another thread can walk the objects.
+        let n = std::thread::spawn(|| {
+            let mut n = 0;
+            for_each_loaded_object(|_, _| {
+                n += 1;
+                false
+            });
+            n
+        })
+        .join()
+        .unwrap();
+        assert!(n > 1, "{n} objects");
+    }
+
+    #[test]
+    fn safe_read_copies_mapped_memory_and_refuses_the_rest() {
+        set_pid();
+        let src = [1u8, 2, 3, 4, 5, 6, 7, 8];
+        let mut out = [0u8; 8];
+        assert_eq!(safe_read(src.as_ptr() as u64, &mut out), 8);
+        assert_eq!(out, src);
+        assert_eq!(safe_read(8, &mut out), 0, "the zero page");
+        assert_eq!(safe_read(u64::MAX - 4096, &mut out), 0, "unmapped");
+    }
+}
