@@ -59,7 +59,7 @@ fn top_level(tree: &Value) -> Vec<(String, String, u64)> {
             )
         })
         .collect();
-    out.sort_by(|a, b| b.2.cmp(&a.2));
+    out.sort_by_key(|x| std::cmp::Reverse(x.2));
     out
 }
 
