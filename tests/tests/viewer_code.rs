@@ -419,6 +419,15 @@ fn code_only_lines_and_compare_on_cpython_and_pypy() {
         "the differential flamegraph has coloured frames: {painted}"
     );
     let shot = b.screenshot("05-compare");
+    // The tier filter applies to both profiles.
+    b.click("button.tier[data-tier=kernel]");
+    wait_ready(&b);
+    assert!(b.current_url().contains("tier=kernel"));
+    let kernel_diff = server.json(&api(
+        &id,
+        &format!("/diff?base={base_id}&native=hide&tier=kernel"),
+    ));
+    assert!(kernel_diff["total"].as_u64().unwrap() < diff["total"].as_u64().unwrap());
     eprintln!("compare page: {}", shot.display());
     let errors = b.console_errors();
     assert!(errors.is_empty(), "console errors: {errors:#?}");
