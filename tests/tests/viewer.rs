@@ -202,7 +202,7 @@ fn viewer_in_headless_chromium() {
     // tall as the rows it draws, the legend beside the graph ----------------------------
     let (_, all_y, all_w, _) = frame_box(&b, "all");
     let screen = b.js(
-        "const c = document.getElementById('flame').getBoundingClientRect(); const l = document.getElementById('legend').getBoundingClientRect(); return {vh: innerHeight, scrollY: scrollY, top: c.top, bottom: c.bottom, right: c.right, w: c.width, lTop: l.top, lLeft: l.left, rows: window.profViewer.rows(), state: window.profViewer.state().view};",
+        "const c = document.getElementById('flame').parentElement.getBoundingClientRect(); const l = document.getElementById('legend').getBoundingClientRect(); return {vh: innerHeight, scrollY: scrollY, top: c.top, bottom: c.bottom, right: c.right, w: c.width, lTop: l.top, lLeft: l.left, rows: window.profViewer.rows(), state: window.profViewer.state().view};",
         json!([]),
     );
     let f = |k: &str| screen[k].as_f64().unwrap();
@@ -218,11 +218,11 @@ fn viewer_in_headless_chromium() {
     );
     assert!(
         (f("bottom") - f("top") - f("rows") * 18.0).abs() < 1.0,
-        "the canvas is as tall as its visible rows: {screen}"
+        "the graph is as tall as its visible rows: {screen}"
     );
     // The first screen is mostly frames: painted pixels of the canvas's visible part.
     let covered = b.js(
-        "const c = document.getElementById('flame'); const r = c.getBoundingClientRect(); const k = c.width / r.width; const h = Math.min(r.bottom, innerHeight) - r.top; const d = c.getContext('2d').getImageData(0, 0, c.width, Math.floor(h * k)).data; let n = 0; for (let i = 0; i < d.length; i += 4) if (d[i] !== 255 || d[i+1] !== 255 || d[i+2] !== 255) n++; return n / (d.length / 4);",
+        "const c = document.getElementById('flame'); const r = c.parentElement.getBoundingClientRect(); const k = c.width / r.width; const h = Math.min(r.bottom, innerHeight) - r.top; const d = c.getContext('2d').getImageData(0, 0, c.width, Math.floor(h * k)).data; let n = 0; for (let i = 0; i < d.length; i += 4) if (d[i] !== 255 || d[i+1] !== 255 || d[i+2] !== 255) n++; return n / (d.length / 4);",
         json!([]),
     );
     assert!(
