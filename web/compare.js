@@ -1,11 +1,11 @@
 // The comparison of two profiles (`/compare/{base}/{id}`): a differential flamegraph of
 // the profile — frame widths are its own shares, colours the change of each frame's share
 // against the base (blue: less, orange: more; colour-blind safe) — and the table of the
-// functions whose share changed most, with the viewer's search and code-only filters.
+// functions whose share changed most, with the viewer's search, code-only and tier filters.
 // The data is `/api/v1/profiles/{id}/diff?base={base}`.
 
 import { cachedJSON, getJSON } from "./api.js";
-import { DIFF_LEVELS, DIFF_RGB, css } from "./colors.js";
+import { DIFF_LEVELS, DIFF_RGB, TIERS, TIER_CSS, css } from "./colors.js";
 import { FlameGraph } from "./flame.js";
 import { $, debounce, escapeRegex, fmtPct, h, setChildren, showError } from "./util.js";
 
@@ -16,12 +16,17 @@ function signed(x) {
 
 export function startCompare(app, base, id) {
   const params = new URLSearchParams(window.location.search);
-  const state = { q: params.get("q") || "", native: params.get("native") || "" };
+  const state = {
+    q: params.get("q") || "",
+    native: params.get("native") || "",
+    tiers: (params.get("tier") || "").split(",").filter((t) => TIERS.includes(t)),
+  };
   const enc = encodeURIComponent;
   const el = {
     head: h("section", { class: "summary", id: "compare-head" }),
     search: h("input", { type: "search", id: "search", placeholder: "search functions ( / )", "aria-label": "search functions" }),
     codeOnly: h("input", { type: "checkbox", id: "code-only" }),
+    tiers: h("span", { class: "tiers", id: "tier-filter", role: "group", "aria-label": "tier filter" }),
     legend: h("div", { class: "legend", id: "legend" }),
     flameBox: h("div", { class: "canvas-box" }),
     flameCanvas: h("canvas", { id: "flame", "aria-label": "differential flamegraph" }),
@@ -34,7 +39,7 @@ export function startCompare(app, base, id) {
     h(
       "section",
       { class: "panel" },
-      h("div", { class: "toolbar" }, el.search, h("label", { class: "small" }, el.codeOnly, " code only")),
+      h("div", { class: "toolbar" }, el.search, h("label", { class: "small" }, el.codeOnly, " code only"), h("span", { class: "label muted" }, "tiers:"), el.tiers),
       h("div", { class: "flame-row" }, el.flameBox, h("aside", { class: "side" }, el.legend)),
     ),
     h("section", { class: "panel" }, h("h2", null, "Biggest changes"), el.table),
@@ -71,11 +76,27 @@ export function startCompare(app, base, id) {
     const p = new URLSearchParams();
     if (state.q) p.set("q", state.q);
     if (state.native) p.set("native", state.native);
+    if (state.tiers.length) p.set("tier", state.tiers.join(","));
     const qs = p.toString();
     window.history.replaceState(null, "", `${window.location.pathname}${qs ? `?${qs}` : ""}`);
     render();
   }
 
+  // The same tier filter as the viewer's: both profiles' samples of these tiers only.
+  for (let t = 0; t < TIERS.length; t++) {
+    const sw = h("span", { class: "swatch" });
+    sw.style.background = TIER_CSS[t];
+    const b = h("button", { type: "button", class: "tier small", dataset: { tier: TIERS[t] } }, sw, TIERS[t]);
+    b.setAttribute("aria-pressed", state.tiers.includes(TIERS[t]) ? "true" : "false");
+    b.addEventListener("click", () => {
+      const set = new Set(state.tiers);
+      if (set.has(TIERS[t])) set.delete(TIERS[t]);
+      else set.add(TIERS[t]);
+      b.setAttribute("aria-pressed", set.has(TIERS[t]) ? "true" : "false");
+      update({ tiers: TIERS.filter((x) => set.has(x)) });
+    });
+    el.tiers.appendChild(b);
+  }
   el.search.value = state.q;
   el.search.addEventListener("input", debounce(() => update({ q: el.search.value }), 200));
   el.codeOnly.addEventListener("change", () => update({ native: el.codeOnly.checked ? "hide" : "show" }));
@@ -129,7 +150,8 @@ export function startCompare(app, base, id) {
       }
       const native = state.native || (meta.a.mostly_program_code ? "hide" : "show");
       el.codeOnly.checked = native === "hide";
-      const resp = await cachedJSON(`/api/v1/profiles/${enc(id)}/diff?base=${enc(base)}&native=${native}&limit=200`);
+      const tier = state.tiers.length ? `&tier=${state.tiers.join(",")}` : "";
+      const resp = await cachedJSON(`/api/v1/profiles/${enc(id)}/diff?base=${enc(base)}&native=${native}&limit=200${tier}`);
       const d = resp.data;
       const n = d.nodes.parent.length;
       let maxAbs = 0.01;

@@ -219,11 +219,15 @@ export class FlameGraph {
     this.dpr = dpr;
     const pw = Math.round(w * dpr);
     const ph = Math.round(hCss * dpr);
-    if (this.canvas.width !== pw || this.canvas.height !== ph) {
+    // The box shows the visible rows; the bitmap only grows (a zoom that needs fewer
+    // rows keeps it, clipped by the box): reallocating a canvas costs more than a redraw.
+    const box = this.canvas.parentElement;
+    box.style.height = `${hCss}px`;
+    if (this.canvas.width !== pw || this.canvas.height < ph) {
       this.canvas.width = pw;
       this.canvas.height = ph;
       this.canvas.style.width = `${w}px`;
-      this.canvas.style.height = `${hCss}px`;
+      this.canvas.style.height = `${ph / dpr}px`;
     }
   }
 

@@ -575,8 +575,9 @@ export function startViewer(app, id) {
     el.color.value = state.color;
     el.codeOnly.checked = nativeMode() === "hide";
     el.invert.setAttribute("aria-pressed", state.invert ? "true" : "false");
-    if ((document.documentElement.dataset.theme || "") !== state.theme) {
-      applyTheme(state.theme || "auto");
+    // A theme in the URL wins (a shared link); without one, the user's own setting stays.
+    if (state.theme && (document.documentElement.dataset.theme || "") !== state.theme) {
+      applyTheme(state.theme);
     }
     el.clearRange.hidden = state.from === null;
     el.range.textContent =

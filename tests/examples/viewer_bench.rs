@@ -241,7 +241,7 @@ fn main() {
     b.screenshot("bench-loaded");
     let (boxes, labels) = (stats["boxes"].clone(), stats["labels"].clone());
 
-    // Zooms: click a frame some rows above the root (one wide enough to click), then the
+    // Zooms: click a frame some rows below the root (one wide enough to click), then the
     // root's breadcrumb.
     let mut rng = Rng(7);
     let mut since_click = Vec::new();
@@ -250,11 +250,12 @@ fn main() {
     let mut k = 0;
     let mut misses = 0;
     while k < a.zooms {
-        // A point a few rows above the root, with the flamegraph's bottom in view.
+        // A point a few rows below the root (the default icicle: root on top), with the
+        // graph's top in view.
         let p = b.js(
-            "const c = document.getElementById('flame'); c.scrollIntoView({block: 'end'});
-             const r = c.getBoundingClientRect(); const rows = Math.round(r.height / 18);
-             const row = rows - 2 - Math.floor(arguments[0] * 4);
+            "const c = document.getElementById('flame'); c.scrollIntoView({block: 'start'});
+             const r = c.getBoundingClientRect();
+             const row = 1 + Math.floor(arguments[0] * 4);
              return [r.left + 4 + arguments[1] * (r.width - 8), r.top + row * 18 + 9];",
             json!([
                 rng.below(1000) as f64 / 1000.0,

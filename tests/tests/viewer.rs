@@ -198,6 +198,98 @@ fn viewer_in_headless_chromium() {
     b.screenshot("01-loaded");
     assert_no_console_errors(&b, "on load");
 
+    // --- the first screen: the icicle's root and widest frames at its top, the canvas as
+    // tall as the rows it draws, the legend beside the graph ----------------------------
+    let (_, all_y, all_w, _) = frame_box(&b, "all");
+    let screen = b.js(
+        "const c = document.getElementById('flame').parentElement.getBoundingClientRect(); const l = document.getElementById('legend').getBoundingClientRect(); return {vh: innerHeight, scrollY: scrollY, top: c.top, bottom: c.bottom, right: c.right, w: c.width, lTop: l.top, lLeft: l.left, rows: window.profViewer.rows(), state: window.profViewer.state().view};",
+        json!([]),
+    );
+    let f = |k: &str| screen[k].as_f64().unwrap();
+    assert_eq!(screen["state"], json!("icicle"), "icicle by default");
+    assert_eq!(f("scrollY"), 0.0);
+    assert!(
+        all_y < f("vh") / 2.0 && (all_w - f("w")).abs() < 1.0,
+        "the root spans the graph in the top half of the first screen: {screen} all at y={all_y}"
+    );
+    assert!(
+        f("lTop") < f("vh") && f("lLeft") >= f("right") - 1.0,
+        "the legend is beside the graph, on the first screen: {screen}"
+    );
+    assert!(
+        (f("bottom") - f("top") - f("rows") * 18.0).abs() < 1.0,
+        "the graph is as tall as its visible rows: {screen}"
+    );
+    // The first screen is mostly frames: painted pixels of the canvas's visible part.
+    let covered = b.js(
+        "const c = document.getElementById('flame'); const r = c.parentElement.getBoundingClientRect(); const k = c.width / r.width; const h = Math.min(r.bottom, innerHeight) - r.top; const d = c.getContext('2d').getImageData(0, 0, c.width, Math.floor(h * k)).data; let n = 0; for (let i = 0; i < d.length; i += 4) if (d[i] !== 255 || d[i+1] !== 255 || d[i+2] !== 255) n++; return n / (d.length / 4);",
+        json!([]),
+    );
+    assert!(
+        covered.as_f64().unwrap() > 0.25,
+        "frames cover the visible part of the graph: {covered}"
+    );
+    let shot = b.screenshot("00-first-screen");
+    eprintln!("first screen: {}", shot.display());
+
+    // --- exports on the page: every format, each link answers ------------------------
+    let links = b.js(
+        "return [...document.querySelectorAll('#exports a')].map(a => [a.dataset.format, a.getAttribute('href')]);",
+        json!([]),
+    );
+    let links = links.as_array().unwrap();
+    let formats: Vec<&str> = links.iter().map(|l| l[0].as_str().unwrap()).collect();
+    assert_eq!(
+        formats,
+        [
+            "raw",
+            "speedscope",
+            "pprof",
+            "firefox",
+            "svg",
+            "html",
+            "collapsed"
+        ]
+    );
+    for l in links {
+        let href = l[1].as_str().unwrap();
+        let r = ureq::get(&format!("{}{href}", s.server.url))
+            .call()
+            .unwrap_or_else(|e| panic!("export link {href}: {e}"));
+        assert_eq!(r.status(), 200, "{href}");
+        let mut body = Vec::new();
+        std::io::Read::read_to_end(&mut r.into_reader(), &mut body).unwrap();
+        assert!(body.len() > 100, "{href}: {} bytes", body.len());
+    }
+
+    // --- keyboard: ? help, i invert, c code-only; theme in the URL --------------------
+    b.keys("?");
+    b.wait_for("!document.getElementById('help').hidden", WAIT);
+    assert!(text(&b, "#help").contains("next / previous matching frame"));
+    b.screenshot("01b-help");
+    b.keys("\u{E00C}");
+    b.wait_for("document.getElementById('help').hidden", WAIT);
+    b.keys("i");
+    wait_ready(&b);
+    assert_eq!(
+        query_param(&b.current_url(), "invert").as_deref(),
+        Some("1")
+    );
+    b.keys("i");
+    wait_ready(&b);
+    assert_eq!(query_param(&b.current_url(), "invert"), None);
+    let before = b.js("return window.profViewer.nativeMode();", json!([]));
+    b.keys("c");
+    wait_ready(&b);
+    let after = b.js("return window.profViewer.nativeMode();", json!([]));
+    assert_ne!(before, after, "c toggles code-only");
+    assert_eq!(
+        query_param(&b.current_url(), "native").as_deref(),
+        after.as_str()
+    );
+    b.keys("c");
+    wait_ready(&b);
+
     // The tiers of the fixture's phases are all there, in the legend of the filter.
     for t in ["interpreter", "warmup", "jit", "gc", "native"] {
         let share = text(&b, &format!("button.tier[data-tier={t}] .tier-share"));
@@ -245,6 +337,8 @@ fn viewer_in_headless_chromium() {
     b.keys("hot_loop");
     wait_ready(&b);
     let pct = matched_pct(&b);
+    // One frame per JS function whatever tier ran it: the report's `JS:*hot_loop` is the
+    // viewer's `JS:hot_loop`.
     let expected = total_of(&s.report, "JS:*hot_loop") * 100.0 / weight;
     assert!(
         (pct - expected).abs() < 0.01,
@@ -252,11 +346,11 @@ fn viewer_in_headless_chromium() {
     );
     assert!(text(&b, "#matched").contains('%'));
     // Matching frames keep their colour, the others fade.
-    let (x, y, w, h) = frame_box(&b, "JS:*hot_loop");
+    let (x, y, w, h) = frame_box(&b, "JS:hot_loop");
     let hot = pixel(&b, x + w / 2.0, y + h / 2.0);
     assert!(
         hot[2] > 150 && hot[0] < 60,
-        "JS:*hot_loop is JIT code and matched: full JIT blue, got {hot:?}"
+        "JS:hot_loop is JIT code and matched: full JIT blue, got {hot:?}"
     );
     let (x, y, w, h) = frame_box(&b, "_PyEval_EvalFrameDefault");
     let faded = pixel(&b, x + w / 2.0, y + h / 2.0);
@@ -272,7 +366,25 @@ fn viewer_in_headless_chromium() {
         "return [...document.querySelectorAll('#functions tr.match')].map(r => r.dataset.name);",
         json!([]),
     );
-    assert_eq!(match_rows, json!(["JS:*hot_loop"]));
+    assert_eq!(match_rows, json!(["JS:hot_loop"]));
+    // The search filters the table.
+    let rows = b.js(
+        "return [...document.querySelectorAll('#functions tbody tr')].map(r => r.dataset.name);",
+        json!([]),
+    );
+    assert_eq!(
+        rows,
+        json!(["JS:hot_loop"]),
+        "the table shows the matches only"
+    );
+    // n / N walk the matching frames (outside the search box).
+    b.js("document.activeElement.blur();", json!([]));
+    b.keys("n");
+    let cursor = b.js(
+        "return document.getElementById('matched').dataset.cursorName;",
+        json!([]),
+    );
+    assert_eq!(cursor, json!("JS:hot_loop"));
     b.screenshot("03-search");
 
     // Regex search.
@@ -310,7 +422,33 @@ fn viewer_in_headless_chromium() {
         "breadcrumbs after zooming: {zoomed:?}"
     );
     assert!(zoomed.len() > 3, "breadcrumbs {zoomed:?}");
-    assert!(b.current_url().contains("z=run_compiled"));
+    // The zoom is in the URL as short ids, not names.
+    let z = query_param(&b.current_url(), "z").unwrap();
+    assert!(
+        z.split('.').all(|id| id.len() <= 7) && !z.contains("run_compiled"),
+        "z={z}"
+    );
+    // Ancestors collapse into the one-line breadcrumb: not drawn, the zoomed frame on
+    // the first row; the counter shows the zoomed share.
+    assert_eq!(
+        b.js("return window.profViewer.frameBox('main');", json!([])),
+        Value::Null,
+        "ancestors are not drawn when zoomed"
+    );
+    let crumb_h = b
+        .js(
+            "return document.getElementById('breadcrumbs').getBoundingClientRect().height;",
+            json!([]),
+        )
+        .as_f64()
+        .unwrap();
+    assert!(crumb_h < 40.0, "breadcrumbs on one line: {crumb_h} px");
+    let totals = text(&b, "#totals");
+    let share = total_of(&s.report, "run_compiled") * 100.0 / weight;
+    assert!(
+        totals.starts_with("zoomed:") && totals.contains(&format!("{share:.1}%")),
+        "counter {totals:?}, run_compiled is {share:.2}%"
+    );
     // The zoomed frame spans the whole width.
     let (_, _, w_zoomed, _) = frame_box(&b, "run_compiled");
     let canvas_w = b
@@ -357,16 +495,19 @@ fn viewer_in_headless_chromium() {
 
     // --- brushing the timeline filters the flamegraph and the table -------------------
     let total_all = selected_total(&b);
-    let r = b.js(
-        "const r = document.getElementById('timeline').getBoundingClientRect(); return [r.left, r.top, r.width, r.height];",
-        json!([]),
-    );
-    let r: Vec<f64> = r
+    // The timeline is below the flamegraph: scroll it into view first.
+    let timeline_rect = || -> Vec<f64> {
+        b.js(
+            "const t = document.getElementById('timeline'); t.scrollIntoView({block: 'center'}); const r = t.getBoundingClientRect(); return [r.left, r.top, r.width, r.height];",
+            json!([]),
+        )
         .as_array()
         .unwrap()
         .iter()
         .map(|v| v.as_f64().unwrap())
-        .collect();
+        .collect()
+    };
+    let r = timeline_rect();
     // The plot starts 44 px in; drag over its first fifth (the interpreter phase).
     let plot_w = r[2] - 44.0 - 8.0;
     let (x0, x1, y) = (
@@ -399,13 +540,23 @@ fn viewer_in_headless_chromium() {
     );
     assert_eq!(first, json!("_PyEval_EvalFrameDefault"));
     let has_jit = b.js(
-        "return !!document.querySelector('#functions tr[data-name=\"JS:*hot_loop\"]');",
+        "return !!document.querySelector('#functions tr[data-name=\"JS:hot_loop\"]');",
         json!([]),
+    );
+    // The tier chips show the range's shares: no JIT early on.
+    assert_eq!(
+        text(&b, "button.tier[data-tier=jit] .tier-share").trim(),
+        "0%"
+    );
+    assert_eq!(
+        b.js("return window.profViewer.timelineTitle();", json!([])),
+        json!("CPU time (s, all selected threads)")
     );
     assert_eq!(has_jit, json!(false), "no JIT code early in the run");
     b.screenshot("07-brushed");
     // A click without a drag clears the range.
-    b.click_at((x0 + x1) / 2.0, y);
+    let r = timeline_rect();
+    b.click_at((x0 + x1) / 2.0, r[1] + r[3] / 2.0);
     wait_ready(&b);
     b.wait_for("!new URLSearchParams(location.search).has('from')", WAIT);
     assert_eq!(selected_total(&b), total_all);
@@ -433,21 +584,44 @@ fn viewer_in_headless_chromium() {
     assert_eq!(b.alert_text(), None);
     b.screenshot("08-xss-as-text");
 
-    // --- a table click focuses a function: callers above, callees below -----------------
+    // --- a table click focuses a function: its frames outlined (scrolled to), callers and
+    // callees beside the table -----------------------------------------------------------
     b.click("#functions tr[data-name=\"compile_loop\"]");
     wait_ready(&b);
     assert!(b.current_url().contains("focus=compile_loop"));
     assert!(text(&b, "#focus-bar").contains("compile_loop"));
     let (p, _) = painted(&b, "callers");
     assert!(p > 0, "the callers graph is drawn");
+    let (p, _) = painted(&b, "callees");
+    assert!(p > 0, "the callees graph is drawn");
     let callers_box = b.js(
         "return window.profViewer.frameBox('warm_up', 'callers') !== null;",
         json!([]),
     );
     assert_eq!(callers_box, json!(true), "warm_up calls compile_loop");
+    let totals = b.js("return window.profViewer.sandwichTotals();", json!([]));
+    let want = total_of(&s.report, "compile_loop");
+    assert_eq!(
+        totals,
+        json!([want as u64, want as u64]),
+        "sandwich of compile_loop"
+    );
     assert_eq!(
         selected_total(&b) as f64,
-        total_of(&s.report, "compile_loop")
+        weight,
+        "the flamegraph is not re-rooted"
+    );
+    let beside = b.js(
+        "const t = document.getElementById('functions').getBoundingClientRect(); const s = document.getElementById('sandwich').getBoundingClientRect(); return s.left >= t.right - 1 && s.top < t.bottom;",
+        json!([]),
+    );
+    assert_eq!(beside, json!(true), "the sandwich is beside the table");
+    // The focused function's frame was scrolled into view.
+    let (_, y, _, h) = frame_box(&b, "compile_loop");
+    let vh = b.js("return innerHeight;", json!([])).as_f64().unwrap();
+    assert!(
+        y >= 0.0 && y + h <= vh,
+        "compile_loop's frame in view: y={y}"
     );
     b.screenshot("09-focus-sandwich");
 
@@ -464,7 +638,11 @@ fn viewer_in_headless_chromium() {
     );
     b.click("#view-toggle");
     wait_ready(&b);
-    assert!(b.current_url().contains("view=icicle"));
+    assert!(b.current_url().contains("view=flame"));
+    b.screenshot("10a-flame-root-at-bottom");
+    b.click("#view-toggle");
+    wait_ready(&b);
+    assert!(!b.current_url().contains("view="));
     b.js(
         "const s = document.getElementById('color'); s.value = 'module'; s.dispatchEvent(new Event('change'));",
         json!([]),
@@ -483,6 +661,11 @@ fn viewer_in_headless_chromium() {
         json!([]),
     );
     assert_eq!(bg, json!("rgb(22, 24, 27)"), "dark theme");
+    assert_eq!(
+        query_param(&b.current_url(), "theme").as_deref(),
+        Some("dark"),
+        "the theme is in the URL"
+    );
     // The flamegraph's background (its top-right corner in icicle mode) is dark too.
     let (_, top, _, _) = frame_box(&b, "all");
     let right = b
@@ -594,9 +777,21 @@ fn profile_list_deletes_with_a_token() {
     wait_ready(&b);
     let rows = "document.querySelectorAll('table.profiles tbody tr').length";
     assert_eq!(b.js(&format!("return {rows};"), json!([])), json!(1));
+    // Without a token there is no delete button at all.
+    assert_eq!(
+        b.js(
+            "return document.querySelectorAll('table.profiles button.danger').length;",
+            json!([])
+        ),
+        json!(0),
+        "delete is hidden without a token"
+    );
+    // With a wrong token the button shows, the server refuses, and the page says so.
+    b.type_into("#token", "wrong-token");
+    b.click("#token ~ button");
+    wait_ready(&b);
     // Confirm the deletion (the dialog hook answers no otherwise).
     b.js("window.confirm = () => true;", json!([]));
-    // Without the token the server refuses, and the page says so.
     b.click("table.profiles button.danger");
     b.wait_for("!document.getElementById('error').hidden", WAIT);
     assert!(
@@ -605,7 +800,8 @@ fn profile_list_deletes_with_a_token() {
         text(&b, "#error")
     );
     assert_eq!(b.js(&format!("return {rows};"), json!([])), json!(1));
-    // With it, the profile goes.
+    // With the right one, the profile goes.
+    b.js("document.getElementById('token').value = '';", json!([]));
     b.type_into("#token", "s3cret-token");
     b.click("#token ~ button");
     wait_ready(&b);
@@ -617,10 +813,12 @@ fn profile_list_deletes_with_a_token() {
     assert_eq!(list["total"], json!(0), "{list}");
     let gone = ureq::get(&format!("{}/api/v1/profiles/{}", s.server.url, s.id)).call();
     assert!(matches!(gone, Err(ureq::Error::Status(404, _))));
-    // Only the 401 of the refused deletion reached the console.
+    // Only the 401/403 of the refused deletion reached the console.
     let errors = b.console_errors();
     assert!(
-        errors.iter().all(|e| e.contains("401")),
+        errors
+            .iter()
+            .all(|e| e.contains("401") || e.contains("403")),
         "console errors: {errors:#?}"
     );
 }

@@ -497,38 +497,45 @@ fn line_costs(analysis: &Analysis, read: &Read) -> HashMap<String, BTreeMap<u32,
     for g in &read.groups {
         weight[g.stack as usize] += g.weight;
     }
-    let mut out: HashMap<String, BTreeMap<u32, LineCost>> = HashMap::new();
-    let mut seen: Vec<(&str, u32)> = Vec::new();
+    // Lines interned by (frame file, line); `stamp` counts each line once per stack.
+    let mut ids: FxMap<(&str, u32), u32> = FxMap::default();
+    let mut costs: Vec<(&str, u32, LineCost)> = Vec::new();
+    let mut stamp: Vec<u32> = Vec::new();
+    let program: Vec<bool> = analysis
+        .frames()
+        .iter()
+        .map(|f| FrameKind::of(&f.name, &f.module, f.file.as_deref()) == FrameKind::Program)
+        .collect();
     for (s, &w) in weight.iter().enumerate() {
         if w == 0 {
             continue;
         }
-        let ids = analysis.stack_ids(read.stack_proc[s] as usize, read.stack_leaf[s]);
-        let frames: Vec<&crate::Frame> = ids.iter().map(|&id| analysis.frame(id)).collect();
-        let own = frames
+        let stack = analysis.stack_ids(read.stack_proc[s] as usize, read.stack_leaf[s]);
+        let own = stack
             .iter()
-            .rposition(|f| {
-                FrameKind::of(&f.name, &f.module, f.file.as_deref()) == FrameKind::Program
-            })
-            .or(frames.len().checked_sub(1));
-        seen.clear();
-        for (i, f) in frames.iter().enumerate() {
+            .rposition(|&id| program[id as usize])
+            .or(stack.len().checked_sub(1));
+        for (i, f) in stack.iter().map(|&id| analysis.frame(id)).enumerate() {
             let (Some(file), Some(line)) = (f.file.as_deref(), f.line) else {
                 continue;
             };
-            let cost = out
-                .entry(file.to_string())
-                .or_default()
-                .entry(line)
-                .or_default();
+            let id = *ids.entry((file, line)).or_insert_with(|| {
+                costs.push((file, line, LineCost::default()));
+                stamp.push(u32::MAX);
+                costs.len() as u32 - 1
+            }) as usize;
             if Some(i) == own {
-                cost.self_ += w;
+                costs[id].2.self_ += w;
             }
-            if !seen.contains(&(file, line)) {
-                seen.push((file, line));
-                cost.total += w;
+            if stamp[id] != s as u32 {
+                stamp[id] = s as u32;
+                costs[id].2.total += w;
             }
         }
+    }
+    let mut out: HashMap<String, BTreeMap<u32, LineCost>> = HashMap::new();
+    for (file, line, c) in costs {
+        out.entry(file.to_string()).or_default().insert(line, c);
     }
     out
 }
