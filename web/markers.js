@@ -8,17 +8,25 @@
 // the same left margin so both x axes line up.
 
 import { themeColours } from "./colors.js";
-import { fmtSeconds, fmtTick } from "./util.js";
+import { fmtTick } from "./util.js";
 
-const HEIGHT = 150;
+const HEIGHT = 170;
 const LEFT = 44;
 const RIGHT = 8;
 const TOP = 8;
-const BOTTOM = 22;
+const BOTTOM = 34;
 /** Colour-blind-safe categorical colours (Okabe–Ito), one per marker name. */
 export const NAME_COLOURS = ["#0072b2", "#d55e00", "#009e73", "#cc79a7", "#e69f00", "#56b4e9", "#000000", "#f0e442"];
 /** Most points drawn: beyond that, an even sample of them (lines use every marker). */
 const MAX_POINTS = 20000;
+
+/** A decade for the latency axis: "100 ms", "1 s", "10 µs". */
+export function decade(v) {
+  if (v >= 1) return `${Math.round(v)} s`;
+  if (v >= 1e-3) return `${Math.round(v * 1e3)} ms`;
+  if (v >= 1e-6) return `${Math.round(v * 1e6)} µs`;
+  return `${Math.round(v * 1e9)} ns`;
+}
 
 function niceStep(span, target) {
   const raw = span / target;
@@ -244,7 +252,7 @@ export class LatencyPlot {
       ctx.moveTo(LEFT, y);
       ctx.lineTo(LEFT + pw, y);
       ctx.stroke();
-      ctx.fillText(fmtSeconds(v), LEFT - 4, y);
+      ctx.fillText(decade(v), LEFT - 4, y);
     }
     const t = d.table;
     const inSel = (i) => {
@@ -304,7 +312,10 @@ export class LatencyPlot {
     }
     ctx.textAlign = "left";
     ctx.fillStyle = th.fg;
-    ctx.fillText("request time (log) over " + (this.xTitle || "time"), LEFT + 4, TOP + 6);
+    ctx.fillText(this.xTitle || "time", LEFT, TOP + ph + 26);
+    ctx.fillStyle = th.muted;
+    ctx.textAlign = "right";
+    ctx.fillText("dots: requests; lines: medians (log scale)", LEFT + pw, TOP + ph + 26);
     // The selection (committed, or being dragged).
     let box = null;
     if (this.drag) {

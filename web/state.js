@@ -16,6 +16,9 @@
 //   focus=NAME             the function whose callers and callees are shown
 //   sort=total|-name|...   function table order
 //   nodes=N                node budget asked of the server
+//   marker=NAME mfrom=S mto=S mmin=S mmax=S
+//                          request markers selected on the latency plot (name, start on
+//                          the timeline's axis, duration): only samples inside them count
 
 import { TIERS } from "./tiers.js";
 import { escapeRegex } from "./util.js";
@@ -41,7 +44,17 @@ export function defaults() {
     native: "",
     invert: false,
     theme: "",
+    marker: "",
+    mfrom: null,
+    mto: null,
+    mmin: null,
+    mmax: null,
   };
+}
+
+/** Whether `s` selects request markers (the marker filter is on). */
+export function markerSelected(s) {
+  return Boolean(s.marker) || s.mfrom !== null || s.mto !== null || s.mmin !== null || s.mmax !== null;
 }
 
 /** A short stable id of a function name (for zoom paths in URLs): 32 bits of FNV-1a in
@@ -98,6 +111,8 @@ export function parse(search) {
   s.focus = p.get("focus") || "";
   const sort = p.get("sort") || "self";
   if (SORTS.includes(sort.replace(/^-/, ""))) s.sort = sort;
+  s.marker = p.get("marker") || "";
+  for (const k of ["mfrom", "mto", "mmin", "mmax"]) s[k] = num(p.get(k));
   const nodes = Number(p.get("nodes"));
   if (Number.isInteger(nodes) && nodes >= 2 && nodes <= 1000000) s.nodes = nodes;
   return s;
@@ -124,6 +139,8 @@ export function serialize(s) {
   if (s.color !== "tier") p.set("color", s.color);
   if (s.sort !== "self") p.set("sort", s.sort);
   if (s.nodes) p.set("nodes", String(s.nodes));
+  if (s.marker) p.set("marker", s.marker);
+  for (const k of ["mfrom", "mto", "mmin", "mmax"]) if (s[k] !== null) p.set(k, String(s[k]));
   if (s.zoom.length) p.set("z", s.zoom.map((z) => (ID_PATH.test(z) ? z : frameId(z))).join("."));
   const q = p.toString();
   return q ? `?${q}` : "";
@@ -137,7 +154,7 @@ export function searchRegex(s) {
 
 /** The API's sample filter for `s`: which samples count. `range` and `focus` say whether
  * the time range and the focused function apply. */
-export function filterParams(s, { range = true, focus = true, tiers = true, native = "" } = {}) {
+export function filterParams(s, { range = true, focus = true, tiers = true, native = "", markers = true } = {}) {
   const p = new URLSearchParams();
   if (native) p.set("native", native);
   if (s.process) p.set("process", s.process);
@@ -149,5 +166,17 @@ export function filterParams(s, { range = true, focus = true, tiers = true, nati
     p.set("to", String(s.to));
   }
   if (focus && s.focus) p.set("focus", s.focus);
+  if (markers) markerParams(s, p);
+  return p;
+}
+
+/** The API's marker selection parameters of `s` (added to `p`). */
+export function markerParams(s, p = new URLSearchParams()) {
+  if (!markerSelected(s)) return p;
+  p.set("marker", s.marker || "*");
+  if (s.mfrom !== null) p.set("marker_from", String(s.mfrom));
+  if (s.mto !== null) p.set("marker_to", String(s.mto));
+  if (s.mmin !== null) p.set("marker_min", String(s.mmin));
+  if (s.mmax !== null) p.set("marker_max", String(s.mmax));
   return p;
 }

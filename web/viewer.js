@@ -12,7 +12,8 @@ import { cachedJSON, getJSON } from "./api.js";
 import { TIERS, TIER_CSS, TIER_LABELS, applyTheme, css, moduleRgb, themeColours } from "./colors.js";
 import { FlameGraph } from "./flame.js";
 import { openSource } from "./source.js";
-import { DEFAULT_NODES, filterParams, parse, searchRegex, serialize } from "./state.js";
+import { DEFAULT_NODES, filterParams, markerSelected, parse, searchRegex, serialize } from "./state.js";
+import { LatencyPlot, NAME_COLOURS } from "./markers.js";
 import { renderTable, tierBar } from "./table.js";
 import { Timeline } from "./timeline.js";
 import {
@@ -90,6 +91,16 @@ export function startViewer(app, id) {
     timelineBox: h("div", { class: "canvas-box" }),
     timelineCanvas: h("canvas", { id: "timeline", "aria-label": "tier shares over time; drag to select a time range" }),
     range: h("span", { id: "range", class: "muted" }),
+    // [issue 14] Request latency under the warm-up curve (profiles with markers only).
+    latencyPart: h("div", { id: "latency", hidden: true }),
+    latencyBox: h("div", { class: "canvas-box" }),
+    latencyCanvas: h("canvas", {
+      id: "latency-plot",
+      "aria-label": "request latency over time; drag a box to narrow the profile to the requests inside it",
+    }),
+    markerLegend: h("div", { id: "marker-legend", class: "legend marker-legend" }),
+    markerSel: h("span", { id: "marker-selection", class: "muted" }),
+    clearMarkers: h("button", { type: "button", class: "small", id: "clear-markers", hidden: true }, "all requests"),
     clearRange: h("button", { type: "button", class: "small", id: "clear-range", hidden: true }, "clear range"),
     search: h("input", {
       type: "search",
@@ -130,7 +141,28 @@ export function startViewer(app, id) {
     legend: h("div", { id: "legend", class: "legend" }),
     table: h("div", { id: "functions" }),
   };
+  el.timePanel = h(
+    "section",
+    { class: "panel", id: "time-panel" },
+    h("div", { class: "panel-head" }, h("h2", null, "Tiers over time"), el.range, el.clearRange),
+    el.timelineBox,
+    el.axisNote,
+    h("p", { class: "muted small" }, "Share of each tier per time slice; the line is how many samples the slice holds. Drag to select a time range, click to clear it."),
+    el.latencyPart,
+  );
   el.timelineBox.appendChild(el.timelineCanvas);
+  el.latencyBox.appendChild(el.latencyCanvas);
+  setChildren(
+    el.latencyPart,
+    h("div", { class: "panel-head" }, h("h2", null, "Request latency"), el.markerSel, el.clearMarkers),
+    el.markerLegend,
+    el.latencyBox,
+    h(
+      "p",
+      { class: "muted small" },
+      "Each dot is one marked request (its duration, on a log scale, at the time it started); the lines are the median of each run of requests. Drag a box to narrow the flamegraph, the table and the curve above to the samples inside those requests; click a name to keep its requests only.",
+    ),
+  );
   el.callersBox.appendChild(el.callersCanvas);
   el.calleesBox.appendChild(el.calleesCanvas);
   el.flameBox.appendChild(el.flameCanvas);
@@ -182,14 +214,7 @@ export function startViewer(app, id) {
         h("aside", { class: "side", id: "flame-side" }, el.totals, el.legend, el.folded),
       ),
     ),
-    h(
-      "section",
-      { class: "panel" },
-      h("div", { class: "panel-head" }, h("h2", null, "Tiers over time"), el.range, el.clearRange),
-      el.timelineBox,
-      el.axisNote,
-      h("p", { class: "muted small" }, "Share of each tier per time slice; the line is how many samples the slice holds. Drag to select a time range, click to clear it."),
-    ),
+    el.timePanel,
     h(
       "section",
       { class: "panel" },
@@ -314,8 +339,45 @@ export function startViewer(app, id) {
     },
   });
 
+  const latency = new LatencyPlot(el.latencyCanvas, {
+    onSelect: (sel) =>
+      navigate({
+        mfrom: sel.from === null ? null : round(sel.from),
+        mto: sel.to === null ? null : round(sel.to),
+        mmin: sel.min === null ? null : roundLatency(sel.min),
+        mmax: sel.max === null ? null : roundLatency(sel.max),
+      }),
+    onClear: () => {
+      if (markerSelected(state)) navigate({ marker: "", mfrom: null, mto: null, mmin: null, mmax: null });
+    },
+    onHover: (m, ev) => {
+      if (!m) {
+        hideTooltip();
+        return;
+      }
+      showTooltip(
+        h(
+          "div",
+          null,
+          h("div", { class: "tt-name" }, m.name),
+          h("div", { class: "tt-nums" }, `${fmtSeconds(m.duration)}${m.cpu !== null ? `, ${fmtSeconds(m.cpu)} of it on CPU` : ""}`),
+          h("div", { class: "muted" }, `started ${fmtSeconds(m.start)} after its process (pid ${m.pid}, thread ${m.tid})`),
+        ),
+        ev,
+      );
+    },
+  });
+  let markerTable = null;
+  let markerKey = "";
+  window.__latencyPlot = latency;
+
   function round(t) {
     return Math.round(t * 1e6) / 1e6;
+  }
+
+  /** Latency bounds keep 3 significant digits (short URLs). */
+  function roundLatency(s) {
+    return Number(s.toPrecision(3));
   }
 
   // --- navigation ---------------------------------------------------------------------------
@@ -347,6 +409,7 @@ export function startViewer(app, id) {
   el.axis.addEventListener("change", () => navigate({ axis: el.axis.value }));
   el.clearTiers.addEventListener("click", () => navigate({ tiers: [] }));
   el.clearRange.addEventListener("click", () => navigate({ from: null, to: null }));
+  el.clearMarkers.addEventListener("click", () => navigate({ marker: "", mfrom: null, mto: null, mmin: null, mmax: null }));
   el.viewBtn.addEventListener("click", () => navigate({ view: state.view === "flame" ? "icicle" : "flame" }));
   el.color.addEventListener("change", () => navigate({ color: el.color.value }));
   el.reset.addEventListener("click", () => resetView());
@@ -476,6 +539,7 @@ export function startViewer(app, id) {
     if (!el.sandwich.hidden && callers.tree) callers.draw();
     if (!el.sandwich.hidden && callees.tree) callees.draw();
     if (timeline.data) timeline.draw();
+    if (latency.data) latency.draw();
   }
 
   // --- the summary (once) -------------------------------------------------------------------
@@ -520,6 +584,13 @@ export function startViewer(app, id) {
         : null,
     );
     setTierShares(TIERS.map((t) => meta.tiers[t] || 0));
+    // A profile with request markers opens on its warm-up curve and request latencies
+    // (the seed's plot), above the flamegraph.
+    if (meta.has_markers) {
+      el.latencyPart.hidden = false;
+      const flamePanel = $("flame-panel");
+      if (flamePanel) flamePanel.parentNode.insertBefore(el.timePanel, flamePanel);
+    }
   }
 
   /** The tier chips' shares: of the whole profile, or of the selected time range. */
@@ -647,6 +718,8 @@ export function startViewer(app, id) {
       timeline.draw();
       setTierShares(state.from === null ? TIERS.map((t) => meta.tiers[t] || 0) : timeline.tierSums(state.from, state.to));
       renderAxisNote(tl.data);
+      if (meta.has_markers) await renderMarkers(tl.data, my);
+      if (my !== renderSeq) return;
 
       let sandwich = null;
       try {
@@ -682,6 +755,67 @@ export function startViewer(app, id) {
       showError(e.status === 404 ? `No profile ${id} on this server.` : e.message);
       document.body.dataset.state = "error";
     }
+  }
+
+  /** [issue 14] The latency plot: every marker of the selected process/thread (the
+   * selection is drawn, not fetched), its legend and the selection line. */
+  async function renderMarkers(tl, my) {
+    const p = new URLSearchParams();
+    if (state.process) p.set("process", state.process);
+    if (state.thread) p.set("thread", state.thread);
+    const key = p.toString();
+    if (key !== markerKey || !markerTable) {
+      markerTable = (await cachedJSON(`${api}/markers?${p}`)).data;
+      if (my !== renderSeq) return;
+      markerKey = key;
+      latency.setData(markerTable, markerTable.timeline_s);
+    }
+    const t = markerTable;
+    // The x axis lines up with the curve above when both are one process's CPU time.
+    const oneProcess = state.process || meta.summary.processes.length === 1;
+    let end = 0;
+    for (const x of t.timeline_s) if (x > end) end = x;
+    if (tl.axis === "cpu" && oneProcess) latency.setRange(tl.start_s, Math.max(tl.end_s, end));
+    else latency.setRange(0, end || 1);
+    latency.setXTitle(tl.axis === "cpu" && oneProcess ? axisTitle("cpu") : "CPU time its process had used, s");
+    latency.setHidden(state.marker ? t.names.filter((n) => n !== state.marker) : []);
+    latency.setSelection(
+      state.mfrom !== null || state.mto !== null || state.mmin !== null || state.mmax !== null
+        ? { from: state.mfrom, to: state.mto, min: state.mmin, max: state.mmax }
+        : null,
+    );
+    latency.draw();
+    setChildren(
+      el.markerLegend,
+      t.stats.map((st) => {
+        const k = t.names.indexOf(st.name);
+        const sw = h("span", { class: "swatch" });
+        sw.style.background = NAME_COLOURS[k % NAME_COLOURS.length];
+        const on = state.marker === st.name;
+        return h(
+          "button",
+          {
+            type: "button",
+            class: "chip marker-chip",
+            "aria-pressed": on ? "true" : "false",
+            title: `${st.name}: ${fmtInt(st.count)} requests, p50 ${fmtSeconds(st.p50_s)}, p90 ${fmtSeconds(st.p90_s)}, p99 ${fmtSeconds(st.p99_s)}, max ${fmtSeconds(st.max_s)}`,
+            onclick: () => navigate({ marker: on ? "" : st.name }),
+          },
+          sw,
+          ` ${st.name} `,
+          h("span", { class: "muted" }, `${fmtInt(st.count)} · p50 ${fmtSeconds(st.p50_s)} · p99 ${fmtSeconds(st.p99_s)}`),
+        );
+      }),
+    );
+    const sel = markerSelected(state);
+    el.clearMarkers.hidden = !sel;
+    const parts = [];
+    if (state.marker) parts.push(state.marker);
+    if (state.mmin !== null || state.mmax !== null)
+      parts.push(`${state.mmin !== null ? fmtSeconds(state.mmin) : "0"} – ${state.mmax !== null ? fmtSeconds(state.mmax) : "∞"} long`);
+    if (state.mfrom !== null || state.mto !== null)
+      parts.push(`started ${state.mfrom !== null ? fmtSeconds(state.mfrom) : "0"} – ${state.mto !== null ? fmtSeconds(state.mto) : "end"}`);
+    el.markerSel.textContent = sel ? `only the samples inside requests: ${parts.join(", ") || "all"}` : "";
   }
 
   function searchMatcher() {
@@ -887,6 +1021,12 @@ export function startViewer(app, id) {
     /** Root weights of the sandwich: [callers, callees] (null without a focus). */
     sandwichTotals: () => (el.sandwich.hidden || !callers.tree ? null : [callers.tree.total, callees.tree.total]),
     timelineTitle: () => timeline.axisTitle,
+    /** [issue 14] Markers the latency plot holds, and its plot box in viewport pixels. */
+    latency: () => {
+      if (!latency.data) return null;
+      const r = el.latencyCanvas.getBoundingClientRect();
+      return { markers: latency.data.n, left: r.left + 44, top: r.top + 8, right: r.right - 8, bottom: r.bottom - 34 };
+    },
     /** The box of the widest drawn frame of function `name`, in viewport coordinates
      * (scrolled into view first), or null. */
     frameBox(name, which = "flame") {
@@ -905,7 +1045,7 @@ export function startViewer(app, id) {
     /** Pixels of the flamegraph canvas that differ from the background. */
     paintedPixels(which = "flame") {
       const c =
-        which === "timeline" ? el.timelineCanvas : which === "callers" ? el.callersCanvas : which === "callees" ? el.calleesCanvas : el.flameCanvas;
+        which === "latency" ? el.latencyCanvas : which === "timeline" ? el.timelineCanvas : which === "callers" ? el.callersCanvas : which === "callees" ? el.calleesCanvas : el.flameCanvas;
       const d = c.getContext("2d").getImageData(0, 0, c.width, c.height).data;
       const [r0, g0, b0] = themeColours().bgRgb;
       let n = 0;

@@ -53,6 +53,7 @@ const ASSETS: &[Asset] = &[
     asset!("layout.js", JS),
     asset!("compare.js", JS),
     asset!("source.js", JS),
+    asset!("markers.js", JS),
     asset!("style.css", "text/css; charset=utf-8"),
     asset!("favicon.svg", "image/svg+xml"),
 ];
