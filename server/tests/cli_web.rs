@@ -203,6 +203,7 @@ fn prof_run_web_without_url_serves_locally_until_interrupted() {
     });
     let deadline = Instant::now() + TIMEOUT;
     let mut seen = String::new();
+    let mut data_dir = None;
     let url = loop {
         let remaining = deadline.saturating_duration_since(Instant::now());
         match rx.recv_timeout(remaining) {
@@ -210,6 +211,10 @@ fn prof_run_web_without_url_serves_locally_until_interrupted() {
                 seen.push_str(&line);
                 seen.push('\n');
                 if line.contains("prof: serving the profile at") {
+                    data_dir = line
+                        .split_once("(data in ")
+                        .and_then(|(_, rest)| rest.split_once(", removed when you stop"))
+                        .map(|(d, _)| std::path::PathBuf::from(d));
                     break link(&line, "serving the profile at");
                 }
             }
@@ -230,8 +235,11 @@ fn prof_run_web_without_url_serves_locally_until_interrupted() {
             .any(|(p, _)| p.ends_with("web_burn;web_burn_inner")),
         "{tree}"
     );
-    // Data went to $XDG_DATA_HOME/prof.
-    assert!(xdg.path().join("prof/prof.db").is_file());
+    // Data went to a temporary directory that the message names (nothing permanent in
+    // $XDG_DATA_HOME behind the user's back).
+    let data_dir = data_dir.unwrap_or_else(|| panic!("the message names no data dir:\n{seen}"));
+    assert!(data_dir.join("prof.db").is_file(), "{}", data_dir.display());
+    assert!(!xdg.path().join("prof").exists());
 
     // SIGINT (as Ctrl-C would send) stops the server; prof exits with the command's status.
     // SAFETY: plain syscall on our own child.
@@ -248,6 +256,10 @@ fn prof_run_web_without_url_serves_locally_until_interrupted() {
         std::thread::sleep(Duration::from_millis(20));
     };
     assert_eq!(status.code(), Some(0));
+    assert!(
+        !data_dir.exists(),
+        "the temporary data dir is removed on exit"
+    );
 }
 
 #[test]
