@@ -141,6 +141,10 @@ pub struct ReportArgs {
     /// Tier rules to try before the built-in ones (format: docs/TIERS.md).
     #[arg(long, value_name = "FILE")]
     tier_rules: Option<PathBuf>,
+    /// Largest expansion of gzipped input (vmprof logs) read, in MiB: a gzip bomb is
+    /// refused rather than expanded.
+    #[arg(long, value_name = "N", default_value_t = 256)]
+    max_gunzip_mb: u64,
 }
 
 fn main() {

@@ -180,6 +180,10 @@ pub fn config(dir: &Path) -> Config {
     let mut c = Config::local(dir.to_path_buf());
     c.addr = "127.0.0.1:0".into();
     c.workers = 2;
+    // The profiles name this test executable: the server may read binaries in its
+    // directory (and nothing else outside its symbol store).
+    let exe = std::fs::read_link("/proc/self/exe").unwrap();
+    c.debug_dirs = vec![exe.parent().unwrap().to_path_buf()];
     c
 }
 
