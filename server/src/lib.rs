@@ -58,6 +58,8 @@ pub struct Config {
     pub db: Option<store::DbUrl>,
     /// Blob store (default: files in `data_dir/blobs`).
     pub store: Option<store::StoreUrl>,
+    /// S3 settings for an `s3://` store (None: the AWS environment variables).
+    pub s3: Option<store::S3Config>,
     /// Directories whose files may be read to symbolize uploaded profiles, besides the
     /// symbol store: binaries under them by their recorded path, debug files by build id
     /// (`DIR/.build-id/xx/yyyy.debug`). Nothing else on the server's disk is read.
@@ -86,6 +88,7 @@ impl Config {
             public_url: None,
             db: None,
             store: None,
+            s3: None,
             debug_dirs: Vec::new(),
             keep_days: None,
             max_profiles: None,
@@ -300,9 +303,11 @@ impl AppState {
     pub fn open(config: Config) -> Result<AppState, ServerError> {
         let (db, store) = config.storage_urls();
         let storage =
-            Storage::open(&db, &store, &config.data_dir).map_err(|cause| ServerError::Store {
-                what: config.describe_storage(),
-                cause,
+            Storage::open(&db, &store, &config.data_dir, config.s3.as_ref()).map_err(|cause| {
+                ServerError::Store {
+                    what: config.describe_storage(),
+                    cause,
+                }
             })?;
         Ok(AppState::new(config, storage))
     }

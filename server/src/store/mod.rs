@@ -20,7 +20,7 @@ use serde::Serialize;
 
 pub use self::postgres::{redact as redact_url, PgMeta};
 pub use fs::FsBlobs;
-pub use s3::S3Blobs;
+pub use s3::{S3Blobs, S3Config};
 pub use sqlite::SqliteMeta;
 
 /// A storage failure. Each message carries its cause once (no `source()` chain that
@@ -314,12 +314,19 @@ impl Storage {
             &DbUrl::Sqlite(dir.join("prof.db")),
             &StoreUrl::File(dir.join("blobs")),
             dir,
+            None,
         )
     }
 
     /// The backends named by `db` and `store`; `local` holds local caches (remote blobs
-    /// downloaded for symbolization).
-    pub fn open(db: &DbUrl, store: &StoreUrl, local: &Path) -> Result<Storage, StoreError> {
+    /// downloaded for symbolization); `s3`: the S3 settings (None: from the AWS
+    /// environment variables).
+    pub fn open(
+        db: &DbUrl,
+        store: &StoreUrl,
+        local: &Path,
+        s3: Option<&S3Config>,
+    ) -> Result<Storage, StoreError> {
         let meta: Arc<dyn MetaStore> = match db {
             DbUrl::Sqlite(path) => {
                 if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
@@ -333,7 +340,16 @@ impl Storage {
         let blobs: Arc<dyn BlobStore> = match store {
             StoreUrl::File(dir) => Arc::new(FsBlobs::open(dir)?),
             StoreUrl::S3 { bucket, prefix } => {
-                Arc::new(S3Blobs::open(bucket, prefix, &local.join("s3-cache"))?)
+                let cfg = match s3 {
+                    Some(c) => c.clone(),
+                    None => S3Config::from_env()?,
+                };
+                Arc::new(S3Blobs::open(
+                    &cfg,
+                    bucket,
+                    prefix,
+                    &local.join("s3-cache"),
+                )?)
             }
         };
         Ok(Storage::new(meta, blobs))

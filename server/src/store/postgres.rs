@@ -64,7 +64,19 @@ const MIGRATION_LOCK: i64 = 0x7072_6f66_6d69_6772;
 type Pool = r2d2::Pool<PostgresConnectionManager<NoTls>>;
 
 pub struct PgMeta {
-    pool: Pool,
+    /// Always Some until dropped (see the Drop impl).
+    pool: Option<Pool>,
+}
+
+impl Drop for PgMeta {
+    fn drop(&mut self) {
+        // A sync postgres connection closes by blocking on its own runtime, which panics
+        // on an async worker thread (where the server's state is dropped when it stops):
+        // close them on a plain thread.
+        if let Some(pool) = self.pool.take() {
+            let _ = std::thread::spawn(move || drop(pool)).join();
+        }
+    }
 }
 
 fn db(e: postgres::Error) -> StoreError {
@@ -172,13 +184,16 @@ impl PgMeta {
             .connection_timeout(std::time::Duration::from_secs(10))
             .build(manager)
             .map_err(|e| StoreError::Database(format!("cannot connect to {}: {e}", redact(url))))?;
-        let m = PgMeta { pool };
+        let m = PgMeta { pool: Some(pool) };
         m.migrate()?;
         Ok(m)
     }
 
     fn conn(&self) -> Result<r2d2::PooledConnection<PostgresConnectionManager<NoTls>>, StoreError> {
-        self.pool.get().map_err(pool_err)
+        match &self.pool {
+            Some(p) => p.get().map_err(pool_err),
+            None => Err(StoreError::Database("the connection pool is closed".into())),
+        }
     }
 
     fn migrate(&self) -> Result<(), StoreError> {

@@ -33,27 +33,75 @@ fn valid_key(key: &str) -> bool {
     key.len() == 64 && key.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
+/// Where the bucket is and how to sign for it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct S3Config {
+    /// `http(s)://host:port` of an S3-compatible store; None: AWS itself.
+    pub endpoint: Option<String>,
+    pub region: String,
+    pub access_key: String,
+    pub secret_key: String,
+    pub session_token: Option<String>,
+}
+
+impl std::fmt::Debug for S3Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Config")
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .field("access_key", &self.access_key)
+            .finish_non_exhaustive()
+    }
+}
+
+impl S3Config {
+    /// From the standard AWS environment variables.
+    pub fn from_env() -> Result<S3Config, StoreError> {
+        let missing = |name: &str| {
+            StoreError::Config(format!(
+                "S3 needs {name} (and AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY; AWS_ENDPOINT_URL for a store other than AWS)"
+            ))
+        };
+        Ok(S3Config {
+            endpoint: env("AWS_ENDPOINT_URL_S3").or_else(|| env("AWS_ENDPOINT_URL")),
+            region: env("AWS_REGION")
+                .or_else(|| env("AWS_DEFAULT_REGION"))
+                .unwrap_or_else(|| "us-east-1".into()),
+            access_key: env("AWS_ACCESS_KEY_ID").ok_or_else(|| missing("AWS_ACCESS_KEY_ID"))?,
+            secret_key: env("AWS_SECRET_ACCESS_KEY")
+                .ok_or_else(|| missing("AWS_SECRET_ACCESS_KEY"))?,
+            session_token: env("AWS_SESSION_TOKEN"),
+        })
+    }
+}
+
 impl S3Blobs {
-    /// Connects to `bucket` (which must exist) with the AWS environment's settings;
-    /// `cache` is the local directory for downloaded symbol files.
-    pub fn open(bucket: &str, prefix: &str, cache: &Path) -> Result<S3Blobs, StoreError> {
-        let region_name = env("AWS_REGION")
-            .or_else(|| env("AWS_DEFAULT_REGION"))
-            .unwrap_or_else(|| "us-east-1".into());
-        let region = match env("AWS_ENDPOINT_URL_S3").or_else(|| env("AWS_ENDPOINT_URL")) {
+    /// Connects to `bucket` (which must exist); `cache` is the local directory for
+    /// downloaded symbol files.
+    pub fn open(
+        cfg: &S3Config,
+        bucket: &str,
+        prefix: &str,
+        cache: &Path,
+    ) -> Result<S3Blobs, StoreError> {
+        let region = match &cfg.endpoint {
             Some(endpoint) => Region::Custom {
-                region: region_name,
+                region: cfg.region.clone(),
                 endpoint: endpoint.trim_end_matches('/').to_string(),
             },
-            None => region_name
+            None => cfg
+                .region
                 .parse()
-                .map_err(|e| StoreError::Config(format!("AWS_REGION {region_name:?}: {e}")))?,
+                .map_err(|e| StoreError::Config(format!("AWS_REGION {:?}: {e}", cfg.region)))?,
         };
-        let creds = Credentials::from_env().map_err(|e| {
-            StoreError::Config(format!(
-                "S3 credentials: {e} (set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)"
-            ))
-        })?;
+        let creds = Credentials::new(
+            Some(&cfg.access_key),
+            Some(&cfg.secret_key),
+            None,
+            cfg.session_token.as_deref(),
+            None,
+        )
+        .map_err(|e| StoreError::Config(format!("S3 credentials: {e}")))?;
         let b = Bucket::new(bucket, region, creds)
             .map_err(|e| remote("configuring the bucket", e))?
             .with_path_style()

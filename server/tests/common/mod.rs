@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod backends;
+
 use std::hint::black_box;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -184,7 +186,19 @@ pub fn config(dir: &Path) -> Config {
     // directory (and nothing else outside its symbol store).
     let exe = std::fs::read_link("/proc/self/exe").unwrap();
     c.debug_dirs = vec![exe.parent().unwrap().to_path_buf()];
+    // The backend the running test was asked for (see [`backends::backend_tests`]).
+    let (db, store, s3) = backends::storage_for_test();
+    c.db = db;
+    c.store = store;
+    c.s3 = s3;
     c
+}
+
+/// Blobs in the store `c` names (files or S3 objects).
+pub fn stored_blobs(c: &Config) -> Vec<String> {
+    let (db, store) = c.storage_urls();
+    let s = prof_server::Storage::open(&db, &store, &c.data_dir, c.s3.as_ref()).unwrap();
+    s.blobs.list().unwrap().into_iter().map(|b| b.key).collect()
 }
 
 pub fn start(c: Config) -> RunningServer {
