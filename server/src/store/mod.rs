@@ -55,7 +55,10 @@ impl StoreError {
     /// The disk (or the database's) is full: the request cannot be stored now.
     pub fn is_full(&self) -> bool {
         match self {
-            StoreError::Io { cause, .. } => cause.raw_os_error() == Some(libc_enospc()),
+            StoreError::Io { cause, .. } => {
+                cause.kind() == std::io::ErrorKind::StorageFull
+                    || cause.raw_os_error() == Some(libc_enospc())
+            }
             StoreError::Database(m) => m.contains("full"),
             _ => false,
         }
