@@ -78,6 +78,8 @@ fn prof_report_bounds_decompression_and_a_flag_raises_the_bound() {
     // a debug build's inflater is slow, so the test stays small).
     std::fs::write(&path, bomb(64)).unwrap();
     let errfile = dir.path().join("stderr");
+    // Reaped with wait4 below, which also reports its peak memory.
+    #[allow(clippy::zombie_processes)]
     let child = Command::new(&prof_e2e::bins().prof)
         .args(["report", "--max-gunzip-mb", "16"])
         .arg(&path)

@@ -90,7 +90,9 @@ fn a_replica_killed_during_an_upload_burst_loses_nothing_acknowledged() {
     let victim = server_process(&c);
     let url = victim.url.clone();
     let stop = Arc::new(AtomicBool::new(false));
-    let acked: Arc<Mutex<Vec<(String, Vec<u8>)>>> = Arc::default();
+    // (id, bytes) of every upload answered 201.
+    type Acked = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
+    let acked: Acked = Arc::default();
     let sent: Arc<Mutex<Vec<Vec<u8>>>> = Arc::default();
     let threads: Vec<_> = (0..8u64)
         .map(|t| {

@@ -2,11 +2,11 @@
 //! share: authorization extractors ([`auth`]), bodies, ids, the prepared-profile lookup
 //! and cached query answers.
 //!
-//! - [`profiles`]: `/api/v1/profiles...` (upload, list, summary, tree, timeline,
+//! - [`profiles`] — `/api/v1/profiles...` (upload, list, summary, tree, timeline,
 //!   functions, download and exports, delete);
-//! - [`symbols`]: `/api/v1/symbols/{build_id}`;
-//! - [`vmprof`]: vmprof's own client's upload API (`/api/runtime/...`);
-//! - [`ops`]: `/healthz`, `/readyz`, `/metrics` and the JSON 404/405 answers.
+//! - [`symbols`] — `/api/v1/symbols/BUILD_ID`;
+//! - [`vmprof`] — vmprof's own client's upload API (`/api/runtime/...`);
+//! - [`ops`] — `/healthz`, `/readyz`, `/metrics` and the JSON 404/405 answers.
 
 pub mod auth;
 pub mod ops;
