@@ -5,7 +5,7 @@ PostgreSQL + S3 (Debian's PostgreSQL started here, as nobody when run as root; m
 server from target/moto-venv, which the server tests create), and the cold tree of a
 1M-sample profile on each backend.
 
-    cargo build --release -p prof-cli -p prof-server --example bench_profile
+    cargo build --release -p prof-cli && cargo build --release -p prof-server --example bench_profile
     python3 bench/server_storage.py [--uploads 800] [--clients 16]
 
 Prints a Markdown table (paste into bench/RESULTS-server.md).
@@ -95,7 +95,10 @@ class Replica:
         self.p = subprocess.Popen([PROF, "serve", "--addr", "127.0.0.1:0", "--max-upload-mb", "512"] + args,
                                   env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         line = self.p.stderr.readline()
-        self.url = next(w for w in line.split() if w.startswith("http://"))
+        urls = [w for w in line.split() if w.startswith("http://")]
+        if not urls:
+            sys.exit(f"prof serve {' '.join(args)} did not start: {line}{self.p.stderr.read()}")
+        self.url = urls[0]
         threading.Thread(target=lambda: [self.log.write(x) for x in self.p.stderr], daemon=True).start()
 
     def stop(self):
@@ -153,6 +156,7 @@ def main():
     ap.add_argument("--clients", type=int, default=16)
     a = ap.parse_args()
     tmp = tempfile.mkdtemp(prefix="prof-bench-")
+    os.chmod(tmp, 0o755)  # postgres runs as nobody under it
     procs = []
     try:
         small = os.path.join(tmp, "small.data")

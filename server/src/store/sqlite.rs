@@ -128,7 +128,11 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
         });
     }
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
-        let tx = conn.transaction().map_err(db)?;
+        // IMMEDIATE: take the write lock up front (a read upgraded to a write fails at
+        // once, without waiting, when another process wrote meanwhile).
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(db)?;
         tx.execute_batch(sql).map_err(db)?;
         tx.pragma_update(None, "user_version", i as i64 + 1)
             .map_err(db)?;
@@ -197,7 +201,11 @@ fn like_escape(s: &str) -> String {
 impl MetaStore for SqliteMeta {
     fn insert_profile(&self, p: &ProfileRecord) -> Result<(), StoreError> {
         let mut conn = self.conn();
-        let tx = conn.transaction().map_err(db)?;
+        // IMMEDIATE: take the write lock up front (a read upgraded to a write fails at
+        // once, without waiting, when another process wrote meanwhile).
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(db)?;
         let exists: bool = tx
             .query_row(
                 "SELECT EXISTS (SELECT 1 FROM profiles WHERE id = ?)",
@@ -312,7 +320,11 @@ impl MetaStore for SqliteMeta {
 
     fn delete_profile(&self, id: &str) -> Result<Option<ProfileRecord>, StoreError> {
         let mut conn = self.conn();
-        let tx = conn.transaction().map_err(db)?;
+        // IMMEDIATE: take the write lock up front (a read upgraded to a write fails at
+        // once, without waiting, when another process wrote meanwhile).
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(db)?;
         let mut p = tx
             .query_row(
                 &format!("SELECT {PROFILE_COLUMNS} FROM profiles WHERE id = ?"),
@@ -343,7 +355,11 @@ impl MetaStore for SqliteMeta {
 
     fn put_symbol(&self, s: &SymbolRecord) -> Result<Option<SymbolRecord>, StoreError> {
         let mut conn = self.conn();
-        let tx = conn.transaction().map_err(db)?;
+        // IMMEDIATE: take the write lock up front (a read upgraded to a write fails at
+        // once, without waiting, when another process wrote meanwhile).
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(db)?;
         let old = tx
             .query_row(
                 "SELECT build_id, blob, size, uploaded_ms FROM symbols WHERE build_id = ?",
