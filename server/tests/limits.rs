@@ -77,26 +77,25 @@ fn prof_report_bounds_decompression_and_a_flag_raises_the_bound() {
     // 64 MiB of zeros against a 16 MiB bound (the default, 256 MiB, works the same way;
     // a debug build's inflater is slow, so the test stays small).
     std::fs::write(&path, bomb(64)).unwrap();
-    let errfile = dir.path().join("stderr");
-    // Reaped with wait4 below, which also reports its peak memory.
-    #[allow(clippy::zombie_processes)]
-    let child = Command::new(&prof_e2e::bins().prof)
+    // Its peak memory, measured by a small python3 parent (this test process's own
+    // high-water mark would leak into a child it forks itself).
+    let o = Command::new("python3")
+        .args([
+            "-c",
+            "import resource, subprocess, sys\n\
+             p = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)\n\
+             sys.stderr.buffer.write(p.stderr)\n\
+             print(p.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)",
+        ])
+        .arg(&prof_e2e::bins().prof)
         .args(["report", "--max-gunzip-mb", "16"])
         .arg(&path)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(&errfile).unwrap())
-        .spawn()
-        .unwrap();
-    // wait4: this child's own peak memory.
-    let (code, peak) = {
-        let mut status = 0;
-        // SAFETY: wait4 fills the status and rusage it is given, for our own child.
-        let mut u: libc::rusage = unsafe { std::mem::zeroed() };
-        let r = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut u) };
-        assert_eq!(r, child.id() as i32);
-        (libc::WEXITSTATUS(status), u.ru_maxrss as u64 * 1024)
-    };
-    let err = std::fs::read_to_string(&errfile).unwrap();
+        .output()
+        .expect("python3 is needed (apt-get install python3)");
+    let err = String::from_utf8_lossy(&o.stderr);
+    let out = String::from_utf8_lossy(&o.stdout);
+    let mut f = out.split_whitespace().map(|w| w.parse::<u64>().unwrap());
+    let (code, peak) = (f.next().unwrap(), f.next().unwrap() * 1024);
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("expands to more than 16 MiB"), "{err}");
     assert!(err.contains("--max-gunzip-mb"), "{err}");
