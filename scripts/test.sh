@@ -32,6 +32,11 @@ python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3 python3-ve
 # The unwinder tests (tests/tests/unwind.rs) profile Debian's own python3.11, built
 # without frame pointers, by its full path (python3 on PATH may be another build).
 [ -x /usr/bin/python3.11 ] || need+=(python3)
+# The server's storage tests (server/tests/api.rs, replicas.rs) start Debian's PostgreSQL
+# (initdb + postgres, run as nobody when the tests run as root) on a loopback port.
+command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 \
+    || need+=(postgresql)
+# ... and moto's S3 server, which they pip-install into target/moto-venv (python3 -m venv).
 if [ ${#need[@]} -gt 0 ]; then
     echo "scripts/test.sh: installing ${need[*]}" >&2
     sudo=""

@@ -1,9 +1,11 @@
 //! Prepared profiles kept in memory, least recently used evicted first.
 //!
 //! Concurrent requests for a profile that is not prepared yet wait for one preparation.
-//! Uploading symbols for a build id bumps a generation counter; a prepared profile that
-//! uses that build id and was prepared before the upload is stale and is prepared again
-//! on its next use (so new names appear without a restart).
+//! Each preparation remembers the symbol sequence number of its build ids (see
+//! [`crate::store::MetaStore::symbol_seq`]); a caller that reads a larger number from the
+//! database (symbols were uploaded since, through this replica or another) gets the
+//! profile prepared again, so new names appear without a restart. Deleted profiles need
+//! no notice: every lookup reads the record from the database first.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -24,9 +26,6 @@ pub struct Cache {
     slots: Mutex<HashMap<String, Slot>>,
     capacity: usize,
     tick: AtomicU64,
-    gen: AtomicU64,
-    /// Build id -> generation of its latest symbol upload (this run).
-    symbol_gen: Mutex<HashMap<String, u64>>,
     pub hits: AtomicU64,
     pub misses: AtomicU64,
 }
@@ -42,29 +41,9 @@ impl Cache {
             slots: Mutex::new(HashMap::new()),
             capacity: capacity.max(1),
             tick: AtomicU64::new(0),
-            gen: AtomicU64::new(0),
-            symbol_gen: Mutex::new(HashMap::new()),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
         }
-    }
-
-    /// The current symbol generation (read before looking symbols up).
-    pub fn generation(&self) -> u64 {
-        self.gen.load(Ordering::SeqCst)
-    }
-
-    /// Records that symbols for `build_id` were uploaded (after they are stored).
-    pub fn symbols_uploaded(&self, build_id: &str) {
-        let g = self.gen.fetch_add(1, Ordering::SeqCst) + 1;
-        lock(&self.symbol_gen).insert(build_id.to_string(), g);
-    }
-
-    fn stale(&self, p: &Prepared) -> bool {
-        let m = lock(&self.symbol_gen);
-        p.build_ids
-            .iter()
-            .any(|b| m.get(b).is_some_and(|&g| g > p.gen))
     }
 
     /// Number of profiles held (prepared or being prepared).
@@ -109,10 +88,16 @@ impl Cache {
         cell
     }
 
-    /// The prepared profile `id`, prepared by `load(generation)` if needed.
-    pub async fn get<F, Fut>(&self, id: &str, load: F) -> Result<Arc<Prepared>, ApiError>
+    /// The prepared profile `id` with symbols at least as new as `symbol_seq`, prepared
+    /// by `load` if needed.
+    pub async fn get<F, Fut>(
+        &self,
+        id: &str,
+        symbol_seq: i64,
+        load: F,
+    ) -> Result<Arc<Prepared>, ApiError>
     where
-        F: Fn(u64) -> Fut,
+        F: Fn() -> Fut,
         Fut: Future<Output = Result<Prepared, ApiError>>,
     {
         for _ in 0..3 {
@@ -121,7 +106,7 @@ impl Cache {
             let p = cell
                 .get_or_try_init(|| {
                     loaded = true;
-                    let fut = load(self.generation());
+                    let fut = load();
                     async move { fut.await.map(Arc::new) }
                 })
                 .await?
@@ -131,7 +116,7 @@ impl Cache {
             } else {
                 self.hits.fetch_add(1, Ordering::Relaxed);
             }
-            if !self.stale(&p) {
+            if p.symbol_seq >= symbol_seq {
                 return Ok(p);
             }
             // Symbols arrived since: drop this preparation (unless someone already did).

@@ -22,6 +22,9 @@ pub enum ApiError {
     /// 405
     #[error("{0}")]
     MethodNotAllowed(String),
+    /// 410: the record exists but its bytes are gone.
+    #[error("{0}")]
+    Gone(String),
     /// 413: the body is larger than the server accepts.
     #[error("{0}")]
     TooLarge(String),
@@ -31,6 +34,9 @@ pub enum ApiError {
     /// 503: the server cannot serve (storage unreachable).
     #[error("{0}")]
     Unavailable(String),
+    /// 507: the storage is full; the request may succeed once space is freed.
+    #[error("{0}")]
+    InsufficientStorage(String),
 }
 
 impl ApiError {
@@ -73,15 +79,20 @@ impl ResponseError for ApiError {
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Gone(_) => StatusCode::GONE,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::InsufficientStorage(_) => StatusCode::INSUFFICIENT_STORAGE,
         }
     }
 
     fn error_response(&self) -> HttpResponse {
-        if let ApiError::Internal(_) = self {
-            eprintln!("prof-server: {self}");
+        if matches!(
+            self,
+            ApiError::Internal(_) | ApiError::Unavailable(_) | ApiError::InsufficientStorage(_)
+        ) {
+            tracing::error!(error = %self, "request failed");
         }
         json_error(self.status_code(), &self.to_string())
     }

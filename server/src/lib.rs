@@ -15,7 +15,6 @@ pub mod api;
 pub mod cache;
 pub mod diff;
 pub mod error;
-pub mod exports;
 pub mod lines;
 pub mod markers;
 pub mod metrics;
@@ -58,6 +57,24 @@ pub struct Config {
     /// The server's URL as clients see it, for links in responses (default: from the
     /// request's Host).
     pub public_url: Option<String>,
+    /// Metadata database (default: SQLite in `data_dir`).
+    pub db: Option<store::DbUrl>,
+    /// Blob store (default: files in `data_dir/blobs`).
+    pub store: Option<store::StoreUrl>,
+    /// S3 settings for an `s3://` store (None: the AWS environment variables).
+    pub s3: Option<store::S3Config>,
+    /// Directories whose files may be read to symbolize uploaded profiles, besides the
+    /// symbol store: binaries under them by their recorded path, debug files by build id
+    /// (`DIR/.build-id/xx/yyyy.debug`). Nothing else on the server's disk is read.
+    pub debug_dirs: Vec<PathBuf>,
+    /// Delete profiles older than this many days.
+    pub keep_days: Option<u32>,
+    /// Keep at most this many profiles (the newest).
+    pub max_profiles: Option<u64>,
+    /// Blobs no record names are swept once older than this.
+    pub orphan_grace: std::time::Duration,
+    /// How often retention and the orphan sweeper run.
+    pub maintenance_every: std::time::Duration,
 }
 
 impl Config {
@@ -72,7 +89,41 @@ impl Config {
             cache_profiles: 8,
             workers: 0,
             public_url: None,
+            db: None,
+            store: None,
+            s3: None,
+            debug_dirs: Vec::new(),
+            keep_days: None,
+            max_profiles: None,
+            orphan_grace: std::time::Duration::from_secs(3600),
+            maintenance_every: std::time::Duration::from_secs(600),
         }
+    }
+
+    /// The database and blob store URLs in effect.
+    pub fn storage_urls(&self) -> (store::DbUrl, store::StoreUrl) {
+        (
+            self.db
+                .clone()
+                .unwrap_or_else(|| store::DbUrl::Sqlite(self.data_dir.join("prof.db"))),
+            self.store
+                .clone()
+                .unwrap_or_else(|| store::StoreUrl::File(self.data_dir.join("blobs"))),
+        )
+    }
+
+    /// Where the data lives, for the startup message.
+    pub fn describe_storage(&self) -> String {
+        let (db, store) = self.storage_urls();
+        let db = match db {
+            store::DbUrl::Sqlite(p) => format!("SQLite {}", p.display()),
+            store::DbUrl::Postgres(u) => format!("PostgreSQL {}", store::redact_url(&u)),
+        };
+        let store = match store {
+            store::StoreUrl::File(p) => format!("blobs in {}", p.display()),
+            store::StoreUrl::S3 { bucket, prefix } => format!("blobs in s3://{bucket}/{prefix}"),
+        };
+        format!("{db}, {store}")
     }
 }
 
@@ -93,9 +144,29 @@ pub struct ServeArgs {
     /// Address to listen on (port 0: any free port).
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub addr: String,
-    /// Data directory (database and blobs) [default: $XDG_DATA_HOME/prof or ~/.local/share/prof].
+    /// Data directory (database and blobs; with --db and --store, local caches only)
+    /// [default: $XDG_DATA_HOME/prof or ~/.local/share/prof].
     #[arg(long, value_name = "DIR")]
     pub data: Option<PathBuf>,
+    /// Metadata database: sqlite:PATH or postgres://USER[:PASSWORD]@HOST[:PORT]/DB
+    /// [default: sqlite:DIR/prof.db].
+    #[arg(long, value_name = "URL")]
+    pub db: Option<String>,
+    /// Blob store: file:DIR or s3://BUCKET/PREFIX (settings from AWS_ENDPOINT_URL,
+    /// AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION) [default: file:DIR/blobs].
+    #[arg(long, value_name = "URL")]
+    pub store: Option<String>,
+    /// A directory whose binaries and debug files (DIR/.build-id/xx/yyyy.debug) may be
+    /// read to symbolize uploaded profiles (repeatable). Without it only uploaded symbol
+    /// files are used.
+    #[arg(long = "debug-dir", value_name = "DIR")]
+    pub debug_dirs: Vec<PathBuf>,
+    /// Delete profiles older than N days.
+    #[arg(long, value_name = "N")]
+    pub keep_days: Option<u32>,
+    /// Keep at most N profiles (the newest).
+    #[arg(long, value_name = "N")]
+    pub max_profiles: Option<u64>,
     /// A token that may upload and delete (repeatable). Without tokens anyone can.
     #[arg(long = "token", value_name = "TOKEN")]
     pub tokens: Vec<String>,
@@ -151,37 +222,57 @@ impl ServeArgs {
                 "--max-upload-mb must be at least 1".into(),
             ));
         }
-        Ok(Config {
-            addr: self.addr,
-            data_dir: self.data.unwrap_or_else(default_data_dir),
-            tokens,
-            private: self.private,
-            max_upload_bytes: self.max_upload_mb.saturating_mul(1 << 20),
-            cache_profiles: self.cache_profiles.max(1),
-            workers: self.workers.unwrap_or(0),
-            public_url: self.public_url,
-        })
+        let config_err = |e: StoreError| ServerError::Config(e.to_string());
+        if self.keep_days == Some(0) || self.max_profiles == Some(0) {
+            return Err(ServerError::Config(
+                "--keep-days and --max-profiles must be at least 1".into(),
+            ));
+        }
+        let mut c = Config::local(self.data.unwrap_or_else(default_data_dir));
+        c.addr = self.addr;
+        c.tokens = tokens;
+        c.private = self.private;
+        c.max_upload_bytes = self.max_upload_mb.saturating_mul(1 << 20);
+        c.cache_profiles = self.cache_profiles.max(1);
+        c.workers = self.workers.unwrap_or(0);
+        c.public_url = self.public_url;
+        c.db = self
+            .db
+            .as_deref()
+            .map(store::DbUrl::parse)
+            .transpose()
+            .map_err(config_err)?;
+        c.store = self
+            .store
+            .as_deref()
+            .map(store::StoreUrl::parse)
+            .transpose()
+            .map_err(config_err)?;
+        c.debug_dirs = self.debug_dirs;
+        c.keep_days = self.keep_days;
+        c.max_profiles = self.max_profiles;
+        Ok(c)
     }
 }
 
+/// Why the server could not start or stopped. Each message names its cause once (no
+/// `source()` chain for a caller's `{:#}` to print again).
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
     #[error("{0}")]
     Config(String),
-    #[error("cannot open the data directory {dir}: {source}")]
-    Store {
-        dir: String,
-        #[source]
-        source: StoreError,
-    },
-    #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        addr: String,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("cannot open the storage ({what}): {cause}")]
+    Store { what: String, cause: StoreError },
+    #[error("cannot listen on {addr}: {cause}")]
+    Bind { addr: String, cause: std::io::Error },
     #[error("the server failed: {0}")]
-    Io(#[from] std::io::Error),
+    Io(std::io::Error),
+}
+
+impl From<std::io::Error> for ServerError {
+    fn from(e: std::io::Error) -> ServerError {
+        ServerError::Io(e)
+    }
 }
 
 /// Everything the handlers share.
@@ -192,12 +283,18 @@ pub struct AppState {
     pub metrics: metrics::Metrics,
     /// Background preparations run one at a time.
     pub warmup: tokio::sync::Semaphore,
+    /// The only files symbolization may read: the symbol store's local directory and
+    /// `config.debug_dirs`.
+    pub files: Arc<prof_analysis::UnderDirs>,
 }
 
 impl AppState {
     pub fn new(config: Config, storage: Storage) -> AppState {
+        let mut dirs = vec![storage.blobs.local_dir()];
+        dirs.extend(config.debug_dirs.iter().cloned());
         AppState {
             cache: cache::Cache::new(config.cache_profiles),
+            files: Arc::new(prof_analysis::UnderDirs::new(dirs)),
             config,
             storage: Arc::new(storage),
             metrics: metrics::Metrics::default(),
@@ -205,12 +302,15 @@ impl AppState {
         }
     }
 
-    /// Opens the local storage in `config.data_dir`.
+    /// Opens the storage `config` names (default: SQLite + files in `config.data_dir`).
     pub fn open(config: Config) -> Result<AppState, ServerError> {
+        let (db, store) = config.storage_urls();
         let storage =
-            Storage::open_local(&config.data_dir).map_err(|source| ServerError::Store {
-                dir: config.data_dir.display().to_string(),
-                source,
+            Storage::open(&db, &store, &config.data_dir, config.s3.as_ref()).map_err(|cause| {
+                ServerError::Store {
+                    what: config.describe_storage(),
+                    cause,
+                }
             })?;
         Ok(AppState::new(config, storage))
     }
@@ -245,11 +345,137 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route(web::put().to(api::symbol_put)),
     )
     .service(resource("/healthz").route(web::get().to(api::healthz)))
+    .service(resource("/readyz").route(web::get().to(api::readyz)))
     .service(resource("/metrics").route(web::get().to(api::metrics)))
-    // Exports on download (`?format=`) and the vmprof client's upload API.
-    .configure(exports::routes)
+    // The vmprof client's upload API.
+    .configure(api::vmprof::routes)
     // The interactive viewer at / and /p/{id}; the plain pages at /plain.
     .configure(viewer::routes);
+}
+
+/// A request id unique across replicas: a random per-process prefix and a counter.
+fn next_request_id() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::OnceLock;
+    static PREFIX: OnceLock<String> = OnceLock::new();
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    let prefix = PREFIX.get_or_init(|| {
+        let mut b = [0u8; 4];
+        let _ = getrandom::fill(&mut b);
+        prof_analysis::hex(&b)
+    });
+    format!("{prefix}-{}", NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+/// Error answers that carry no body of their own (the HTTP layer's: a malformed path or
+/// header an extractor refused, an overflowing payload) get the API's JSON error body.
+fn json_errors(
+    res: actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody + 'static>,
+) -> actix_web::dev::ServiceResponse<actix_web::body::BoxBody> {
+    let status = res.status();
+    let needs_body = (status.is_client_error() || status.is_server_error())
+        && !res
+            .headers()
+            .contains_key(actix_web::http::header::CONTENT_TYPE);
+    if !needs_body {
+        return res.map_into_boxed_body();
+    }
+    let msg = match res.response().error() {
+        Some(e) if !e.to_string().is_empty() => e.to_string(),
+        _ => status
+            .canonical_reason()
+            .unwrap_or("request failed")
+            .to_string(),
+    };
+    let (req, _) = res.into_parts();
+    actix_web::dev::ServiceResponse::new(req, error::json_error(status, &msg))
+}
+
+/// Logs to standard error with `tracing` (access lines: request id, method, route, path,
+/// status, ms; errors with their message). `PROF_LOG=warn` (or error, debug) changes the
+/// level; the default is info.
+pub fn init_logging() {
+    let level = match std::env::var("PROF_LOG").ok().as_deref() {
+        Some("error") => tracing::Level::ERROR,
+        Some("warn") => tracing::Level::WARN,
+        Some("debug") => tracing::Level::DEBUG,
+        Some("trace") => tracing::Level::TRACE,
+        _ => tracing::Level::INFO,
+    };
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    // The server's own lines at `level`; its libraries' (actix) only when they warn.
+    let targets = tracing_subscriber::filter::Targets::new()
+        .with_target("prof_server", level)
+        .with_default(tracing::Level::WARN.min(level));
+    let _ = tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(false),
+        )
+        .with(targets)
+        .try_init();
+}
+
+/// Runs retention (`--keep-days`, `--max-profiles`) and the orphan blob sweeper now and
+/// then, on its own thread (the storage calls block). Several replicas may all run it:
+/// every step is safe to repeat. The thread ends once the server (which owns the state)
+/// is gone.
+fn spawn_maintenance(state: web::Data<AppState>) {
+    let every = state.config.maintenance_every;
+    let weak = Arc::downgrade(&state.into_inner());
+    let _ = std::thread::Builder::new()
+        .name("prof-maintenance".into())
+        .spawn(move || loop {
+            match weak.upgrade() {
+                Some(st) => run_maintenance(&st),
+                None => return,
+            }
+            std::thread::sleep(every);
+        });
+}
+
+/// One round of retention and sweeping; failures are logged and counted, not fatal.
+pub fn run_maintenance(state: &AppState) {
+    use std::sync::atomic::Ordering;
+    let c = &state.config;
+    match state.storage.apply_retention(c.keep_days, c.max_profiles) {
+        Ok(gone) => {
+            for id in &gone {
+                state.cache.remove(id);
+            }
+            if !gone.is_empty() {
+                tracing::info!(count = gone.len(), "retention deleted profiles");
+            }
+            state
+                .metrics
+                .retention_deletes
+                .fetch_add(gone.len() as u64, Ordering::Relaxed);
+        }
+        Err(e) => {
+            state
+                .metrics
+                .maintenance_errors
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::error!(error = %e, "retention failed");
+        }
+    }
+    match state.storage.sweep_orphans(c.orphan_grace) {
+        Ok(n) => {
+            if n > 0 {
+                tracing::info!(count = n, "swept orphan blobs");
+            }
+            state.metrics.orphans_swept.fetch_add(n, Ordering::Relaxed);
+        }
+        Err(e) => {
+            state
+                .metrics
+                .maintenance_errors
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::error!(error = %e, "sweeping orphan blobs failed");
+        }
+    }
 }
 
 /// A server running on its own thread.
@@ -300,6 +526,7 @@ pub fn spawn(config: Config) -> Result<RunningServer, ServerError> {
 
 /// [`spawn`] with storage already set up (another backend, tests).
 pub fn spawn_with_state(state: web::Data<AppState>) -> Result<RunningServer, ServerError> {
+    spawn_maintenance(state.clone());
     let (tx, rx) = std::sync::mpsc::channel();
     let thread = std::thread::Builder::new()
         .name("prof-server".into())
@@ -352,16 +579,29 @@ fn build(state: web::Data<AppState>) -> Result<(actix_web::dev::Server, SocketAd
                     .match_pattern()
                     .unwrap_or_else(|| "(unmatched)".to_string());
                 let method = req.method().to_string();
+                let path = req.path().to_string();
+                let request_id = next_request_id();
                 let st = metrics_state.clone();
                 let fut = srv.call(req);
                 async move {
-                    let res = fut.await?;
-                    st.metrics.request(
-                        &route,
-                        &method,
-                        res.status().as_u16(),
-                        start.elapsed().as_secs_f64(),
-                    );
+                    let res = json_errors(fut.await?);
+                    let status = res.status().as_u16();
+                    let secs = start.elapsed().as_secs_f64();
+                    st.metrics.request(&route, &method, status, secs);
+                    let ms = (secs * 1000.0 * 10.0).round() / 10.0;
+                    let error = res.response().error().map(|e| e.to_string());
+                    if status >= 500 {
+                        tracing::error!(target: "prof_server::access", request_id = %request_id, %method, %route, %path, status, ms, error = error.as_deref().unwrap_or(""), "request");
+                    } else {
+                        tracing::info!(target: "prof_server::access", request_id = %request_id, %method, %route, %path, status, ms, "request");
+                    }
+                    let mut res = res;
+                    if let Ok(v) = actix_web::http::header::HeaderValue::from_str(&request_id) {
+                        res.headers_mut().insert(
+                            actix_web::http::header::HeaderName::from_static("x-request-id"),
+                            v,
+                        );
+                    }
                     Ok(res)
                 }
             })
@@ -373,9 +613,9 @@ fn build(state: web::Data<AppState>) -> Result<(actix_web::dev::Server, SocketAd
     }
     let server = server
         .bind(config.addr.as_str())
-        .map_err(|source| ServerError::Bind {
+        .map_err(|cause| ServerError::Bind {
             addr: config.addr.clone(),
-            source,
+            cause,
         })?;
     let addr =
         server.addrs().first().copied().ok_or_else(|| {

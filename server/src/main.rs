@@ -16,13 +16,10 @@ struct Cli {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    prof_server::init_logging();
     let config = cli.serve.into_config()?;
-    let data = config.data_dir.clone();
+    let storage = config.describe_storage();
     let server = prof_server::spawn(config)?;
-    eprintln!(
-        "prof-server: listening on {} (data in {})",
-        server.url(),
-        data.display()
-    );
+    eprintln!("prof-server: listening on {} ({storage})", server.url());
     server.wait().context("serving")
 }

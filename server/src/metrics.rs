@@ -26,6 +26,13 @@ pub struct Metrics {
     /// route -> durations.
     durations: Mutex<BTreeMap<String, Histogram>>,
     pub uploads: AtomicU64,
+    pub downloads: AtomicU64,
+    /// Profiles removed by --keep-days / --max-profiles.
+    pub retention_deletes: AtomicU64,
+    /// Blobs without a record removed by the sweeper.
+    pub orphans_swept: AtomicU64,
+    /// Background maintenance runs that failed (storage errors).
+    pub maintenance_errors: AtomicU64,
     pub upload_bytes: AtomicU64,
     pub symbol_uploads: AtomicU64,
     pub analyses: AtomicU64,
@@ -65,11 +72,32 @@ impl Metrics {
     }
 
     /// The exposition text.
-    pub fn render(&self, store: &StoreCounts, cached: usize, hits: u64, misses: u64) -> String {
+    /// The exposition text. `backends`: the database and blob store kinds (`sqlite` or
+    /// `postgres`, `file` or `s3`).
+    pub fn render(
+        &self,
+        store: &StoreCounts,
+        backends: (&str, &str),
+        cached: usize,
+        hits: u64,
+        misses: u64,
+    ) -> String {
         let mut o = String::new();
         let metric = |o: &mut String, name: &str, kind: &str, help: &str| {
             let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}");
         };
+        metric(
+            &mut o,
+            "prof_storage_info",
+            "gauge",
+            "The storage backends this replica uses.",
+        );
+        let _ = writeln!(
+            o,
+            "prof_storage_info{{db=\"{}\",store=\"{}\"}} 1",
+            esc(backends.0),
+            esc(backends.1)
+        );
         metric(
             &mut o,
             "prof_http_requests_total",
@@ -127,6 +155,26 @@ impl Metrics {
                 "prof_upload_bytes_total",
                 "Bytes of profiles stored.",
                 self.upload_bytes.load(Ordering::Relaxed),
+            ),
+            (
+                "prof_downloads_total",
+                "Profiles downloaded (as stored or exported).",
+                self.downloads.load(Ordering::Relaxed),
+            ),
+            (
+                "prof_retention_deletes_total",
+                "Profiles deleted by --keep-days / --max-profiles.",
+                self.retention_deletes.load(Ordering::Relaxed),
+            ),
+            (
+                "prof_orphan_blobs_swept_total",
+                "Blobs no record named, removed by the sweeper.",
+                self.orphans_swept.load(Ordering::Relaxed),
+            ),
+            (
+                "prof_maintenance_errors_total",
+                "Retention or sweeper runs that failed.",
+                self.maintenance_errors.load(Ordering::Relaxed),
             ),
             (
                 "prof_symbol_uploads_total",

@@ -1,5 +1,7 @@
 //! Turning stored profile bytes into a queryable [`Prepared`] profile: decode, symbolize
-//! (symbol store first, then the local filesystem when build ids match), analyze, index.
+//! (symbol store first, then binaries and debug files under the `--debug-dir`
+//! directories, when build ids match; nothing else on the server's disk is read), analyze,
+//! index.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -10,18 +12,23 @@ use prof_analysis::{Summary, Symbolizer, Tier};
 use prof_format::Profile;
 
 use crate::error::ApiError;
-use crate::store::{ProfileRecord, Storage, TierTotals};
+use crate::store::{ProfileRecord, StoreError, TierTotals};
+use crate::AppState;
 
 /// A profile ready for queries; cached per profile id.
 pub struct Prepared {
+    /// The decoded profile and its analysis, for exports (downloads with `?format=`).
+    pub profile: Profile,
+    pub analysis: prof_analysis::Analysis,
     pub index: ProfileIndex,
     /// The same summary as `prof report --format json`.
     pub summary: Summary,
     pub tiers: TierTotals,
     /// Build ids (hex) of the profile's modules.
     pub build_ids: Vec<String>,
-    /// The symbol generation current when preparation started (see [`crate::cache`]).
-    pub gen: u64,
+    /// The symbol sequence number of the build ids when preparation started (see
+    /// [`crate::cache`]).
+    pub symbol_seq: i64,
     /// Build ids whose symbol file came from the symbol store.
     pub uploaded_symbols: Vec<String>,
     /// How long preparation took.
@@ -82,23 +89,6 @@ pub fn tier_totals(t: &[u64; TIERS]) -> TierTotals {
         .collect()
 }
 
-/// Module paths that exist but are not regular files (FIFOs, devices, directories) are
-/// made relative, so the symbolizer treats them as pseudo modules instead of opening
-/// them: a profile must not make the server block on a FIFO or read a device.
-pub(crate) fn defuse_paths(profile: &mut Profile) {
-    for p in &mut profile.processes {
-        for m in &mut p.modules {
-            if !m.path.starts_with('/') {
-                continue;
-            }
-            let special = std::fs::metadata(&m.path).is_ok_and(|md| !md.is_file());
-            if special {
-                m.path = m.path.trim_start_matches('/').to_string();
-            }
-        }
-    }
-}
-
 /// Distinct build ids (hex) of a profile's modules.
 pub fn build_ids(profile: &Profile) -> Vec<String> {
     let set: BTreeSet<String> = profile
@@ -112,25 +102,39 @@ pub fn build_ids(profile: &Profile) -> Vec<String> {
 }
 
 /// Decodes, symbolizes, analyzes and indexes a stored profile. Runs on a blocking thread.
-pub fn prepare(storage: &Storage, rec: &ProfileRecord, gen: u64) -> Result<Prepared, ApiError> {
+/// Reads only: recording the tier totals in the database is best effort (a full or
+/// read-only database does not fail the read that prepared the profile).
+pub fn prepare(st: &AppState, rec: &ProfileRecord, symbol_seq: i64) -> Result<Prepared, ApiError> {
     let start = Instant::now();
-    let bytes = storage.profile_bytes(rec)?;
-    let mut profile = prof_format::read_profile(&bytes).map_err(|e| {
+    let storage = &st.storage;
+    let bytes = storage.profile_bytes(rec).map_err(|e| match e {
+        StoreError::BlobMissing(_) => ApiError::Gone(format!(
+            "the bytes of profile {} are gone from the blob store (a delete failed midway?); delete it again",
+            rec.id
+        )),
+        e => e.into(),
+    })?;
+    let profile = prof_format::read_profile(&bytes).map_err(|e| {
         ApiError::Internal(format!("stored profile {} no longer decodes: {e}", rec.id))
     })?;
     drop(bytes);
-    defuse_paths(&mut profile);
     let ids = build_ids(&profile);
 
-    let mut sym = Symbolizer::new();
+    let mut sym = Symbolizer::without_debug_dirs();
+    sym.set_file_access(st.files.clone());
+    for d in st.config.debug_dirs.iter().rev() {
+        sym.add_debug_dir(d);
+    }
     let mut uploaded = Vec::new();
     let mut warnings = Vec::new();
     for id in &ids {
-        if let Some(path) = storage.symbol_path(id)? {
-            match sym.add_file(&path) {
+        match storage.symbol_path(id) {
+            Ok(None) => {}
+            Ok(Some(path)) => match sym.add_file(&path) {
                 Ok(_) => uploaded.push(id.clone()),
                 Err(e) => warnings.push(format!("uploaded symbols for build id {id}: {e}")),
-            }
+            },
+            Err(e) => warnings.push(format!("uploaded symbols for build id {id}: {e}")),
         }
     }
     let analysis = prof_analysis::analyze(&profile, &mut sym);
@@ -140,14 +144,18 @@ pub fn prepare(storage: &Storage, rec: &ProfileRecord, gen: u64) -> Result<Prepa
     let index = ProfileIndex::new(&profile, &analysis);
     let tiers = tier_totals(&index.tier_totals());
     if rec.tiers.as_ref() != Some(&tiers) {
-        storage.meta.set_tiers(&rec.id, &tiers)?;
+        if let Err(e) = storage.meta.set_tiers(&rec.id, &tiers) {
+            tracing::warn!(profile = %rec.id, error = %e, "could not record tier totals");
+        }
     }
     Ok(Prepared {
+        profile,
+        analysis,
         index,
         summary,
         tiers,
         build_ids: ids,
-        gen,
+        symbol_seq,
         uploaded_symbols: uploaded,
         seconds: start.elapsed().as_secs_f64(),
         answers: Answers::default(),

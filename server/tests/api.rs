@@ -1,15 +1,26 @@
-//! The HTTP API over real HTTP on an ephemeral loopback port.
+//! The HTTP API over real HTTP on an ephemeral loopback port, each test on SQLite + files
+//! and on PostgreSQL + S3 (see common/backends.rs).
 
 mod common;
 
 use common::*;
 
+backend_tests!(
+    upload_list_summary_tree_timeline_download_delete,
+    bad_uploads_and_requests_get_clear_4xx,
+    tokens_guard_uploads_and_deletes_and_private_reads,
+    fifty_concurrent_uploads_are_all_stored_intact,
+    a_restarted_server_still_has_everything,
+    symbols_uploaded_by_build_id_name_a_binary_the_server_never_saw,
+    health_metrics_and_pages,
+);
+
 const N: u64 = 400;
 
-#[test]
 fn upload_list_summary_tree_timeline_download_delete() {
     let dir = tempfile::tempdir().unwrap();
-    let server = start(config(dir.path()));
+    let c = config(dir.path());
+    let server = start(c.clone());
     let base = server.url();
     let bytes = profile_bytes(N, 0);
     let weight = profile_weight(N, 0);
@@ -258,29 +269,12 @@ fn upload_list_summary_tree_timeline_download_delete() {
         None,
     );
     assert_eq!(del.status, 404);
-    // Its blob is gone from the data directory.
-    let blobs: Vec<_> = walk(&dir.path().join("blobs"))
-        .into_iter()
-        .filter(|p| !p.starts_with(dir.path().join("blobs/tmp")))
-        .collect();
+    // Its blob is gone from the store.
+    let blobs = stored_blobs(&c);
     assert!(blobs.is_empty(), "{blobs:?}");
     server.stop();
 }
 
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            out.extend(walk(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
-}
-
-#[test]
 fn bad_uploads_and_requests_get_clear_4xx() {
     let dir = tempfile::tempdir().unwrap();
     let mut c = config(dir.path());
@@ -430,7 +424,6 @@ fn bad_uploads_and_requests_get_clear_4xx() {
     server.stop();
 }
 
-#[test]
 fn tokens_guard_uploads_and_deletes_and_private_reads() {
     let dir = tempfile::tempdir().unwrap();
     let mut c = config(dir.path());
@@ -498,7 +491,6 @@ fn tokens_guard_uploads_and_deletes_and_private_reads() {
     server.stop();
 }
 
-#[test]
 fn fifty_concurrent_uploads_are_all_stored_intact() {
     let dir = tempfile::tempdir().unwrap();
     let server = start(config(dir.path()));
@@ -565,10 +557,10 @@ fn fifty_concurrent_uploads_are_all_stored_intact() {
     server.stop();
 }
 
-#[test]
 fn a_restarted_server_still_has_everything() {
     let dir = tempfile::tempdir().unwrap();
-    let server = start(config(dir.path()));
+    let c = config(dir.path());
+    let server = start(c.clone());
     let base = server.url();
     let mut ids = Vec::new();
     for i in 0..3u64 {
@@ -590,7 +582,7 @@ fn a_restarted_server_still_has_everything() {
     let tree_before = get(&format!("{base}/api/v1/profiles/{}/tree", ids[0].0)).json();
     server.stop();
 
-    let server = start(config(dir.path()));
+    let server = start(c);
     let base = server.url();
     let l = get(&format!("{base}/api/v1/profiles")).json();
     assert_eq!(l["total"], 3);
@@ -620,7 +612,6 @@ __attribute__((noinline)) long ns_compute(long n) { return ns_hash(n) + ns_hash(
 int main(int argc, char **argv) { (void)argv; printf("%ld\n", ns_compute(argc * 1000)); return 0; }
 "#;
 
-#[test]
 fn symbols_uploaded_by_build_id_name_a_binary_the_server_never_saw() {
     use object::{Object, ObjectSection, ObjectSymbol};
     let dir = tempfile::tempdir().unwrap();
@@ -724,7 +715,6 @@ fn symbols_uploaded_by_build_id_name_a_binary_the_server_never_saw() {
     server.stop();
 }
 
-#[test]
 fn health_metrics_and_pages() {
     let dir = tempfile::tempdir().unwrap();
     let server = start(config(dir.path()));

@@ -203,7 +203,7 @@ fn prof_run_web_without_url_serves_locally_until_interrupted() {
     });
     let deadline = Instant::now() + TIMEOUT;
     let mut seen = String::new();
-    let mut data_dir = None;
+    let data_dir: Option<std::path::PathBuf>;
     let url = loop {
         let remaining = deadline.saturating_duration_since(Instant::now());
         match rx.recv_timeout(remaining) {

@@ -423,7 +423,11 @@ impl Server {
         let mut child = Command::new(prof)
             .args(["serve", "--addr", "127.0.0.1:0", "--workers", "2", "--data"])
             .arg(data.path())
+            // The fixtures were built on this machine: the server may read any binary a
+            // profile names (by default it reads only uploaded symbol files).
+            .args(["--debug-dir", "/"])
             .args(extra)
+            .env("PROF_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

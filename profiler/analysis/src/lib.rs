@@ -38,7 +38,9 @@ pub use analysis::{
 pub use summary::{
     render_text, FunctionSummary, ProcessSummary, Summary, ThreadSummary, Timeline, TimelineBucket,
 };
-pub use symbolize::{demangle, hex, module_name, Frame, SymbolError, Symbolizer};
+pub use symbolize::{
+    demangle, hex, module_name, AnyFile, FileAccess, Frame, SymbolError, Symbolizer, UnderDirs,
+};
 pub use syscalls::syscall_name;
 pub use tiers::{RuleError, Tier, TierCounts, TierRules};
 

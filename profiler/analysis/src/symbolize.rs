@@ -71,6 +71,79 @@ pub enum SymbolError {
     },
     #[error("{path}: not a file (pseudo module)")]
     NotAFile { path: String },
+    #[error("{path}: not among the files this symbolizer may read")]
+    NotAllowed { path: String },
+}
+
+/// Which files a [`Symbolizer`] may read. Every file it opens (binaries a profile names,
+/// debug files, files given to [`Symbolizer::add_file`]) goes through one of these, so a
+/// server symbolizing uploaded profiles decides the policy in one place.
+pub trait FileAccess: Send + Sync {
+    /// Opens `path` for reading, or says why not. Must not block (on a FIFO, a device).
+    fn open(&self, path: &Path) -> Result<File, SymbolError>;
+}
+
+/// Any regular file: the default, for `prof report` on the machine that recorded.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AnyFile;
+
+impl FileAccess for AnyFile {
+    fn open(&self, path: &Path) -> Result<File, SymbolError> {
+        let unreadable = |e: std::io::Error| SymbolError::Unreadable {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        };
+        let not_a_file = || SymbolError::NotAFile {
+            path: path.display().to_string(),
+        };
+        // Check before opening: opening a FIFO (a profile can name any path) would block.
+        if !std::fs::metadata(path).map_err(unreadable)?.is_file() {
+            return Err(not_a_file());
+        }
+        let file = File::open(path).map_err(unreadable)?;
+        if !file.metadata().map_err(unreadable)?.is_file() {
+            return Err(not_a_file());
+        }
+        Ok(file)
+    }
+}
+
+/// Regular files under the given directories only (symbolic links resolved before the
+/// check, so a link cannot point outside).
+#[derive(Debug, Clone, Default)]
+pub struct UnderDirs {
+    dirs: Vec<PathBuf>,
+}
+
+impl UnderDirs {
+    /// Directories that do not exist (yet) are kept as given.
+    pub fn new<I: IntoIterator<Item = PathBuf>>(dirs: I) -> UnderDirs {
+        UnderDirs {
+            dirs: dirs
+                .into_iter()
+                .map(|d| d.canonicalize().unwrap_or(d))
+                .collect(),
+        }
+    }
+
+    pub fn dirs(&self) -> &[PathBuf] {
+        &self.dirs
+    }
+}
+
+impl FileAccess for UnderDirs {
+    fn open(&self, path: &Path) -> Result<File, SymbolError> {
+        let real = path.canonicalize().map_err(|e| SymbolError::Unreadable {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        if !self.dirs.iter().any(|d| real.starts_with(d)) {
+            return Err(SymbolError::NotAllowed {
+                path: path.display().to_string(),
+            });
+        }
+        AnyFile.open(&real)
+    }
 }
 
 /// Lower-case hex of a build id.
@@ -148,23 +221,12 @@ struct Mapped {
 }
 
 impl Mapped {
-    fn open(path: &Path) -> Result<Mapped, SymbolError> {
+    fn open(path: &Path, access: &dyn FileAccess) -> Result<Mapped, SymbolError> {
         let unreadable = |e: std::io::Error| SymbolError::Unreadable {
             path: path.display().to_string(),
             reason: e.to_string(),
         };
-        // Check before opening: opening a FIFO (a profile can name any path) would block.
-        if !std::fs::metadata(path).map_err(unreadable)?.is_file() {
-            return Err(SymbolError::NotAFile {
-                path: path.display().to_string(),
-            });
-        }
-        let file = File::open(path).map_err(unreadable)?;
-        if !file.metadata().map_err(unreadable)?.is_file() {
-            return Err(SymbolError::NotAFile {
-                path: path.display().to_string(),
-            });
-        }
+        let file = access.open(path)?;
         // SAFETY: the map is read-only; a file truncated while mapped would fault, the
         // risk every symbolizer that maps binaries (addr2line, perf) accepts.
         let map = unsafe { Mmap::map(&file) }.map_err(unreadable)?;
@@ -370,6 +432,7 @@ struct Debug {
 /// One `Symbolizer` can serve many analyses (a server keeps one): files are keyed by path
 /// and build id, so a rebuilt file is loaded afresh.
 pub struct Symbolizer {
+    access: Arc<dyn FileAccess>,
     debug_dirs: Vec<PathBuf>,
     by_build_id: HashMap<Vec<u8>, PathBuf>,
     slots: Vec<Slot>,
@@ -397,6 +460,7 @@ impl Symbolizer {
     /// A symbolizer that looks for debug files under `/usr/lib/debug`.
     pub fn new() -> Self {
         Symbolizer {
+            access: Arc::new(AnyFile),
             debug_dirs: vec![PathBuf::from("/usr/lib/debug")],
             by_build_id: HashMap::new(),
             slots: Vec::new(),
@@ -423,6 +487,12 @@ impl Symbolizer {
         }
     }
 
+    /// Reads files only through `access` (default: [`AnyFile`]).
+    pub fn set_file_access(&mut self, access: Arc<dyn FileAccess>) {
+        self.access = access;
+        self.clear_cache();
+    }
+
     /// Also look for debug files under `dir`: `dir/.build-id/xx/yyyy.debug` (or without
     /// `.debug`: a whole unstripped binary stored by build id), searched before the
     /// directories added earlier.
@@ -435,7 +505,7 @@ impl Symbolizer {
     /// build id.
     pub fn add_file(&mut self, path: impl AsRef<Path>) -> Result<Vec<u8>, SymbolError> {
         let path = path.as_ref();
-        let m = Mapped::open(path)?;
+        let m = Mapped::open(path, &*self.access)?;
         let obj = m.parse()?;
         let id = file_build_id(&obj).ok_or_else(|| SymbolError::Parse {
             path: path.display().to_string(),
@@ -566,8 +636,8 @@ impl Symbolizer {
             self.by_build_id.get(build_id)
         };
         let main: Result<Mapped, SymbolError> = match registered {
-            Some(p) => Mapped::open(p),
-            None if path.starts_with('/') => Mapped::open(Path::new(path)),
+            Some(p) => Mapped::open(p, &*self.access),
+            None if path.starts_with('/') => Mapped::open(Path::new(path), &*self.access),
             None => Err(SymbolError::NotAFile {
                 path: path.to_string(),
             }),
@@ -695,7 +765,7 @@ impl Symbolizer {
                     .join(".build-id")
                     .join(&h[..2])
                     .join(format!("{}{}", &h[2..], suffix));
-                if let Some(d) = open_verified(&p, build_id) {
+                if let Some(d) = open_verified(&p, build_id, &*self.access) {
                     return Some(d);
                 }
             }
@@ -720,7 +790,9 @@ impl Symbolizer {
             if p == main.path {
                 continue;
             }
-            let Ok(file) = Mapped::open(&p) else { continue };
+            let Ok(file) = Mapped::open(&p, &*self.access) else {
+                continue;
+            };
             let ok = match &own_id {
                 Some(id) => file.parse().ok().and_then(|o| file_build_id(&o)).as_ref() == Some(id),
                 None => crc32(&file.map) == crc,
@@ -743,12 +815,12 @@ impl Symbolizer {
         } else {
             m.path.parent()?.join(name)
         };
-        open_verified(&p, id).map(|d| d.file)
+        open_verified(&p, id, &*self.access).map(|d| d.file)
     }
 }
 
-fn open_verified(path: &Path, build_id: &[u8]) -> Option<Debug> {
-    let file = Mapped::open(path).ok()?;
+fn open_verified(path: &Path, build_id: &[u8], access: &dyn FileAccess) -> Option<Debug> {
+    let file = Mapped::open(path, access).ok()?;
     let id = file_build_id(&file.parse().ok()?)?;
     (id == build_id).then_some(Debug { file })
 }

@@ -158,6 +158,10 @@ pub struct ReportArgs {
     /// interpreted/JIT code, unless --native-internals.
     #[arg(long, value_name = "BASE")]
     diff: Option<PathBuf>,
+    /// Largest expansion of gzipped input (vmprof logs) read, in MiB: a gzip bomb is
+    /// refused rather than expanded.
+    #[arg(long, value_name = "N", default_value_t = 256)]
+    max_gunzip_mb: u64,
 }
 
 fn main() {

@@ -12,19 +12,32 @@ use prof_format::{read_profile, Error as FormatError, Profile, HEADER_LEN};
 use crate::{Format, ReportArgs};
 
 /// Reads a profile file. Returns the profile and one-line warnings about damage.
-pub fn load(path: &Path) -> Result<(Profile, Vec<String>)> {
+/// Gzipped input (vmprof logs) expands to at most `max_gunzipped` bytes.
+pub fn load(path: &Path, max_gunzipped: u64) -> Result<(Profile, Vec<String>)> {
     let shown = path.display();
     let bytes = std::fs::read(path).with_context(|| format!("{shown}: cannot read"))?;
-    decode(&bytes).map_err(|e| anyhow!("{shown}: {e}"))
+    decode_limited(&bytes, max_gunzipped).map_err(|e| anyhow!("{shown}: {e}"))
 }
 
 /// Decodes profile bytes; a file corrupt midway yields the records before the corruption.
 pub fn decode(bytes: &[u8]) -> Result<(Profile, Vec<String>), String> {
+    decode_limited(bytes, prof_analysis::import::MAX_GUNZIPPED)
+}
+
+/// [`decode`] with gzipped input expanded to at most `max_gunzipped` bytes.
+pub fn decode_limited(bytes: &[u8], max_gunzipped: u64) -> Result<(Profile, Vec<String>), String> {
+    use prof_analysis::import::{import_bytes_limited, ImportError};
     // Other tools' profiles are recognized from their content.
     if !bytes.starts_with(prof_format::MAGIC) && prof_analysis::import::detect(bytes).is_some() {
-        return prof_analysis::import::import_bytes(bytes)
+        return import_bytes_limited(bytes, max_gunzipped)
             .map(|i| (i.profile, Vec::new()))
-            .map_err(|e| e.to_string());
+            .map_err(|e| match e {
+                ImportError::GzipTooLarge { limit } => format!(
+                    "the gzipped input expands to more than {} MiB; raise the bound with --max-gunzip-mb if it is genuine",
+                    limit >> 20
+                ),
+                e => e.to_string(),
+            });
     }
     let mut warnings = Vec::new();
     let mut cut = bytes.len();
@@ -72,7 +85,7 @@ pub fn decode(bytes: &[u8]) -> Result<(Profile, Vec<String>), String> {
 }
 
 pub fn report(args: ReportArgs) -> Result<()> {
-    let (profile, warnings) = load(&args.path)?;
+    let (profile, warnings) = load(&args.path, args.max_gunzip_mb.saturating_mul(1 << 20))?;
     for w in &warnings {
         eprintln!("prof: warning: {}: {w}", args.path.display());
     }
@@ -122,7 +135,7 @@ fn diff_report(
     rules: &prof_analysis::TierRules,
 ) -> Result<String> {
     use prof_analysis::tree::{Filter, NativeMode, ProfileIndex};
-    let (base, warnings) = load(base_path)?;
+    let (base, warnings) = load(base_path, args.max_gunzip_mb.saturating_mul(1 << 20))?;
     for w in &warnings {
         eprintln!("prof: warning: {}: {w}", base_path.display());
     }

@@ -39,13 +39,13 @@ pub struct UploadArgs {
 
 /// `prof serve`.
 pub fn serve(args: prof_server::ServeArgs) -> Result<i32> {
+    prof_server::init_logging();
     let config = args.into_config()?;
-    let data = config.data_dir.clone();
+    let storage = config.describe_storage();
     let server = prof_server::spawn(config)?;
     eprintln!(
-        "prof: serving on {} (data in {}; Ctrl-C to stop)",
-        server.url(),
-        data.display()
+        "prof: serving on {} ({storage}; Ctrl-C to stop)",
+        server.url()
     );
     server.wait().context("serving")?;
     Ok(0)
@@ -123,6 +123,9 @@ fn serve_locally(bytes: &[u8], data: Option<&Path>) -> Result<()> {
     };
     let mut config = prof_server::Config::local(dir.clone());
     config.addr = "127.0.0.1:0".into();
+    // This user's own server for a profile this machine just recorded: it may read the
+    // binaries the profile names, wherever they are.
+    config.debug_dirs = vec![std::path::PathBuf::from("/")];
     let server = prof_server::spawn(config).context("starting a local server")?;
     // Same machine: the server reads the binaries itself; no symbol upload needed.
     let link = Client::new(&server.url(), None)?.upload_all(bytes, None, &[], false)?;

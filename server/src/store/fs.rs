@@ -6,7 +6,7 @@ use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use super::{blob_key, BlobStore, StoreError};
+use super::{BlobEntry, BlobStore, StoreError};
 
 pub struct FsBlobs {
     dir: PathBuf,
@@ -38,11 +38,10 @@ impl FsBlobs {
 }
 
 impl BlobStore for FsBlobs {
-    fn put(&self, bytes: &[u8]) -> Result<String, StoreError> {
-        let key = blob_key(bytes);
-        let path = self.path(&key)?;
+    fn put(&self, key: &str, bytes: &[u8]) -> Result<(), StoreError> {
+        let path = self.path(key)?;
         if path.is_file() {
-            return Ok(key);
+            return Ok(());
         }
         let parent = path.parent().unwrap_or(&self.dir);
         fs::create_dir_all(parent)
@@ -54,10 +53,11 @@ impl BlobStore for FsBlobs {
             .map_err(|e| StoreError::io("writing a blob", e))?;
         tmp.persist(&path)
             .map_err(|e| StoreError::io(format!("storing {}", path.display()), e.error))?;
-        if let Ok(d) = fs::File::open(parent) {
-            let _ = d.sync_all();
-        }
-        Ok(key)
+        // The rename is durable once the directory is synced.
+        fs::File::open(parent)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| StoreError::io(format!("syncing {}", parent.display()), e))?;
+        Ok(())
     }
 
     fn get(&self, key: &str) -> Result<Vec<u8>, StoreError> {
@@ -85,6 +85,59 @@ impl BlobStore for FsBlobs {
             Err(e) => Err(StoreError::io(format!("removing {}", path.display()), e)),
         }
     }
+
+    fn list(&self) -> Result<Vec<BlobEntry>, StoreError> {
+        let mut out = Vec::new();
+        let rd = fs::read_dir(&self.dir)
+            .map_err(|e| StoreError::io(format!("listing {}", self.dir.display()), e))?;
+        for top in rd.flatten() {
+            let name = top.file_name().to_string_lossy().into_owned();
+            if name.len() != 2 || !name.bytes().all(|b| b.is_ascii_hexdigit()) {
+                continue;
+            }
+            let Ok(inner) = fs::read_dir(top.path()) else {
+                continue;
+            };
+            for f in inner.flatten() {
+                let rest = f.file_name().to_string_lossy().into_owned();
+                let key = format!("{name}{rest}");
+                if self.path(&key).is_err() {
+                    continue;
+                }
+                if let Ok(md) = f.metadata() {
+                    out.push(BlobEntry {
+                        key,
+                        modified: md.modified().unwrap_or(std::time::UNIX_EPOCH),
+                    });
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn check(&self, write: bool) -> Result<(), StoreError> {
+        let tmp = self.dir.join("tmp");
+        if !write {
+            return fs::metadata(&tmp)
+                .map(|_| ())
+                .map_err(|e| StoreError::io(format!("reading {}", tmp.display()), e));
+        }
+        // A real write, synced: a read-only, deleted or full directory fails it.
+        let mut f = tempfile::NamedTempFile::new_in(&tmp)
+            .map_err(|e| StoreError::io(format!("writing in {}", tmp.display()), e))?;
+        f.write_all(&[0u8; 4096])
+            .and_then(|()| f.as_file().sync_all())
+            .map_err(|e| StoreError::io(format!("writing in {}", tmp.display()), e))?;
+        Ok(())
+    }
+
+    fn local_dir(&self) -> PathBuf {
+        self.dir.clone()
+    }
+
+    fn kind(&self) -> &'static str {
+        "file"
+    }
 }
 
 #[cfg(test)]
@@ -95,12 +148,11 @@ mod tests {
     fn put_get_delete_are_content_addressed() {
         let dir = tempfile::tempdir().unwrap();
         let b = FsBlobs::open(dir.path()).unwrap();
-        let k = b.put(b"hello").unwrap();
-        assert_eq!(
-            k,
-            "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"
-        );
-        assert_eq!(b.put(b"hello").unwrap(), k);
+        let k = crate::store::blob_key(b"hello");
+        b.put(&k, b"hello").unwrap();
+        b.put(&k, b"hello").unwrap();
+        assert_eq!(b.list().unwrap().len(), 1);
+        b.check(true).unwrap();
         assert_eq!(b.get(&k).unwrap(), b"hello");
         assert!(b.local_path(&k).unwrap().ends_with(&k[2..]));
         b.delete(&k).unwrap();

@@ -56,6 +56,11 @@ const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE profiles ADD COLUMN tiers TEXT;
     "#,
+    // 3: symbol sequence numbers (cache invalidation across replicas), a health probe row.
+    r#"
+    ALTER TABLE symbols ADD COLUMN seq INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE health (id INTEGER PRIMARY KEY, at_ms INTEGER NOT NULL);
+    "#,
 ];
 
 pub struct SqliteMeta {
@@ -123,7 +128,11 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
         });
     }
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
-        let tx = conn.transaction().map_err(db)?;
+        // IMMEDIATE: take the write lock up front (a read upgraded to a write fails at
+        // once, without waiting, when another process wrote meanwhile).
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(db)?;
         tx.execute_batch(sql).map_err(db)?;
         tx.pragma_update(None, "user_version", i as i64 + 1)
             .map_err(db)?;
@@ -192,7 +201,21 @@ fn like_escape(s: &str) -> String {
 impl MetaStore for SqliteMeta {
     fn insert_profile(&self, p: &ProfileRecord) -> Result<(), StoreError> {
         let mut conn = self.conn();
-        let tx = conn.transaction().map_err(db)?;
+        // IMMEDIATE: take the write lock up front (a read upgraded to a write fails at
+        // once, without waiting, when another process wrote meanwhile).
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(db)?;
+        let exists: bool = tx
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM profiles WHERE id = ?)",
+                [&p.id],
+                |r| r.get(0),
+            )
+            .map_err(db)?;
+        if exists {
+            return Err(StoreError::Duplicate(p.id.clone()));
+        }
         tx.execute(
             &format!(
                 "INSERT INTO profiles ({PROFILE_COLUMNS}) \
@@ -297,7 +320,11 @@ impl MetaStore for SqliteMeta {
 
     fn delete_profile(&self, id: &str) -> Result<Option<ProfileRecord>, StoreError> {
         let mut conn = self.conn();
-        let tx = conn.transaction().map_err(db)?;
+        // IMMEDIATE: take the write lock up front (a read upgraded to a write fails at
+        // once, without waiting, when another process wrote meanwhile).
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(db)?;
         let mut p = tx
             .query_row(
                 &format!("SELECT {PROFILE_COLUMNS} FROM profiles WHERE id = ?"),
@@ -328,7 +355,11 @@ impl MetaStore for SqliteMeta {
 
     fn put_symbol(&self, s: &SymbolRecord) -> Result<Option<SymbolRecord>, StoreError> {
         let mut conn = self.conn();
-        let tx = conn.transaction().map_err(db)?;
+        // IMMEDIATE: take the write lock up front (a read upgraded to a write fails at
+        // once, without waiting, when another process wrote meanwhile).
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(db)?;
         let old = tx
             .query_row(
                 "SELECT build_id, blob, size, uploaded_ms FROM symbols WHERE build_id = ?",
@@ -338,8 +369,10 @@ impl MetaStore for SqliteMeta {
             .optional()
             .map_err(db)?;
         tx.execute(
-            "INSERT INTO symbols (build_id, blob, size, uploaded_ms) VALUES (?1, ?2, ?3, ?4) \
-             ON CONFLICT (build_id) DO UPDATE SET blob = ?2, size = ?3, uploaded_ms = ?4",
+            "INSERT INTO symbols (build_id, blob, size, uploaded_ms, seq) \
+             VALUES (?1, ?2, ?3, ?4, (SELECT COALESCE(MAX(seq), 0) + 1 FROM symbols)) \
+             ON CONFLICT (build_id) DO UPDATE SET blob = ?2, size = ?3, uploaded_ms = ?4, \
+             seq = (SELECT COALESCE(MAX(seq), 0) + 1 FROM symbols)",
             params![s.build_id, s.blob, to_i64(s.size), s.uploaded_unix_ms],
         )
         .map_err(db)?;
@@ -358,15 +391,54 @@ impl MetaStore for SqliteMeta {
             .map_err(db)
     }
 
-    fn blob_referenced(&self, blob: &str) -> Result<bool, StoreError> {
+    fn symbol_seq(&self, build_ids: &[String]) -> Result<i64, StoreError> {
+        if build_ids.is_empty() {
+            return Ok(0);
+        }
+        let marks = vec!["?"; build_ids.len()].join(", ");
         self.conn()
             .query_row(
-                "SELECT EXISTS (SELECT 1 FROM profiles WHERE blob = ?1) \
-                     OR EXISTS (SELECT 1 FROM symbols WHERE blob = ?1)",
-                [blob],
+                &format!("SELECT COALESCE(MAX(seq), 0) FROM symbols WHERE build_id IN ({marks})"),
+                rusqlite::params_from_iter(build_ids.iter()),
                 |r| r.get(0),
             )
             .map_err(db)
+    }
+
+    fn blob_refs(&self, blob: &str) -> Result<u64, StoreError> {
+        self.conn()
+            .query_row(
+                "SELECT (SELECT COUNT(*) FROM profiles WHERE blob = ?1) \
+                     + (SELECT COUNT(*) FROM symbols WHERE blob = ?1)",
+                [blob],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| n as u64)
+            .map_err(db)
+    }
+
+    fn expired_profiles(
+        &self,
+        before_ms: Option<i64>,
+        keep: Option<u64>,
+        limit: u32,
+    ) -> Result<Vec<String>, StoreError> {
+        let conn = self.conn();
+        let before = before_ms.unwrap_or(i64::MIN);
+        let keep = keep.map(to_i64).unwrap_or(i64::MAX);
+        let mut st = conn
+            .prepare(
+                "SELECT id FROM profiles WHERE created_ms < ?1 \
+                 OR id NOT IN (SELECT id FROM profiles ORDER BY created_ms DESC, id DESC LIMIT ?2) \
+                 ORDER BY created_ms, id LIMIT ?3",
+            )
+            .map_err(db)?;
+        let ids = st
+            .query_map(params![before, keep, limit], |r| r.get(0))
+            .map_err(db)?
+            .collect::<rusqlite::Result<_>>()
+            .map_err(db)?;
+        Ok(ids)
     }
 
     fn counts(&self) -> Result<StoreCounts, StoreError> {
@@ -395,9 +467,24 @@ impl MetaStore for SqliteMeta {
 
     fn ping(&self) -> Result<(), StoreError> {
         self.conn()
-            .query_row("SELECT 1", [], |r| r.get::<_, i64>(0))
+            .query_row("SELECT COUNT(*) FROM health", [], |r| r.get::<_, i64>(0))
             .map(|_| ())
             .map_err(db)
+    }
+
+    fn check_writable(&self) -> Result<(), StoreError> {
+        self.conn()
+            .execute(
+                "INSERT INTO health (id, at_ms) VALUES (1, ?1) \
+                 ON CONFLICT (id) DO UPDATE SET at_ms = ?1",
+                [super::now_ms()],
+            )
+            .map(|_| ())
+            .map_err(db)
+    }
+
+    fn kind(&self) -> &'static str {
+        "sqlite"
     }
 }
 
@@ -487,10 +574,16 @@ mod tests {
         tiers.insert("jit".into(), 5);
         m.set_tiers("a", &tiers).unwrap();
         assert_eq!(m.profile("a").unwrap().unwrap().tiers, Some(tiers));
-        assert!(m.blob_referenced(&format!("{:064}", 1)).unwrap());
+        assert_eq!(m.blob_refs(&format!("{:064}", 1)).unwrap(), 1);
+        assert!(matches!(
+            m.insert_profile(&rec("a", "again", 9, &[])),
+            Err(StoreError::Duplicate(_))
+        ));
+        assert_eq!(m.expired_profiles(Some(2), None, 10).unwrap(), ["a"]);
+        assert_eq!(m.expired_profiles(None, Some(1), 10).unwrap(), ["a", "b"]);
         let gone = m.delete_profile("a").unwrap().unwrap();
         assert_eq!(gone.tags, ["ci", "x"]);
-        assert!(!m.blob_referenced(&format!("{:064}", 1)).unwrap());
+        assert_eq!(m.blob_refs(&format!("{:064}", 1)).unwrap(), 0);
         assert!(m.delete_profile("a").unwrap().is_none());
         assert!(m.profile("a").unwrap().is_none());
         assert_eq!(q(None, Some("x")), Vec::<String>::new());
@@ -506,15 +599,22 @@ mod tests {
             size: 5,
             uploaded_unix_ms: 1,
         };
+        assert_eq!(m.symbol_seq(&["ab".into()]).unwrap(), 0);
         assert!(m.put_symbol(&s).unwrap().is_none());
+        let seq1 = m.symbol_seq(&["ab".into(), "cd".into()]).unwrap();
+        assert!(seq1 > 0);
         let s2 = SymbolRecord {
             blob: "k2".into(),
             ..s.clone()
         };
         assert_eq!(m.put_symbol(&s2).unwrap(), Some(s));
+        assert!(m.symbol_seq(&["ab".into()]).unwrap() > seq1);
+        assert_eq!(m.symbol_seq(&["cd".into()]).unwrap(), 0);
         assert_eq!(m.symbol("ab").unwrap(), Some(s2));
-        assert!(m.blob_referenced("k2").unwrap());
-        assert!(!m.blob_referenced("k1").unwrap());
+        assert_eq!(m.blob_refs("k2").unwrap(), 1);
+        assert_eq!(m.blob_refs("k1").unwrap(), 0);
+        m.check_writable().unwrap();
+        m.ping().unwrap();
     }
 
     #[test]
@@ -528,11 +628,14 @@ mod tests {
         // A database at schema version 1 (before tier totals) is upgraded in place.
         {
             let c = Connection::open(&path).unwrap();
-            c.execute_batch("ALTER TABLE profiles DROP COLUMN tiers; PRAGMA user_version = 1;")
-                .unwrap();
+            c.execute_batch(
+                "ALTER TABLE profiles DROP COLUMN tiers; DROP TABLE health; \
+                 ALTER TABLE symbols DROP COLUMN seq; PRAGMA user_version = 1;",
+            )
+            .unwrap();
         }
         let m = SqliteMeta::open(&path).unwrap();
-        assert_eq!(m.schema_version().unwrap(), 2);
+        assert_eq!(m.schema_version().unwrap(), MIGRATIONS.len() as i64);
         assert_eq!(m.profile("a").unwrap().unwrap().name, "n");
         drop(m);
         Connection::open(&path)

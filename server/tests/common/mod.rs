@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod backends;
+
 use std::hint::black_box;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -69,8 +71,14 @@ pub extern "C" fn gc_collect_main(n: u64) -> u64 {
     s
 }
 
-/// This executable as a profile module: real path, real build id, real load bias.
+/// This executable as a profile module: real path, real build id, real load bias (read
+/// once: the test executable is large).
 pub fn self_module() -> Module {
+    static M: std::sync::OnceLock<Module> = std::sync::OnceLock::new();
+    M.get_or_init(read_self_module).clone()
+}
+
+fn read_self_module() -> Module {
     let path = std::fs::read_link("/proc/self/exe").unwrap();
     let bytes = std::fs::read(&path).unwrap();
     let obj = object::File::parse(&*bytes).unwrap();
@@ -180,7 +188,23 @@ pub fn config(dir: &Path) -> Config {
     let mut c = Config::local(dir.to_path_buf());
     c.addr = "127.0.0.1:0".into();
     c.workers = 2;
+    // The profiles name this test executable: the server may read binaries in its
+    // directory (and nothing else outside its symbol store).
+    let exe = std::fs::read_link("/proc/self/exe").unwrap();
+    c.debug_dirs = vec![exe.parent().unwrap().to_path_buf()];
+    // The backend the running test was asked for (see [`backends::backend_tests`]).
+    let (db, store, s3) = backends::storage_for_test();
+    c.db = db;
+    c.store = store;
+    c.s3 = s3;
     c
+}
+
+/// Blobs in the store `c` names (files or S3 objects).
+pub fn stored_blobs(c: &Config) -> Vec<String> {
+    let (db, store) = c.storage_urls();
+    let s = prof_server::Storage::open(&db, &store, &c.data_dir, c.s3.as_ref()).unwrap();
+    s.blobs.list().unwrap().into_iter().map(|b| b.key).collect()
 }
 
 pub fn start(c: Config) -> RunningServer {
@@ -344,4 +368,95 @@ pub fn gcc(dir: &Path, name: &str, src: &str) -> PathBuf {
         String::from_utf8_lossy(&o.stderr)
     );
     out
+}
+
+// ---------------------------------------------------------------------------------------
+// Server processes (for SIGKILL and memory measurements)
+
+/// A `prof-server` process.
+pub struct Proc {
+    pub child: std::process::Child,
+    pub url: String,
+}
+
+impl Proc {
+    pub fn kill(mut self) {
+        // SAFETY: plain syscall on our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGKILL) };
+        let _ = self.child.wait();
+    }
+
+    /// Peak resident memory so far (VmHWM), bytes.
+    pub fn peak_rss(&self) -> u64 {
+        let s = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        let kb: u64 = s
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .unwrap()
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse()
+            .unwrap();
+        kb * 1024
+    }
+}
+
+/// Runs the `prof-server` binary on the storage `c` names (`--data`, `--db`, `--store`,
+/// AWS_* variables for S3), on a free loopback port.
+pub fn server_process(c: &Config) -> Proc {
+    use prof_server::store::{DbUrl, StoreUrl};
+    use std::io::BufRead;
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_prof-server"));
+    cmd.args(["--addr", "127.0.0.1:0", "--workers", "2", "--data"])
+        .arg(&c.data_dir)
+        .args([
+            "--max-upload-mb",
+            &(c.max_upload_bytes >> 20).max(1).to_string(),
+        ]);
+    for d in &c.debug_dirs {
+        cmd.arg("--debug-dir").arg(d);
+    }
+    match &c.db {
+        Some(DbUrl::Postgres(u)) => {
+            cmd.args(["--db", u]);
+        }
+        Some(DbUrl::Sqlite(p)) => {
+            cmd.arg("--db").arg(format!("sqlite:{}", p.display()));
+        }
+        None => {}
+    }
+    match &c.store {
+        Some(StoreUrl::S3 { bucket, prefix }) => {
+            cmd.args(["--store", &format!("s3://{bucket}/{prefix}")]);
+        }
+        Some(StoreUrl::File(p)) => {
+            cmd.arg("--store").arg(format!("file:{}", p.display()));
+        }
+        None => {}
+    }
+    if let Some(s3) = &c.s3 {
+        cmd.env("AWS_ENDPOINT_URL", s3.endpoint.as_deref().unwrap_or(""))
+            .env("AWS_REGION", &s3.region)
+            .env("AWS_ACCESS_KEY_ID", &s3.access_key)
+            .env("AWS_SECRET_ACCESS_KEY", &s3.secret_key);
+    }
+    cmd.env("PROF_LOG", "warn")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().expect("starting prof-server");
+    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let first = lines
+        .next()
+        .and_then(|l| l.ok())
+        .unwrap_or_else(|| panic!("prof-server printed nothing: {:?}", child.wait()));
+    let url = first
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap_or_else(|| panic!("no URL in {first:?}"))
+        .to_string();
+    // Keep draining its stderr (a full pipe would block it).
+    std::thread::spawn(move || for _ in lines {});
+    Proc { child, url }
 }

@@ -66,6 +66,10 @@ pub enum ImportError {
     Collapsed { line: usize, what: String },
     #[error("gzip data: {0}")]
     Gzip(String),
+    /// The gzip data expands past the caller's bound (a gzip bomb is refused, not
+    /// expanded: decompression stops at the bound).
+    #[error("gzip data expands to more than {limit} bytes, the most accepted")]
+    GzipTooLarge { limit: u64 },
     #[error("{0}: no samples")]
     Empty(&'static str),
     #[error("{0}")]
@@ -82,8 +86,9 @@ pub struct Imported {
     pub log: Vec<u8>,
 }
 
-/// Largest gzip input expansion accepted (a gzip bomb is refused, not expanded).
-pub const MAX_GUNZIPPED: u64 = 2 << 30;
+/// Largest gzip expansion [`import_bytes`] accepts (a gzip bomb is refused, not
+/// expanded); [`import_bytes_limited`] takes another bound.
+pub const MAX_GUNZIPPED: u64 = 256 << 20;
 
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 
@@ -119,12 +124,19 @@ fn text_prefix(bytes: &[u8]) -> usize {
 /// Detects the format of `bytes` and converts them. A prof log is read as is (strictly:
 /// corruption is an error).
 pub fn import_bytes(bytes: &[u8]) -> Result<Imported, ImportError> {
+    import_bytes_limited(bytes, MAX_GUNZIPPED)
+}
+
+/// [`import_bytes`] with gzip input expanded to at most `max_gunzipped` bytes: the
+/// decompressor's output is counted as it streams and stops one byte past the bound, so
+/// memory stays bounded whatever the compression ratio.
+pub fn import_bytes_limited(bytes: &[u8], max_gunzipped: u64) -> Result<Imported, ImportError> {
     let format = detect(bytes).ok_or_else(|| ImportError::Unrecognized(describe(bytes)))?;
     let log = match format {
         InputFormat::Prof => bytes.to_vec(),
         InputFormat::Vmprof => {
             if bytes.starts_with(&GZIP_MAGIC) {
-                vmprof::convert(&gunzip(bytes)?)?
+                vmprof::convert(&gunzip(bytes, max_gunzipped)?)?
             } else {
                 vmprof::convert(bytes)?
             }
@@ -165,17 +177,14 @@ fn describe(bytes: &[u8]) -> String {
     }
 }
 
-fn gunzip(bytes: &[u8]) -> Result<Vec<u8>, ImportError> {
+fn gunzip(bytes: &[u8], max: u64) -> Result<Vec<u8>, ImportError> {
     let mut out = Vec::new();
     flate2::read::MultiGzDecoder::new(bytes)
-        .take(MAX_GUNZIPPED + 1)
+        .take(max.saturating_add(1))
         .read_to_end(&mut out)
         .map_err(|e| ImportError::Gzip(e.to_string()))?;
-    if out.len() as u64 > MAX_GUNZIPPED {
-        return Err(ImportError::Gzip(format!(
-            "expands to more than {} GiB",
-            MAX_GUNZIPPED >> 30
-        )));
+    if out.len() as u64 > max {
+        return Err(ImportError::GzipTooLarge { limit: max });
     }
     Ok(out)
 }

@@ -389,6 +389,22 @@ fn vmprof_errors_say_where() {
     assert!(e.to_string().starts_with("gzip data:"), "{e}");
 }
 
+#[test]
+fn a_gzip_bomb_stops_at_the_bound() {
+    use std::io::Write;
+    // 64 MiB of zeros compress to ~64 KiB; with a 1 MiB bound decompression stops there.
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    let zeros = vec![0u8; 1 << 20];
+    for _ in 0..64 {
+        gz.write_all(&zeros).unwrap();
+    }
+    let bomb = gz.finish().unwrap();
+    assert!(bomb.len() < 1 << 20);
+    let e = import_bytes_limited(&bomb, 1 << 20).unwrap_err();
+    assert_eq!(e, ImportError::GzipTooLarge { limit: 1 << 20 });
+    assert!(e.to_string().contains("more than 1048576 bytes"), "{e}");
+}
+
 // ---------------------------------------------------------------- never panic
 
 proptest! {
