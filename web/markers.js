@@ -8,7 +8,7 @@
 // the same left margin so both x axes line up.
 
 import { themeColours } from "./colors.js";
-import { fmtTick } from "./util.js";
+import { fitCanvas, fmtTick, niceStep } from "./util.js";
 
 const HEIGHT = 170;
 const LEFT = 44;
@@ -26,13 +26,6 @@ export function decade(v) {
   if (v >= 1e-3) return `${Math.round(v * 1e3)} ms`;
   if (v >= 1e-6) return `${Math.round(v * 1e6)} µs`;
   return `${Math.round(v * 1e9)} ns`;
-}
-
-function niceStep(span, target) {
-  const raw = span / target;
-  const mag = 10 ** Math.floor(Math.log10(raw));
-  for (const m of [1, 2, 5, 10]) if (m * mag >= raw) return m * mag;
-  return 10 * mag;
 }
 
 /** Median of each run of `size` consecutive values (by x), as [x, median] points. */
@@ -221,20 +214,9 @@ export class LatencyPlot {
   }
 
   draw() {
-    const w = Math.max(200, Math.floor(this.canvas.parentElement.clientWidth));
-    const dpr = window.devicePixelRatio || 1;
-    this.width = w;
-    if (this.canvas.width !== Math.round(w * dpr) || this.canvas.height !== Math.round(HEIGHT * dpr)) {
-      this.canvas.width = Math.round(w * dpr);
-      this.canvas.height = Math.round(HEIGHT * dpr);
-      this.canvas.style.width = `${w}px`;
-      this.canvas.style.height = `${HEIGHT}px`;
-    }
     const ctx = this.ctx;
     const th = themeColours();
-    ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
-    ctx.fillStyle = th.bg;
-    ctx.fillRect(0, 0, w, HEIGHT);
+    this.width = fitCanvas(this.canvas, ctx, HEIGHT, th.bg);
     const d = this.data;
     if (!d || !this.range) return;
     const pw = this.plotWidth();

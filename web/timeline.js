@@ -6,7 +6,7 @@
 // functions (ctx, geometry) called after the tiers, before the selection.
 
 import { TIER_CSS } from "./colors.js";
-import { fmtTick } from "./util.js";
+import { fitCanvas, fmtTick, niceStep } from "./util.js";
 import { themeColours } from "./colors.js";
 
 const HEIGHT = 130;
@@ -14,13 +14,6 @@ const LEFT = 44;
 const RIGHT = 8;
 const TOP = 6;
 const BOTTOM = 34;
-
-function niceStep(span, target) {
-  const raw = span / target;
-  const mag = 10 ** Math.floor(Math.log10(raw));
-  for (const m of [1, 2, 5, 10]) if (m * mag >= raw) return m * mag;
-  return 10 * mag;
-}
 
 export class Timeline {
   constructor(canvas, opts = {}) {
@@ -163,20 +156,9 @@ export class Timeline {
   }
 
   draw() {
-    const w = Math.max(200, Math.floor(this.canvas.parentElement.clientWidth));
-    const dpr = window.devicePixelRatio || 1;
-    this.width = w;
-    if (this.canvas.width !== Math.round(w * dpr) || this.canvas.height !== Math.round(HEIGHT * dpr)) {
-      this.canvas.width = Math.round(w * dpr);
-      this.canvas.height = Math.round(HEIGHT * dpr);
-      this.canvas.style.width = `${w}px`;
-      this.canvas.style.height = `${HEIGHT}px`;
-    }
     const ctx = this.ctx;
     const th = themeColours();
-    ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
-    ctx.fillStyle = th.bg;
-    ctx.fillRect(0, 0, w, HEIGHT);
+    this.width = fitCanvas(this.canvas, ctx, HEIGHT, th.bg);
     const ph = HEIGHT - TOP - BOTTOM;
     const pw = this.plotWidth();
     ctx.font = "11px system-ui, sans-serif";

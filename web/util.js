@@ -69,6 +69,32 @@ export function fmtTick(s, step) {
   return `${s.toFixed(d)} s`;
 }
 
+/** A round step (1, 2 or 5 times a power of ten) giving about `target` ticks over `span`. */
+export function niceStep(span, target) {
+  const raw = span / target;
+  const mag = 10 ** Math.floor(Math.log10(raw));
+  for (const m of [1, 2, 5, 10]) if (m * mag >= raw) return m * mag;
+  return 10 * mag;
+}
+
+/** Sizes a chart canvas to its box's width (at least 200 px) and `height` CSS pixels at the
+ * device's pixel ratio, scales its context to CSS pixels and fills it with `bg`. Returns
+ * the width. */
+export function fitCanvas(canvas, ctx, height, bg) {
+  const w = Math.max(200, Math.floor(canvas.parentElement.clientWidth));
+  const dpr = window.devicePixelRatio || 1;
+  if (canvas.width !== Math.round(w * dpr) || canvas.height !== Math.round(height * dpr)) {
+    canvas.width = Math.round(w * dpr);
+    canvas.height = Math.round(height * dpr);
+    canvas.style.width = `${w}px`;
+    canvas.style.height = `${height}px`;
+  }
+  ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+  ctx.fillStyle = bg;
+  ctx.fillRect(0, 0, w, height);
+  return w;
+}
+
 export function escapeRegex(s) {
   return s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
 }

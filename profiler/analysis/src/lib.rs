@@ -36,7 +36,8 @@ pub use analysis::{
     analyze, analyze_with, Analysis, CollapseOptions, FrameId, LeafWeight, NO_STACK,
 };
 pub use summary::{
-    render_text, FunctionSummary, ProcessSummary, Summary, ThreadSummary, Timeline, TimelineBucket,
+    clip, render_text, FunctionSummary, ProcessSummary, Summary, ThreadSummary, Timeline,
+    TimelineBucket,
 };
 pub use symbolize::{
     demangle, hex, module_name, AnyFile, FileAccess, Frame, SymbolError, Symbolizer, UnderDirs,

@@ -564,7 +564,7 @@ fn pct(part: u64, whole: u64) -> f64 {
 }
 
 /// Shortens `s` to at most `max` characters, marking the cut with `…`.
-fn clip(s: &str, max: usize) -> String {
+pub fn clip(s: &str, max: usize) -> String {
     if s.chars().count() <= max {
         return s.to_string();
     }

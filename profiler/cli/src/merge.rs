@@ -240,21 +240,12 @@ pub fn fold_launchers(sections: &mut Vec<Section>) -> Option<String> {
         .unwrap_or_default();
     Some(format!(
         "folded away the launcher `{}` ({} process{}, {:.2} s CPU) that started `{}`",
-        clip(&first_cmd.unwrap_or_default(), 60),
+        prof_analysis::clip(&first_cmd.unwrap_or_default(), 60),
         pids.len(),
         if pids.len() == 1 { "" } else { "es" },
         cpu_ns as f64 / 1e9,
-        clip(&program, 60),
+        prof_analysis::clip(&program, 60),
     ))
-}
-
-fn clip(s: &str, max: usize) -> String {
-    if s.chars().count() <= max {
-        return s.to_string();
-    }
-    let mut out: String = s.chars().take(max - 1).collect();
-    out.push('…');
-    out
 }
 
 /// Where the first process section of a merged file ends (its records' end).
