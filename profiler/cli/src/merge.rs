@@ -238,9 +238,15 @@ pub fn fold_launchers(sections: &mut Vec<Section>) -> Option<String> {
         .first()
         .map(|s| s.command.clone())
         .unwrap_or_default();
+    let first_cmd = first_cmd.unwrap_or_default();
+    // A program that re-exec'd itself before doing anything (PyPy does) had no launcher
+    // worth a word: nothing of it was sampled and the program is the same.
+    if pids.len() == 1 && cpu_ns == 0 && first_cmd == program {
+        return None;
+    }
     Some(format!(
         "folded away the launcher `{}` ({} process{}, {:.2} s CPU) that started `{}`",
-        prof_analysis::clip(&first_cmd.unwrap_or_default(), 60),
+        prof_analysis::clip(&first_cmd, 60),
         pids.len(),
         if pids.len() == 1 { "" } else { "es" },
         cpu_ns as f64 / 1e9,
@@ -415,6 +421,16 @@ mod tests {
         );
         assert!(note.contains("4 processes"), "{note}");
         assert!(note.contains("started `python3.12 app.py`"), "{note}");
+    }
+
+    #[test]
+    fn a_bare_re_exec_folds_without_a_notice() {
+        let mut s = vec![
+            sec(60, 1, 100, "pypy3 app.py", 0),
+            sec(60, 1, 110, "pypy3 app.py", 900),
+        ];
+        assert_eq!(fold_launchers(&mut s), None);
+        assert_eq!(commands(&s), vec!["pypy3 app.py"]);
     }
 
     #[test]
