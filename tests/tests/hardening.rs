@@ -192,6 +192,21 @@ fn a_thousand_threads_created_and_joined_while_sampling() {
         "only {threads} threads sampled\n{}",
         describe(&rep)
     );
+    // Each worker spins ~1 ms: none may cost tens of ms under prof. (A first period of a
+    // few µs once kept one worker in timer interrupts for 4-14 s in a VM.)
+    let heaviest_worker = rep["threads"]
+        .as_array()
+        .expect("threads")
+        .iter()
+        .filter(|t| t["tid"] != t["pid"])
+        .map(|t| t["samples"].as_u64().unwrap_or(0))
+        .max()
+        .unwrap_or(0);
+    assert!(
+        heaviest_worker <= 25,
+        "a worker thread of ~1 ms took {heaviest_worker} periods\n{}",
+        describe(&rep)
+    );
     let weight = num(&rep, "weight");
     assert!(
         total_of(&rep, "thread_work") >= 0.5 * weight,

@@ -41,9 +41,7 @@ pub fn arm(
     period_ns: u64,
     prefer: Option<Source>,
 ) -> Result<Source, i32> {
-    // First expiry random in (0, period]: threads started together do not fire together,
-    // and sampling does not alias with the program's own periodic work.
-    let first = 1 + random_u64(tid as u64) % period_ns.max(1);
+    let first = first_expiry(random_u64(tid as u64), period_ns);
     e.reset_kernel_accounting(thread_cpu_ns());
     if prefer != Some(Source::Posix) {
         match arm_perf(e, tid, period_ns, first) {
@@ -60,6 +58,24 @@ pub fn arm(
         }
     }
     arm_posix(e, tid, period_ns, first).map(|_| Source::Posix)
+}
+
+/// The shortest first period: 200 µs, or half the period when that is shorter.
+const FIRST_FLOOR_NS: u64 = 200_000;
+
+/// The first expiry: random in (0, period] — threads started together do not fire
+/// together, sampling does not alias with the program's own periodic work, and a thread
+/// shorter than a period is sampled with a probability proportional to its CPU time —
+/// but never below a floor. A perf cpu-clock event fires an hrtimer interrupt every
+/// period until the handler sets the real one, and in a VM each interrupt costs ~10 µs of
+/// the thread's own clock: a first period of 10-20 µs kept a thread in interrupts for
+/// up to 14 s (1000 short threads: 0.8 s became 4-18 s in one run of three; CI failed).
+/// Raising (0, floor) to the floor only delays those threads' first sample by less than
+/// the floor; only threads that end before it lose a sample they might have had.
+fn first_expiry(random: u64, period_ns: u64) -> u64 {
+    let period = period_ns.max(1);
+    let floor = FIRST_FLOOR_NS.min(period / 2).max(1);
+    (1 + random % period).max(floor)
 }
 
 fn arm_perf(e: &ThreadEntry, tid: libc::pid_t, period_ns: u64, first_ns: u64) -> Result<(), i32> {
@@ -230,5 +246,30 @@ pub fn rearm_closed(period_ns: u64) {
         {
             let _ = arm_perf(e, tid, period_ns, period_ns);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_expiry_is_random_within_the_period_but_never_below_the_floor() {
+        let period = 1_001_001;
+        let firsts: Vec<u64> = (0..10_000u64)
+            .map(|i| first_expiry(random_u64(i), period))
+            .collect();
+        assert!(firsts
+            .iter()
+            .all(|&f| (FIRST_FLOOR_NS..=period).contains(&f)));
+        // Raised to the floor: the share of draws that fell below it (~20%).
+        let at_floor = firsts.iter().filter(|&&f| f == FIRST_FLOOR_NS).count();
+        assert!((1_600..2_400).contains(&at_floor), "{at_floor}");
+        // Above it, spread over the rest of the period.
+        let upper_half = firsts.iter().filter(|&&f| f > period / 2).count();
+        assert!((4_600..5_400).contains(&upper_half), "{upper_half}");
+        // A short period keeps half of it random.
+        assert!((0..1000).all(|i| first_expiry(random_u64(i), 100_000) >= 50_000));
+        assert_eq!(first_expiry(7, 1), 1);
     }
 }

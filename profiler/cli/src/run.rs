@@ -28,6 +28,12 @@ pub fn run(args: RunArgs) -> Result<i32> {
         .tempdir()
         .context("creating a temporary directory for the logs")?;
 
+    if args.rate > 5000 {
+        eprintln!(
+            "prof: --rate {}: every sample costs a timer interrupt and a signal; above ~5000 Hz they slow the program down and skew what it spends",
+            args.rate
+        );
+    }
     signals::install().context("installing signal handlers")?;
     let mut command = std::process::Command::new(&program);
     command
