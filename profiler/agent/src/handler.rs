@@ -311,6 +311,7 @@ fn sample(t: &ThreadEntry, uc: *mut c_void, weight: u32, syscall: u64) {
                 crate::python::LiveStack { sp: 0, hi: 0 }
             };
             d.npy = crate::python::walk(py, tstate, d.tid as u64, live, &mut d.py) as u32;
+            crate::code_watch::note_sampled(d.py_frames());
         }
     }
     claim.publish();

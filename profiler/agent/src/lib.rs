@@ -13,7 +13,7 @@
 //! sample queue); `state` (shared statics, the channels to the writer, the panic guard);
 //! `unwind`, `threads` (the thread table), `modules`, `pypy`, `jit`, `logfile`; `kernel`
 //! and `timer` (kernel-time accounting, CPU timers); `handler` (the signal handler),
-//! `registration` (threads joining and leaving), `pypy_names`, `wall` (the off-CPU sampler
+//! `registration` (threads joining and leaving), `code_watch` (CPython's code watcher), `pypy_names`, `wall` (the off-CPU sampler
 //! thread), `writer` (the writer thread), `markers` (the request-marker C ABI); `process` (the life cycle) and `hooks` (the
 //! interposed libc entry points) on top.
 //!
@@ -28,6 +28,7 @@
 
 #![deny(clippy::undocumented_unsafe_blocks)]
 
+mod code_watch;
 mod handler;
 mod hooks;
 mod jit;

@@ -70,6 +70,10 @@ pub struct Layout {
     pub code_qualname: u64,
     pub code_linetable: u64,
     pub code_firstlineno: u64,
+    /// 3.12+: `co_version`, from a counter the interpreter bumps for every code object it
+    /// makes: in the fingerprint, it tells apart two code objects that one address, file
+    /// name object and qualified name object held in turn (an `exec` loop).
+    pub code_version: Option<u64>,
     pub code_adaptive: u64,
     pub unicode_state: u64,
     pub unicode_length: u64,
@@ -102,6 +106,7 @@ fn layout_311() -> Layout {
         code_qualname: 128,
         code_linetable: 136,
         code_firstlineno: 72,
+        code_version: None,
         code_adaptive: 184,
         unicode_state: 32,
         unicode_length: 16,
@@ -125,6 +130,7 @@ fn layout_312() -> Layout {
         frame_owner: 70,
         frame_is_entry: None,
         code_firstlineno: 68,
+        code_version: Some(92),
         code_adaptive: 192,
         ascii_size: 40,
         compact_size: 56,
@@ -191,6 +197,9 @@ fn parse_debug_offsets(b: &[u8; DEBUG_OFFSETS_SIZE], py_version: u32) -> Result<
         code_qualname: w(296),
         code_linetable: w(304),
         code_firstlineno: w(312),
+        // Not in _Py_DebugOffsets: 3.12's place, six ints after co_firstlineno, when the
+        // fields around it are where 3.12 has them.
+        code_version: (w(312) == 68 && w(280) == 112).then_some(92),
         code_adaptive: w(344),
         unicode_state: w(544),
         unicode_length: w(552),
@@ -283,6 +292,11 @@ fn read_u64(addr: u64) -> Option<u64> {
 fn dlsym(name: &core::ffi::CStr) -> u64 {
     // SAFETY: dlsym with a NUL-terminated name; RTLD_DEFAULT searches every loaded object.
     unsafe { libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr()) as u64 }
+}
+
+/// The address of an interpreter function or object, if the process exports it.
+pub fn symbol(name: &core::ffi::CStr) -> Option<u64> {
+    Some(dlsym(name)).filter(|&a| a != 0)
 }
 
 /// Looks for a CPython interpreter in the process (writer thread; cheap when absent or
@@ -399,10 +413,16 @@ pub fn thread_states(py: &Python) -> Vec<(u64, u64)> {
     out
 }
 
-/// Fingerprint of a code object: its file name and qualified name objects and first line.
+/// Fingerprint of a code object: its file name and qualified name objects, first line and
+/// (3.12+) version.
 #[inline]
-fn fingerprint(filename: u64, qualname: u64, firstlineno: u32) -> u64 {
-    filename.rotate_left(21) ^ qualname ^ (firstlineno as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+fn fingerprint(filename: u64, qualname: u64, firstlineno: u32, version: u32) -> u64 {
+    filename.rotate_left(21)
+        ^ qualname
+        ^ (firstlineno as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        ^ (version as u64)
+            .wrapping_mul(0xC2B2_AE3D_27D4_EB4F)
+            .rotate_left(32)
 }
 
 /// Code-object header bytes the handler needs (refcount, type, names, first line).
@@ -624,8 +644,11 @@ fn walk_impl(
     }
     // 3. Code headers; the stack ends at the first frame whose code object is not a live
     // code object (3.13 may run other executables).
-    let hdr = CODE_HDR
-        .min((l.code_qualname.max(l.code_filename) + 8).max(l.code_firstlineno + 4) as usize);
+    let hdr = CODE_HDR.min(
+        (l.code_qualname.max(l.code_filename) + 8)
+            .max(l.code_firstlineno + 4)
+            .max(l.code_version.map_or(0, |v| v + 4)) as usize,
+    );
     let mut bufs = [[0u8; CODE_HDR]; BATCH];
     let mut pending = [0usize; BATCH]; // frame indexes whose header goes in `bufs`
     let mut np = 0usize;
@@ -707,12 +730,18 @@ fn direct_code_header(py: &Python, code: u64, hdr: usize) -> Option<u64> {
 /// The fingerprint of a code object from its header bytes.
 #[inline]
 fn header_fingerprint(l: &Layout, b: &[u8]) -> u64 {
-    let o = l.code_firstlineno as usize;
-    let first = b
-        .get(o..o + 4)
-        .map(|s| u32::from_ne_bytes(s.try_into().unwrap_or([0; 4])))
-        .unwrap_or(0);
-    fingerprint(word(b, l.code_filename), word(b, l.code_qualname), first)
+    let u32_at = |o: u64| {
+        b.get(o as usize..o as usize + 4)
+            .map(|s| u32::from_ne_bytes(s.try_into().unwrap_or([0; 4])))
+            .unwrap_or(0)
+    };
+    let version = l.code_version.map_or(0, u32_at);
+    fingerprint(
+        word(b, l.code_filename),
+        word(b, l.code_qualname),
+        u32_at(l.code_firstlineno),
+        version,
+    )
 }
 
 /// Does an object header (ob_refcnt, ob_type) look like a live object of type `ty`?
@@ -772,7 +801,7 @@ pub fn read_code(py: &Python, code: u64, fp: u64) -> Option<CodeInfo> {
         let o = l.code_firstlineno as usize;
         let first = u32::from_ne_bytes(cb[o..o + 4].try_into().unwrap_or([0; 4]));
         let (filename, qualname) = (word(l.code_filename), word(l.code_qualname));
-        (fingerprint(filename, qualname, first) == fp).then_some((
+        (header_fingerprint(l, &cb) == fp).then_some((
             filename,
             qualname,
             word(l.code_linetable),
@@ -802,12 +831,29 @@ pub fn read_code(py: &Python, code: u64, fp: u64) -> Option<CodeInfo> {
 }
 
 fn read_unicode(l: &Layout, obj: u64) -> Option<String> {
-    let len = read_u64(obj + l.unicode_length)? as usize;
+    unicode_with(l, obj, safe_read)
+}
+
+fn read_bytes(l: &Layout, obj: u64) -> Option<Vec<u8>> {
+    bytes_with(l, obj, safe_read)
+}
+
+/// Reads memory for [`unicode_with`] / [`bytes_with`]: (address, destination) -> bytes read.
+type Read = fn(u64, &mut [u8]) -> usize;
+
+fn u64_with(read: Read, addr: u64) -> Option<u64> {
+    let mut b = [0u8; 8];
+    (read(addr, &mut b) == 8).then(|| u64::from_ne_bytes(b))
+}
+
+/// A compact str object's text (1-, 2- or 4-byte kind).
+fn unicode_with(l: &Layout, obj: u64, read: Read) -> Option<String> {
+    let len = u64_with(read, obj + l.unicode_length)? as usize;
     if len > 1 << 16 {
         return None;
     }
     let mut st = [0u8; 4];
-    safe_read(obj + l.unicode_state, &mut st);
+    read(obj + l.unicode_state, &mut st);
     let state = u32::from_ne_bytes(st);
     // state bits: interned:2, kind:3, compact:1, ascii:1
     let kind = ((state >> 2) & 7) as usize;
@@ -818,7 +864,7 @@ fn read_unicode(l: &Layout, obj: u64) -> Option<String> {
     }
     let data = obj + if ascii { l.ascii_size } else { l.compact_size };
     let mut raw = vec![0u8; len * kind];
-    if safe_read(data, &mut raw) != raw.len() {
+    if read(data, &mut raw) != raw.len() {
         return None;
     }
     Some(match kind {
@@ -834,13 +880,56 @@ fn read_unicode(l: &Layout, obj: u64) -> Option<String> {
     })
 }
 
-fn read_bytes(l: &Layout, obj: u64) -> Option<Vec<u8>> {
-    let len = read_u64(obj + l.bytes_size)? as usize;
+fn bytes_with(l: &Layout, obj: u64, read: Read) -> Option<Vec<u8>> {
+    let len = u64_with(read, obj + l.bytes_size)? as usize;
     if len > 1 << 24 {
         return None;
     }
     let mut v = vec![0u8; len];
-    (safe_read(obj + l.bytes_data, &mut v) == len).then_some(v)
+    (read(obj + l.bytes_data, &mut v) == len).then_some(v)
+}
+
+/// Copies `out.len()` bytes at `addr` of memory the caller knows to be live.
+fn read_in_place(addr: u64, out: &mut [u8]) -> usize {
+    // SAFETY: only used by `read_code_in_place`, whose caller guarantees that the code
+    // object and the str/bytes objects it references are alive while it runs (a code
+    // watcher holding the GIL); the lengths read are those the objects declare.
+    unsafe { core::ptr::copy_nonoverlapping(addr as *const u8, out.as_mut_ptr(), out.len()) };
+    out.len()
+}
+
+/// A code object's fingerprint and contents, read in place (no syscalls).
+///
+/// # Safety
+/// `code` must be a live code object of this interpreter, and stay alive and unchanged
+/// during the call: a code watcher's callback, run with the GIL held, as the object is
+/// being destroyed.
+pub unsafe fn read_code_in_place(py: &Python, code: u64) -> Option<(u64, CodeInfo)> {
+    let l = &py.layout;
+    let mut hdr = [0u8; CODE_HDR];
+    read_in_place(code, &mut hdr);
+    if word(&hdr, 8) != py.code_type {
+        return None;
+    }
+    let (filename, qualname) = (word(&hdr, l.code_filename), word(&hdr, l.code_qualname));
+    let linetable = u64_with(read_in_place, code + l.code_linetable)?;
+    let of_type = |obj: u64, ty: u64| obj >= 4096 && u64_with(read_in_place, obj + 8) == Some(ty);
+    if !of_type(filename, py.unicode_type)
+        || !of_type(qualname, py.unicode_type)
+        || !of_type(linetable, py.bytes_type)
+    {
+        return None;
+    }
+    let info = CodeInfo {
+        qualname: unicode_with(l, qualname, read_in_place)?,
+        filename: unicode_with(l, filename, read_in_place)?,
+        firstlineno: {
+            let o = l.code_firstlineno as usize;
+            u32::from_ne_bytes(hdr[o..o + 4].try_into().unwrap_or([0; 4]))
+        },
+        linetable: bytes_with(l, linetable, read_in_place)?,
+    };
+    Some((header_fingerprint(l, &hdr), info))
 }
 
 #[cfg(test)]

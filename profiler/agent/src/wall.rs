@@ -145,6 +145,7 @@ fn sample_loop() {
                 let tstate = e.py_tstate.load(Ordering::Relaxed);
                 if let Some(py) = crate::python::get().filter(|_| tstate != 0) {
                     let n = crate::python::walk_other(py, tstate, tid as u64, &mut dwarf.data.py);
+                    crate::code_watch::note_sampled(dwarf.data.py.get(..n).unwrap_or(&[]));
                     c.py.extend_from_slice(&dwarf.data.py[..n]);
                 } else if let Some(pp) = crate::pypy::get() {
                     // [issue 17] A blocked PyPy thread's stack of Python code.

@@ -161,7 +161,9 @@ impl CodeTable {
         }
         let id = self.next;
         self.next += 1;
-        let c = match python::read_code(py, code, fp) {
+        // A code object freed since the sample: the code watcher may have read it.
+        let read = python::read_code(py, code, fp).or_else(|| crate::code_watch::take(code, fp));
+        let c = match read {
             Some(i) => {
                 self.ids.insert((code, fp), id);
                 if python::is_shim(&i) {
@@ -526,6 +528,7 @@ impl Writer {
         if let Some(msg) = python::detect() {
             self.say(&msg);
         }
+        crate::code_watch::request();
         if let Some(msg) = crate::pypy::detect() {
             self.say(&msg);
         }
