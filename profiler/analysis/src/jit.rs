@@ -239,6 +239,17 @@ fn builtin_symbol(name: &str) -> Option<String> {
 
 /// `JS:*fib /app.js:3:13` -> (`JS:*fib`, /app.js, 3); `py::f:/x.py` -> unchanged (CPython
 /// writes no line); names without a trailing `path:line` are returned whole.
+/// V8 names a function without a name by its tier mark alone (`JS:~`, `JS:*`): say
+/// `(anonymous)`, as browsers' profilers do, instead of showing a bare prefix.
+fn anonymous_js(func: &str) -> String {
+    match func.strip_prefix("JS:") {
+        Some(rest) if rest.len() <= 1 && rest.chars().all(|c| "~^+*".contains(c)) => {
+            format!("{func}(anonymous)")
+        }
+        _ => func.to_string(),
+    }
+}
+
 fn split_location(name: &str) -> (String, Option<String>, Option<u32>) {
     if let Some((func, loc)) = name.rsplit_once(' ') {
         let mut parts = loc.rsplitn(3, ':');
@@ -252,7 +263,7 @@ fn split_location(name: &str) -> (String, Option<String>, Option<u32>) {
             _ => ("", None),
         };
         if let Some(line) = line.filter(|_| !file.is_empty() && !func.is_empty()) {
-            return (func.to_string(), Some(file.to_string()), Some(line));
+            return (anonymous_js(func), Some(file.to_string()), Some(line));
         }
     }
     (name.to_string(), None, None)
@@ -485,11 +496,13 @@ mod tests {
         assert_eq!(
             split_location("JS:~ node:internal/main/run_main_module:1:1"),
             (
-                "JS:~".into(),
+                "JS:~(anonymous)".into(),
                 Some("node:internal/main/run_main_module".into()),
                 Some(1)
             )
         );
+        assert_eq!(split_location("JS:* /app/a.js:3:13").0, "JS:*(anonymous)");
+        assert_eq!(split_location("JS:~f /app/a.js:3:13").0, "JS:~f");
         assert_eq!(
             split_location("int Hot.hotKernel(int, int)"),
             ("int Hot.hotKernel(int, int)".into(), None, None)
