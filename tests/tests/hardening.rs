@@ -390,6 +390,25 @@ fn program_that_blocks_sigprof() {
         "{}",
         rep["notices"]
     );
+    // The CPU time used while blocked (~3/4 of the run: blocked_work in three threads) is
+    // user time, shown where it was unblocked or the thread ended — not [kernel], which
+    // the thread CPU clocks once made of it (74% kernel).
+    let kernel = rep["tiers"]["kernel"].as_f64().unwrap_or(0.0);
+    let weight = num(&rep, "weight");
+    assert!(
+        kernel <= 0.1 * weight,
+        "{kernel} of {weight} kernel\n{}",
+        describe(&rep)
+    );
+    let stacks = runs.stacks();
+    let at_end = weight_where(&stacks, |s| {
+        s.last().is_some_and(|f| f.contains("nptl_deallocate_tsd"))
+    });
+    assert!(
+        at_end as f64 >= 0.3 * weight,
+        "{at_end} of {weight} at the blocked threads' end\n{}",
+        heaviest(&stacks)
+    );
 }
 
 #[test]

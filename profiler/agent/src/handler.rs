@@ -125,6 +125,19 @@ fn handle(sig: libc::c_int, info: *mut libc::siginfo_t, uc: *mut c_void) {
 
 /// One of our timers fired on thread `t`: take its user and/or kernel samples.
 fn on_timer(t: &ThreadEntry, uc: *mut c_void, kind: Kind) {
+    // (POSIX timer samples carry their overrun: time while blocked is in their weight.)
+    let blocked = match kind {
+        Kind::Perf | Kind::Catcher(_) => blocked_periods(t),
+        Kind::Posix(_) => None,
+    };
+    if let Some(w) = blocked {
+        // The program had SIGPROF blocked and just unblocked it (the pending signal comes
+        // as the unblocking call returns): the user time it used meanwhile goes to the
+        // stack that unblocked it — not to [kernel], which the CPU clock would otherwise
+        // make of it — and no longer counts as kernel credit.
+        t.user_periods.fetch_add(w as u64, Ordering::Relaxed);
+        sample(t, uc, w, NO_SYSCALL);
+    }
     match kind {
         Kind::Perf => {
             sample(t, uc, 1, NO_SYSCALL);
@@ -163,6 +176,21 @@ fn on_timer(t: &ThreadEntry, uc: *mut c_void, kind: Kind) {
             }
         }
     }
+}
+
+/// Whole periods of CPU time the thread used since it blocked SIGPROF, if it did (the
+/// mark set by registration::mask_changed). A signal arriving means it is unblocked now,
+/// however that happened (a handler's return, sigsuspend): the mark is cleared.
+fn blocked_periods(t: &ThreadEntry) -> Option<u32> {
+    let mark = t.blocked_mark.swap(0, Ordering::Relaxed);
+    if mark == 0 {
+        return None;
+    }
+    let now = thread_cpu_ns();
+    let spent = now.saturating_sub(mark - 1);
+    state::BLOCKED_NS.fetch_add(spent, Ordering::Relaxed);
+    let w = spent / state::period_ns().max(1);
+    (w > 0).then_some(w.min(u32::MAX as u64) as u32)
 }
 
 /// The interrupted pc and the syscall-number register (rax / x8).
@@ -239,9 +267,45 @@ fn registers(uc: *mut c_void) -> (u64, u64, u64) {
     }
 }
 
+/// Records the calling thread's own stack with `weight` periods (not from a signal), with
+/// SIGPROF blocked meanwhile: a signal handler running `sample` on this thread now would
+/// share its unwinding context.
+pub fn sample_here(t: &ThreadEntry, weight: u32) {
+    // SAFETY: sigset_t and ucontext_t are plain data (all-zero valid); the mask calls only
+    // block SIGPROF and restore the previous mask; getcontext fills `uc` with this
+    // thread's registers, whose stack (this frame and its callers) stays live while
+    // `sample_with` reads it as it would an interrupted context.
+    unsafe {
+        let mut block: libc::sigset_t = core::mem::zeroed();
+        let mut old: libc::sigset_t = core::mem::zeroed();
+        libc::sigemptyset(&mut block);
+        libc::sigaddset(&mut block, libc::SIGPROF);
+        crate::real::pthread_sigmask(libc::SIG_BLOCK, &block, &mut old);
+        let mut uc: libc::ucontext_t = core::mem::zeroed();
+        if libc::getcontext(&mut uc) == 0 {
+            // The stack starts in this function: leave the agent's own frames out.
+            let own = crate::unwind::module_span(sample_here as *const () as u64);
+            let uc = &mut uc as *mut libc::ucontext_t as *mut c_void;
+            sample_with(t, uc, weight, NO_SYSCALL, own);
+        }
+        crate::real::pthread_sigmask(libc::SIG_SETMASK, &old, core::ptr::null_mut());
+    }
+}
+
 /// Records the interrupted stack with `weight` periods; `syscall` other than NO_SYSCALL
 /// adds a kernel leaf (`[syscall NAME]`, or `[kernel]` for UNKNOWN_SYSCALL).
 fn sample(t: &ThreadEntry, uc: *mut c_void, weight: u32, syscall: u64) {
+    sample_with(t, uc, weight, syscall, None);
+}
+
+/// [`sample`], leaving out the innermost frames that lie in `skip` (a code range).
+fn sample_with(
+    t: &ThreadEntry,
+    uc: *mut c_void,
+    weight: u32,
+    syscall: u64,
+    skip: Option<(u64, u64)>,
+) {
     let Some(claim) = claim_slot() else { return };
     let d = claim.data();
     let (pc, fp, sp) = registers(uc);
@@ -299,6 +363,17 @@ fn sample(t: &ThreadEntry, uc: *mut c_void, weight: u32, syscall: u64) {
     };
     #[cfg(not(target_arch = "x86_64"))]
     let (depth, flags) = walk_frame_pointers(d, fp, sp, lo, hi, max_depth);
+    let mut depth = depth.min(d.frames.len());
+    if let Some((lo, hi)) = skip {
+        let n = d.frames[..depth]
+            .iter()
+            .take_while(|&&a| a >= lo && a < hi)
+            .count();
+        if n > 0 && n < depth {
+            d.frames.copy_within(n..depth, 0);
+            depth -= n;
+        }
+    }
     d.depth = depth as u32;
     d.flags = flags;
     let tstate = t.py_tstate.load(Ordering::Relaxed);

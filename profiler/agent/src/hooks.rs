@@ -10,7 +10,7 @@ use core::ffi::c_void;
 use core::sync::atomic::Ordering;
 
 use crate::real::{self, StartFn};
-use crate::state::{self, EV_BLOCKED, EV_OWN_HANDLER, SIGPROF_EVENTS};
+use crate::state::{self, EV_OWN_HANDLER, SIGPROF_EVENTS};
 use crate::{process, registration};
 
 struct Start {
@@ -165,19 +165,8 @@ pub unsafe extern "C" fn signal(
     )
 }
 
-/// Notes a mask change that blocks SIGPROF (the writer tells the user). Cannot panic.
-fn note_mask(how: libc::c_int, set: *const libc::sigset_t) {
-    if how == libc::SIG_UNBLOCK || set.is_null() || !state::ACTIVE.load(Ordering::Relaxed) {
-        return;
-    }
-    // SAFETY: set is non-null (checked above) and, by the caller's contract, a valid
-    // sigset_t; sigismember only reads it.
-    if unsafe { libc::sigismember(set, libc::SIGPROF) } == 1 {
-        SIGPROF_EVENTS.fetch_or(EV_BLOCKED, Ordering::Relaxed);
-    }
-}
-
-/// The interposed `pthread_sigmask`: passed through unchanged, noting SIGPROF blocks.
+/// The interposed `pthread_sigmask`: passed through unchanged, measuring the CPU time
+/// spent with SIGPROF blocked (registration.rs).
 /// (No guard: nothing here can panic — an atomic and a libc call.)
 ///
 /// # Safety
@@ -188,11 +177,15 @@ pub unsafe extern "C" fn pthread_sigmask(
     set: *const libc::sigset_t,
     old: *mut libc::sigset_t,
 ) -> libc::c_int {
-    note_mask(how, set);
-    real::pthread_sigmask(how, set, old)
+    let rc = real::pthread_sigmask(how, set, old);
+    if rc == 0 {
+        crate::registration::mask_changed(how, set);
+    }
+    rc
 }
 
-/// The interposed `sigprocmask`: passed through unchanged, noting SIGPROF blocks.
+/// The interposed `sigprocmask`: passed through unchanged, measuring the CPU time spent
+/// with SIGPROF blocked (registration.rs).
 /// (No guard: nothing here can panic.)
 ///
 /// # Safety
@@ -203,8 +196,11 @@ pub unsafe extern "C" fn sigprocmask(
     set: *const libc::sigset_t,
     old: *mut libc::sigset_t,
 ) -> libc::c_int {
-    note_mask(how, set);
-    real::sigprocmask(how, set, old)
+    let rc = real::sigprocmask(how, set, old);
+    if rc == 0 {
+        crate::registration::mask_changed(how, set);
+    }
+    rc
 }
 
 /// The interposed `dlopen`: passed through, then the new library's unwind tables are

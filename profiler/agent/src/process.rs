@@ -172,6 +172,7 @@ pub fn finish() {
     state::SAMPLING.store(false, Ordering::Release);
     wall::stop();
     kernel::settle_all();
+    crate::registration::end_blocks();
     writer::finish();
 }
 
@@ -191,7 +192,9 @@ fn restart_in_child() {
         return;
     }
     state::SAMPLING.store(false, Ordering::Release);
+    state::BLOCKED_NS.store(0, Ordering::Relaxed);
     for e in threads::live() {
+        e.blocked_mark.store(0, Ordering::Relaxed);
         // The parent's perf descriptors were inherited; its POSIX timers were not.
         let fd = e.perf_fd.swap(-1, Ordering::AcqRel);
         if fd >= 0 && sys::is_perf_fd(fd) {

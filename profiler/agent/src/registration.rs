@@ -64,6 +64,18 @@ pub fn register_current_thread() -> TimerSource {
             libc::pthread_setspecific(key as libc::pthread_key_t, std::ptr::dangling::<c_void>())
         };
     }
+    // A thread started by one that blocked SIGPROF inherits the block.
+    // SAFETY: sigset_t is plain data; with a null set, pthread_sigmask only reads the
+    // calling thread's mask into `cur`.
+    let blocked = unsafe {
+        let mut cur: libc::sigset_t = core::mem::zeroed();
+        crate::real::pthread_sigmask(libc::SIG_BLOCK, core::ptr::null(), &mut cur) == 0
+            && libc::sigismember(&cur, libc::SIGPROF) == 1
+    };
+    if blocked {
+        e.blocked_mark
+            .store(crate::sys::thread_cpu_ns() + 1, Ordering::Relaxed);
+    }
     state::wake_writer();
     match timer::arm(e, tid, state::period_ns(), timer::preferred()) {
         Ok(timer::Source::Perf) => TimerSource::PerfEvent,
@@ -87,6 +99,18 @@ pub fn register_current_thread() -> TimerSource {
 
 pub fn unregister_current_thread() {
     if let Some(e) = threads::lookup(gettid()) {
+        // A thread that ends with SIGPROF blocked got no signal for the time it ran
+        // blocked: that user time becomes one sample here, at its exit, not kernel credit.
+        let mark = e.blocked_mark.swap(0, Ordering::Relaxed);
+        if mark != 0 {
+            let spent = crate::sys::thread_cpu_ns().saturating_sub(mark - 1);
+            state::BLOCKED_NS.fetch_add(spent, Ordering::Relaxed);
+            let w = spent / state::period_ns().max(1);
+            if w > 0 && state::sampling() {
+                e.user_periods.fetch_add(w, Ordering::Relaxed);
+                crate::handler::sample_here(e, w.min(u32::MAX as u64) as u32);
+            }
+        }
         // Unpublish first: a signal arriving in between finds no entry and does nothing.
         threads::remove(e);
         // Kernel-time credit is kept for perf-event threads only (kernel.rs).
@@ -102,6 +126,72 @@ pub fn unregister_current_thread() {
             drop(unsafe { Box::from_raw(ctx) });
         }
     }
+}
+
+/// After the program changed the calling thread's signal mask (`how`, `set` as given to
+/// a successful pthread_sigmask/sigprocmask): starts or ends the measure of CPU time spent
+/// with SIGPROF blocked. While it is, the thread's timer signals wait: its CPU time is
+/// sampled, as one weighted sample, where the thread unblocks it (handler.rs), and the
+/// user is told how much there was ([`blocked_note`]). Async-signal-safe (a handler may change the mask): atomics and one
+/// clock_gettime; cannot panic.
+pub fn mask_changed(how: libc::c_int, set: *const libc::sigset_t) {
+    if set.is_null() || !state::ACTIVE.load(Ordering::Relaxed) {
+        return;
+    }
+    // SAFETY: set is non-null (checked above) and, by the caller's contract, a valid
+    // sigset_t; sigismember only reads it.
+    let named = unsafe { libc::sigismember(set, libc::SIGPROF) } == 1;
+    let blocked = match how {
+        libc::SIG_BLOCK if named => true,
+        libc::SIG_UNBLOCK if named => false,
+        libc::SIG_SETMASK => named,
+        _ => return,
+    };
+    let Some(e) = threads::lookup(gettid()) else {
+        return;
+    };
+    let now = crate::sys::thread_cpu_ns();
+    if blocked {
+        let _ = e
+            .blocked_mark
+            .compare_exchange(0, now + 1, Ordering::Relaxed, Ordering::Relaxed);
+    } else {
+        end_block(e, now);
+    }
+}
+
+/// Adds the CPU time since the thread blocked SIGPROF, if it did, to the total.
+fn end_block(e: &threads::ThreadEntry, now: u64) {
+    let mark = e.blocked_mark.swap(0, Ordering::Relaxed);
+    if mark != 0 {
+        state::BLOCKED_NS.fetch_add(now.saturating_sub(mark - 1), Ordering::Relaxed);
+    }
+}
+
+/// At exit: the threads that still block SIGPROF.
+pub fn end_blocks() {
+    for e in threads::live() {
+        if e.blocked_mark.load(Ordering::Relaxed) != 0 {
+            let tid = e.tid.load(Ordering::Acquire);
+            if let Some(now) = crate::kernel::thread_cpu_ns_of(tid) {
+                end_block(e, now);
+            }
+        }
+    }
+}
+
+/// The notice for a profile whose threads ran with SIGPROF blocked for a noticeable part of
+/// the process's CPU time (`cpu_ns`): 5 ms and 1% at least. Blocking it briefly (around a
+/// fork, in a thread that only waits, as node does) is common and costs nothing.
+pub fn blocked_note(cpu_ns: u64) -> Option<String> {
+    let blocked = state::BLOCKED_NS.load(Ordering::Relaxed);
+    (blocked >= 5_000_000 && blocked.saturating_mul(100) >= cpu_ns).then(|| {
+        format!(
+            "the program blocks SIGPROF in some threads: they used {:.0} ms of CPU ({:.1}% of the process's) while it was blocked: that time is shown where they unblocked it (or ended), not where it was spent",
+            blocked as f64 / 1e6,
+            100.0 * blocked as f64 / cpu_ns.max(1) as f64
+        )
+    })
 }
 
 /// [lo, hi) of the calling thread's stack.

@@ -41,7 +41,8 @@ pub static PREV_FLAGS: AtomicUsize = AtomicUsize::new(0);
 /// interposed functions may be called from signal handlers, so they only set bits).
 pub static SIGPROF_EVENTS: AtomicU32 = AtomicU32::new(0);
 pub const EV_OWN_HANDLER: u32 = 1;
-pub const EV_BLOCKED: u32 = 2;
+/// CPU time the program's threads used with SIGPROF blocked (registration.rs), in ns.
+pub static BLOCKED_NS: AtomicU64 = AtomicU64::new(0);
 
 #[inline]
 pub fn ring() -> Option<&'static Ring> {

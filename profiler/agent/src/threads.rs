@@ -37,6 +37,9 @@ pub struct ThreadEntry {
     pub cpu_mark: AtomicU64,
     pub user_periods: AtomicU64,
     pub credit_ns: AtomicI64,
+    /// The thread's CPU clock + 1 when the program blocked SIGPROF in it; 0 while not
+    /// blocked (registration.rs).
+    pub blocked_mark: AtomicU64,
 }
 
 impl ThreadEntry {
@@ -63,6 +66,7 @@ const INIT: ThreadEntry = ThreadEntry {
     cpu_mark: AtomicU64::new(0),
     user_periods: AtomicU64::new(0),
     credit_ns: AtomicI64::new(0),
+    blocked_mark: AtomicU64::new(0),
 };
 
 /// An open-addressing table of `N` entries keyed by tid. Lookups probe from the tid's
@@ -120,6 +124,7 @@ impl<const N: usize> Table<N> {
                 e.py_tstate.store(0, Ordering::Relaxed);
                 e.thread_ptr.store(0, Ordering::Relaxed);
                 e.kernel_timer.store(0, Ordering::Relaxed);
+                e.blocked_mark.store(0, Ordering::Relaxed);
                 e.reset_kernel_accounting(0);
                 return Some(e);
             }

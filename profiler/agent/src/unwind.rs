@@ -122,6 +122,16 @@ fn find(pc: u64) -> Option<&'static UnwindModule> {
     (pc >= start && pc < end).then_some(m)
 }
 
+/// The executable segment [start, end) of the loaded module that holds `pc`.
+pub fn module_span(pc: u64) -> Option<(u64, u64)> {
+    // SAFETY: SNAPSHOT is null or a leaked, immutable Snapshot.
+    let snap = unsafe { SNAPSHOT.load(Ordering::Acquire).as_ref() }?;
+    let e = &snap.entries;
+    let i = e.partition_point(|x| x.0 <= pc);
+    let (start, end, _) = *e.get(i.checked_sub(1)?)?;
+    (pc >= start && pc < end).then_some((start, end))
+}
+
 /// Does [lo, hi) lie inside one loaded module's executable segment? Those are mapped from
 /// the ELF file, readable (x86_64 has no execute-only pages unless a program asks for
 /// them with memory protection keys), and stay mapped while a thread runs in them.

@@ -440,14 +440,17 @@ pub fn finish() {
     if guard.finished {
         return;
     }
-    guard.step(true);
-    guard.jit.at_exit(); // [issue 5]
-    guard.finish_pypy(); // [issue 17]
-                         // SAFETY: rusage is plain C data, for which all-zero is a valid value.
+    // SAFETY: rusage is plain C data, for which all-zero is a valid value.
     let mut ru: libc::rusage = unsafe { core::mem::zeroed() };
     // SAFETY: ru is a valid, writable rusage.
     unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
     let tv = |t: libc::timeval| t.tv_sec as u64 * 1_000_000_000 + t.tv_usec as u64 * 1000;
+    if let Some(note) = crate::registration::blocked_note(tv(ru.ru_utime) + tv(ru.ru_stime)) {
+        guard.say(&note);
+    }
+    guard.step(true);
+    guard.jit.at_exit(); // [issue 5]
+    guard.finish_pypy(); // [issue 17]
     guard.log.end(&ProcessEnd {
         duration_ns: sys::monotonic_ns().saturating_sub(state::start_ns()),
         cpu_user_ns: tv(ru.ru_utime),
@@ -516,9 +519,6 @@ impl Writer {
         });
         if ev & state::EV_OWN_HANDLER != 0 && !pypy_handler {
             self.say("the program installed its own SIGPROF handler: prof keeps sampling with its own timers and passes the program's other SIGPROF signals to that handler");
-        }
-        if ev & state::EV_BLOCKED != 0 {
-            self.say("the program blocks SIGPROF in some threads: they are not sampled while it is blocked");
         }
         self.refresh_modules();
         self.notices.extend(state::take_notices());
