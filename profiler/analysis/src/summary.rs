@@ -219,8 +219,10 @@ impl Analysis {
         };
         let mut stack_kinds: Vec<FrameKind> = Vec::new();
         let mut runtime_func: Option<usize> = None;
-        // Function identity: (name, module). Frames map onto functions once.
-        let mut func_index: HashMap<(&str, &str), usize> = HashMap::new();
+        // Function identity: (name, module), and for Python code its whole file path too:
+        // every package's `__init__.py` body is `<module>` in module `__init__.py`.
+        // Frames map onto functions once.
+        let mut func_index: HashMap<(&str, &str, &str), usize> = HashMap::new();
         let mut funcs: Vec<FuncAcc> = Vec::new();
         let new_func =
             |name: &str, module: &str, file: Option<String>, line: Option<u32>| FuncAcc {
@@ -238,8 +240,12 @@ impl Analysis {
             .frames()
             .iter()
             .map(|f| {
+                let path = match &f.file {
+                    Some(file) if is_python_module(&f.module) => file.as_str(),
+                    _ => "",
+                };
                 *func_index
-                    .entry((f.name.as_str(), f.module.as_str()))
+                    .entry((f.name.as_str(), f.module.as_str(), path))
                     .or_insert_with(|| {
                         funcs.push(new_func(&f.name, &f.module, f.file.clone(), f.line));
                         funcs.len() - 1
@@ -573,10 +579,38 @@ pub fn clip(s: &str, max: usize) -> String {
     out
 }
 
+/// A source file as the summary names it: its base name, with the package directory for
+/// a package's `__init__.py` / `__main__.py` (`models/__init__.py`), of which a program
+/// has many.
+fn short_file(path: &str) -> &str {
+    let mut parts = path.rsplitn(3, '/');
+    let base = parts.next().unwrap_or(path);
+    match parts.next() {
+        Some(pkg) if !pkg.is_empty() && (base == "__init__.py" || base == "__main__.py") => {
+            &path[path.len() - base.len() - 1 - pkg.len()..]
+        }
+        _ => base,
+    }
+}
+
+#[cfg(test)]
+#[test]
+fn short_file_names_the_package_of_init() {
+    assert_eq!(
+        short_file("/v/django/db/models/__init__.py"),
+        "models/__init__.py"
+    );
+    assert_eq!(short_file("pkg/__main__.py"), "pkg/__main__.py");
+    assert_eq!(short_file("/__init__.py"), "__init__.py");
+    assert_eq!(short_file("__init__.py"), "__init__.py");
+    assert_eq!(short_file("/a/b/query.py"), "query.py");
+    assert_eq!(short_file("app.py"), "app.py");
+}
+
 fn location(f: &FunctionSummary) -> String {
     match (&f.file, f.line) {
         (Some(file), line) => {
-            let base = file.rsplit('/').next().unwrap_or(file);
+            let base = short_file(file);
             match (f.def_line, line) {
                 // A Python function: where it is defined, and the line its time went to.
                 (Some(d), Some(l)) if l != d => format!("{base}:{d}, hot line {l}"),
@@ -591,15 +625,15 @@ fn location(f: &FunctionSummary) -> String {
 
 const NAME_WIDTH: usize = 60;
 
+/// A Python frame's module: its file's base name (`app.py`) or a pseudo-file (`<string>`).
+fn is_python_module(module: &str) -> bool {
+    module.ends_with(".py") || (module.starts_with('<') && module.ends_with('>'))
+}
+
 /// Python functions read `qualname (file.py:line)`, as Python users know them.
 fn display_name(f: &FunctionSummary) -> String {
-    let python =
-        f.module.ends_with(".py") || (f.module.starts_with('<') && f.module.ends_with('>'));
-    if python {
-        let base = f
-            .file
-            .as_deref()
-            .map_or(f.module.as_str(), |p| p.rsplit('/').next().unwrap_or(p));
+    if is_python_module(&f.module) {
+        let base = f.file.as_deref().map_or(f.module.as_str(), short_file);
         match f.def_line.or(f.line) {
             Some(l) => format!("{} ({base}:{l})", f.name),
             None => format!("{} ({base})", f.name),
