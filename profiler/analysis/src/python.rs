@@ -8,6 +8,13 @@ use crate::symbolize::Frame;
 /// Module name given to Python frames whose file is unknown.
 pub const PYTHON_MODULE: &str = "[python]";
 
+/// A Python frame's module: its file's base name (`app.py`) or a pseudo-file (`<string>`).
+/// Python functions are told apart by their whole file too (every package's
+/// `__init__.py` body is `<module>` in module `__init__.py`).
+pub fn is_python_module(module: &str) -> bool {
+    module.ends_with(".py") || (module.starts_with('<') && module.ends_with('>'))
+}
+
 /// The frame of a Python code object at instruction index `offset`.
 pub fn frame(code: Option<&PyCode>, offset: u32) -> Frame {
     let Some(c) = code else {

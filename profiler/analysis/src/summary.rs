@@ -241,7 +241,7 @@ impl Analysis {
             .iter()
             .map(|f| {
                 let path = match &f.file {
-                    Some(file) if is_python_module(&f.module) => file.as_str(),
+                    Some(file) if crate::python::is_python_module(&f.module) => file.as_str(),
                     _ => "",
                 };
                 *func_index
@@ -625,14 +625,9 @@ fn location(f: &FunctionSummary) -> String {
 
 const NAME_WIDTH: usize = 60;
 
-/// A Python frame's module: its file's base name (`app.py`) or a pseudo-file (`<string>`).
-fn is_python_module(module: &str) -> bool {
-    module.ends_with(".py") || (module.starts_with('<') && module.ends_with('>'))
-}
-
 /// Python functions read `qualname (file.py:line)`, as Python users know them.
 fn display_name(f: &FunctionSummary) -> String {
-    if is_python_module(&f.module) {
+    if crate::python::is_python_module(&f.module) {
         let base = f.file.as_deref().map_or(f.module.as_str(), short_file);
         match f.def_line.or(f.line) {
             Some(l) => format!("{} ({base}:{l})", f.name),

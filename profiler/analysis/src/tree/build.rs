@@ -202,15 +202,20 @@ impl Stacks {
     }
 }
 
-/// The function table under construction: frames merged by (name, module).
+/// The function table under construction: frames merged by (name, module), and for
+/// Python code by whole file path too.
 struct Functions {
     list: Vec<Function>,
-    ids: HashMap<(String, String), u32>,
+    ids: HashMap<(String, String, String), u32>,
 }
 
 impl Functions {
     fn intern(&mut self, f: Function) -> u32 {
-        let key = (f.name.clone(), f.module.clone());
+        let path = match &f.file {
+            Some(file) if crate::python::is_python_module(&f.module) => file.clone(),
+            _ => String::new(),
+        };
+        let key = (f.name.clone(), f.module.clone(), path);
         let list = &mut self.list;
         *self.ids.entry(key).or_insert_with(|| {
             list.push(f);
@@ -538,4 +543,35 @@ fn line_costs(analysis: &Analysis, read: &Read) -> HashMap<String, BTreeMap<u32,
         out.entry(file.to_string()).or_default().insert(line, c);
     }
     out
+}
+
+#[cfg(test)]
+mod function_identity {
+    use super::*;
+
+    fn func(name: &str, module: &str, file: &str) -> Function {
+        Function {
+            name: name.into(),
+            module: module.into(),
+            file: Some(file.into()),
+            line: Some(1),
+        }
+    }
+
+    #[test]
+    fn python_functions_are_told_apart_by_file_native_ones_are_not() {
+        let mut fs = Functions {
+            list: Vec::new(),
+            ids: HashMap::new(),
+        };
+        let a = fs.intern(func("<module>", "__init__.py", "/v/django/db/__init__.py"));
+        let b = fs.intern(func("<module>", "__init__.py", "/v/asyncio/__init__.py"));
+        let a2 = fs.intern(func("<module>", "__init__.py", "/v/django/db/__init__.py"));
+        assert_ne!(a, b);
+        assert_eq!(a, a2);
+        // A C function's frames name the header or source file each inlined line came from.
+        let c = fs.intern(func("memcpy", "libc.so.6", "memmove.S"));
+        let c2 = fs.intern(func("memcpy", "libc.so.6", "other.h"));
+        assert_eq!(c, c2);
+    }
 }

@@ -46,7 +46,7 @@ fn sample_tier(analysis: &Analysis, process: usize, tid: u32, leaf: u32, time_ns
     analysis.sample_tier_at(process, tid, leaf, time_ns)
 }
 
-/// A function: symbolized frames merged by (name, module).
+/// A function: symbolized frames merged by (name, module; Python code: and file path).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Function {
     pub name: String,
