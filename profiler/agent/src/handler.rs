@@ -127,16 +127,18 @@ fn handle(sig: libc::c_int, info: *mut libc::siginfo_t, uc: *mut c_void) {
 fn on_timer(t: &ThreadEntry, uc: *mut c_void, kind: Kind) {
     // (POSIX timer samples carry their overrun: time while blocked is in their weight.)
     let blocked = match kind {
-        Kind::Perf | Kind::Catcher(_) => blocked_periods(t),
-        Kind::Posix(_) => None,
+        // A signal arriving means SIGPROF is unblocked now, however that happened (a
+        // handler's return, sigsuspend): the measure ends.
+        Kind::Perf | Kind::Catcher(_) => kernel::end_block(t, thread_cpu_ns),
+        Kind::Posix(_) => 0,
     };
-    if let Some(w) = blocked {
+    if blocked > 0 {
         // The program had SIGPROF blocked and just unblocked it (the pending signal comes
         // as the unblocking call returns): the user time it used meanwhile goes to the
         // stack that unblocked it — not to [kernel], which the CPU clock would otherwise
         // make of it — and no longer counts as kernel credit.
-        t.user_periods.fetch_add(w as u64, Ordering::Relaxed);
-        sample(t, uc, w, NO_SYSCALL);
+        t.user_periods.fetch_add(blocked as u64, Ordering::Relaxed);
+        sample(t, uc, blocked, NO_SYSCALL);
     }
     match kind {
         Kind::Perf => {
@@ -176,21 +178,6 @@ fn on_timer(t: &ThreadEntry, uc: *mut c_void, kind: Kind) {
             }
         }
     }
-}
-
-/// Whole periods of CPU time the thread used since it blocked SIGPROF, if it did (the
-/// mark set by registration::mask_changed). A signal arriving means it is unblocked now,
-/// however that happened (a handler's return, sigsuspend): the mark is cleared.
-fn blocked_periods(t: &ThreadEntry) -> Option<u32> {
-    let mark = t.blocked_mark.swap(0, Ordering::Relaxed);
-    if mark == 0 {
-        return None;
-    }
-    let now = thread_cpu_ns();
-    let spent = now.saturating_sub(mark - 1);
-    state::BLOCKED_NS.fetch_add(spent, Ordering::Relaxed);
-    let w = spent / state::period_ns().max(1);
-    (w > 0).then_some(w.min(u32::MAX as u64) as u32)
 }
 
 /// The interrupted pc and the syscall-number register (rax / x8).
@@ -271,25 +258,19 @@ fn registers(uc: *mut c_void) -> (u64, u64, u64) {
 /// SIGPROF blocked meanwhile: a signal handler running `sample` on this thread now would
 /// share its unwinding context.
 pub fn sample_here(t: &ThreadEntry, weight: u32) {
-    // SAFETY: sigset_t and ucontext_t are plain data (all-zero valid); the mask calls only
-    // block SIGPROF and restore the previous mask; getcontext fills `uc` with this
-    // thread's registers, whose stack (this frame and its callers) stays live while
-    // `sample_with` reads it as it would an interrupted context.
-    unsafe {
-        let mut block: libc::sigset_t = core::mem::zeroed();
-        let mut old: libc::sigset_t = core::mem::zeroed();
-        libc::sigemptyset(&mut block);
-        libc::sigaddset(&mut block, libc::SIGPROF);
-        crate::real::pthread_sigmask(libc::SIG_BLOCK, &block, &mut old);
-        let mut uc: libc::ucontext_t = core::mem::zeroed();
-        if libc::getcontext(&mut uc) == 0 {
+    crate::real::with_sigprof_blocked(|| {
+        // SAFETY: ucontext_t is plain data (all-zero valid); getcontext fills it with this
+        // thread's registers, whose stack (this frame and its callers) stays live while
+        // `sample_with` reads it as it would an interrupted context.
+        let mut uc: libc::ucontext_t = unsafe { core::mem::zeroed() };
+        // SAFETY: as above.
+        if unsafe { libc::getcontext(&mut uc) } == 0 {
             // The stack starts in this function: leave the agent's own frames out.
             let own = crate::unwind::module_span(sample_here as *const () as u64);
             let uc = &mut uc as *mut libc::ucontext_t as *mut c_void;
             sample_with(t, uc, weight, NO_SYSCALL, own);
         }
-        crate::real::pthread_sigmask(libc::SIG_SETMASK, &old, core::ptr::null_mut());
-    }
+    });
 }
 
 /// Records the interrupted stack with `weight` periods; `syscall` other than NO_SYSCALL

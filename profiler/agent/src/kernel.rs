@@ -122,16 +122,7 @@ pub fn reset_current() {
     let Some(e) = crate::threads::lookup(sys::gettid()) else {
         return;
     };
-    // SAFETY: sigset_t is plain data; the calling thread's mask is restored below.
-    unsafe {
-        let mut block: libc::sigset_t = core::mem::zeroed();
-        let mut old: libc::sigset_t = core::mem::zeroed();
-        libc::sigemptyset(&mut block);
-        libc::sigaddset(&mut block, libc::SIGPROF);
-        crate::real::pthread_sigmask(libc::SIG_BLOCK, &block, &mut old);
-        e.reset_kernel_accounting(sys::thread_cpu_ns());
-        crate::real::pthread_sigmask(libc::SIG_SETMASK, &old, core::ptr::null_mut());
-    }
+    crate::real::with_sigprof_blocked(|| e.reset_kernel_accounting(sys::thread_cpu_ns()));
 }
 
 /// A thread's last settlement, as it exits (its entry already unpublished) or the process
@@ -156,6 +147,19 @@ pub fn settle_exit(e: &ThreadEntry, tid: libc::pid_t, now: u64) {
     d.depth = 0;
     d.npy = 0;
     claim.publish();
+}
+
+/// Ends the measure of CPU time the thread used with SIGPROF blocked, if one runs
+/// (registration.rs): adds it to the total and returns it in whole periods. `now` (the
+/// thread's CPU clock) is read only then: the handler asks at every signal.
+pub fn end_block(e: &ThreadEntry, now: impl FnOnce() -> u64) -> u32 {
+    let mark = e.blocked_mark.swap(0, Ordering::Relaxed);
+    if mark == 0 {
+        return 0;
+    }
+    let spent = now().saturating_sub(mark - 1);
+    state::BLOCKED_NS.fetch_add(spent, Ordering::Relaxed);
+    (spent / state::period_ns().max(1)).min(u32::MAX as u64) as u32
 }
 
 /// At process exit (sampling stopped): every live thread's last settlement.

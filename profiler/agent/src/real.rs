@@ -84,6 +84,35 @@ pub fn pthread_sigmask(
     mask(&SIGMASK, c"pthread_sigmask", libc::ENOSYS, how, set, old)
 }
 
+/// Runs `f` with SIGPROF blocked in the calling thread (its mask restored after): our
+/// handler cannot run on this thread meanwhile.
+pub fn with_sigprof_blocked<R>(f: impl FnOnce() -> R) -> R {
+    // SAFETY: sigset_t is plain data, for which all-zero is a valid value; sigemptyset
+    // and sigaddset only write the local sets.
+    let (mut block, mut old): (libc::sigset_t, libc::sigset_t) =
+        unsafe { (core::mem::zeroed(), core::mem::zeroed()) };
+    // SAFETY: as above.
+    unsafe {
+        libc::sigemptyset(&mut block);
+        libc::sigaddset(&mut block, libc::SIGPROF);
+    }
+    pthread_sigmask(libc::SIG_BLOCK, &block, &mut old);
+    let r = f();
+    pthread_sigmask(libc::SIG_SETMASK, &old, core::ptr::null_mut());
+    r
+}
+
+/// Does the calling thread block SIGPROF now?
+pub fn sigprof_blocked() -> bool {
+    // SAFETY: sigset_t is plain data (all-zero valid); with a null set, pthread_sigmask
+    // only writes the current mask into `cur`, which sigismember then reads.
+    unsafe {
+        let mut cur: libc::sigset_t = core::mem::zeroed();
+        pthread_sigmask(libc::SIG_BLOCK, core::ptr::null(), &mut cur) == 0
+            && libc::sigismember(&cur, libc::SIGPROF) == 1
+    }
+}
+
 /// libc's sigprocmask (-1 if libc has none).
 pub fn sigprocmask(
     how: libc::c_int,

@@ -65,14 +65,7 @@ pub fn register_current_thread() -> TimerSource {
         };
     }
     // A thread started by one that blocked SIGPROF inherits the block.
-    // SAFETY: sigset_t is plain data; with a null set, pthread_sigmask only reads the
-    // calling thread's mask into `cur`.
-    let blocked = unsafe {
-        let mut cur: libc::sigset_t = core::mem::zeroed();
-        crate::real::pthread_sigmask(libc::SIG_BLOCK, core::ptr::null(), &mut cur) == 0
-            && libc::sigismember(&cur, libc::SIGPROF) == 1
-    };
-    if blocked {
+    if crate::real::sigprof_blocked() {
         e.blocked_mark
             .store(crate::sys::thread_cpu_ns() + 1, Ordering::Relaxed);
     }
@@ -101,15 +94,10 @@ pub fn unregister_current_thread() {
     if let Some(e) = threads::lookup(gettid()) {
         // A thread that ends with SIGPROF blocked got no signal for the time it ran
         // blocked: that user time becomes one sample here, at its exit, not kernel credit.
-        let mark = e.blocked_mark.swap(0, Ordering::Relaxed);
-        if mark != 0 {
-            let spent = crate::sys::thread_cpu_ns().saturating_sub(mark - 1);
-            state::BLOCKED_NS.fetch_add(spent, Ordering::Relaxed);
-            let w = spent / state::period_ns().max(1);
-            if w > 0 && state::sampling() {
-                e.user_periods.fetch_add(w, Ordering::Relaxed);
-                crate::handler::sample_here(e, w.min(u32::MAX as u64) as u32);
-            }
+        let w = crate::kernel::end_block(e, crate::sys::thread_cpu_ns);
+        if w > 0 && state::sampling() {
+            e.user_periods.fetch_add(w as u64, Ordering::Relaxed);
+            crate::handler::sample_here(e, w);
         }
         // Unpublish first: a signal arriving in between finds no entry and does nothing.
         threads::remove(e);
@@ -150,21 +138,13 @@ pub fn mask_changed(how: libc::c_int, set: *const libc::sigset_t) {
     let Some(e) = threads::lookup(gettid()) else {
         return;
     };
-    let now = crate::sys::thread_cpu_ns();
     if blocked {
+        let now = crate::sys::thread_cpu_ns();
         let _ = e
             .blocked_mark
             .compare_exchange(0, now + 1, Ordering::Relaxed, Ordering::Relaxed);
     } else {
-        end_block(e, now);
-    }
-}
-
-/// Adds the CPU time since the thread blocked SIGPROF, if it did, to the total.
-fn end_block(e: &threads::ThreadEntry, now: u64) {
-    let mark = e.blocked_mark.swap(0, Ordering::Relaxed);
-    if mark != 0 {
-        state::BLOCKED_NS.fetch_add(now.saturating_sub(mark - 1), Ordering::Relaxed);
+        crate::kernel::end_block(e, crate::sys::thread_cpu_ns);
     }
 }
 
@@ -174,7 +154,7 @@ pub fn end_blocks() {
         if e.blocked_mark.load(Ordering::Relaxed) != 0 {
             let tid = e.tid.load(Ordering::Acquire);
             if let Some(now) = crate::kernel::thread_cpu_ns_of(tid) {
-                end_block(e, now);
+                crate::kernel::end_block(e, || now);
             }
         }
     }

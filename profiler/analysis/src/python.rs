@@ -15,6 +15,15 @@ pub fn is_python_module(module: &str) -> bool {
     module.ends_with(".py") || (module.starts_with('<') && module.ends_with('>'))
 }
 
+/// The file part of a function's identity (name, module, this): a Python function's
+/// whole path, "" for any other (a native function's frames name several source files).
+pub fn identity_file<'a>(module: &str, file: Option<&'a str>) -> &'a str {
+    match file {
+        Some(f) if is_python_module(module) => f,
+        _ => "",
+    }
+}
+
 /// The frame of a Python code object at instruction index `offset`.
 pub fn frame(code: Option<&PyCode>, offset: u32) -> Frame {
     let Some(c) = code else {

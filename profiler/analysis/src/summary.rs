@@ -240,10 +240,7 @@ impl Analysis {
             .frames()
             .iter()
             .map(|f| {
-                let path = match &f.file {
-                    Some(file) if crate::python::is_python_module(&f.module) => file.as_str(),
-                    _ => "",
-                };
+                let path = crate::python::identity_file(&f.module, f.file.as_deref());
                 *func_index
                     .entry((f.name.as_str(), f.module.as_str(), path))
                     .or_insert_with(|| {

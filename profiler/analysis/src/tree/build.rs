@@ -211,10 +211,7 @@ struct Functions {
 
 impl Functions {
     fn intern(&mut self, f: Function) -> u32 {
-        let path = match &f.file {
-            Some(file) if crate::python::is_python_module(&f.module) => file.clone(),
-            _ => String::new(),
-        };
+        let path = crate::python::identity_file(&f.module, f.file.as_deref()).to_string();
         let key = (f.name.clone(), f.module.clone(), path);
         let list = &mut self.list;
         *self.ids.entry(key).or_insert_with(|| {
